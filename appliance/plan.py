@@ -1,0 +1,151 @@
+"""The plan: (settings, facts) -> the files the machine should have, and who reads them.
+
+Pure: no file is read here except templates, through the Jinja2 environment passed in.
+Merging, defaults and type coercion happen in Python (tested); templates only substitute
+and loop. One template per config file, under templates/ mirroring the target path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from . import tls
+from .facts import Facts
+from .settings import Settings
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+# Tinkerers may override any template by placing a file with the same relative path here.
+OVERRIDE_DIR = "/etc/appliance/templates"
+
+
+@dataclass(frozen=True)
+class Paths:
+    mail_log: str = "/var/log/mail.log"
+    dovecot_log: str = "/var/log/dovecot.log"
+    vmail: str = "/var/vmail"
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    path: str  # on the target, absolute
+    content: bytes
+    service: str  # the service that reads it; its reload picks the change up
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False  # never shown in diffs or logs
+    order: int = 50  # lower first: referenced files (maps) go live before the main file
+
+
+@dataclass(frozen=True)
+class Plan:
+    files: tuple[DesiredFile, ...]
+    directories: tuple[tuple[str, str, str, int], ...]  # (path, owner, group, mode)
+
+    def services(self) -> list[str]:
+        return sorted({f.service for f in self.files})
+
+    def for_service(self, service: str) -> list[DesiredFile]:
+        return [f for f in self.files if f.service == service]
+
+
+# (template, target path, service, mode, owner, group, secret, order)
+_FILES: tuple[tuple[str, str, str, int, str, str, bool, int], ...] = (
+    ("etc/postfix/vmailbox.j2", "/etc/postfix/vmailbox", "postfix", 0o644, "root", "root", False, 10),
+    ("etc/postfix/virtual.j2", "/etc/postfix/virtual", "postfix", 0o644, "root", "root", False, 10),
+    ("etc/postfix/sender_login.j2", "/etc/postfix/sender_login", "postfix", 0o644, "root", "root", False, 10),
+    ("etc/postfix/master.cf.j2", "/etc/postfix/master.cf", "postfix", 0o644, "root", "root", False, 80),
+    ("etc/postfix/main.cf.j2", "/etc/postfix/main.cf", "postfix", 0o644, "root", "root", False, 90),
+    ("etc/dovecot/users.j2", "/etc/dovecot/users", "dovecot", 0o640, "root", "dovecot", True, 10),
+    ("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", 0o644, "root", "root", False, 90),
+)
+
+
+def environment(override_dir: Path | None = None) -> jinja2.Environment:
+    """Templates with StrictUndefined: a missing variable is an error, never an empty string."""
+    loaders: list[jinja2.BaseLoader] = []
+    if override_dir is not None and override_dir.is_dir():
+        loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(TEMPLATE_DIR)))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - these are config files, not HTML
+    )
+
+
+def header(template: str, env: jinja2.Environment) -> str:
+    source = "override " + OVERRIDE_DIR if _is_override(env, template) else "templates"
+    return (
+        f"# Written by mail-appliance from {template} ({source}).\n"
+        "# Local edits are overwritten: change /etc/appliance/settings.toml, or copy the\n"
+        f"# template to {OVERRIDE_DIR}/{template} and edit it there."
+    )
+
+
+def _is_override(env: jinja2.Environment, template: str) -> bool:
+    loader = env.loader
+    if isinstance(loader, jinja2.ChoiceLoader) and len(loader.loaders) > 1:
+        first = loader.loaders[0]
+        return isinstance(first, jinja2.FileSystemLoader) and any(
+            (Path(p) / template).is_file() for p in first.searchpath
+        )
+    return False
+
+
+def alias_table(s: Settings) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for u in s.users:
+        rows += [(a, u.address) for a in u.aliases]
+    # RFC 2142 role addresses, plus root@ for the box's own cron/system mail.
+    rows += [(f"{local}@{s.domain}", s.postmaster) for local in ("postmaster", "abuse", "root")]
+    return rows
+
+
+def sender_logins(s: Settings) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for u in s.users:
+        rows.append((u.address, u.address))
+        rows += [(a, u.address) for a in u.aliases]
+    return rows
+
+
+def build(
+    s: Settings, facts: Facts, env: jinja2.Environment, paths: Paths = Paths(),
+    cert: tls.CertPaths | None = None,
+) -> Plan:
+    cert = cert or tls.self_signed_paths()
+    context = {
+        "s": s,
+        "facts": facts,
+        "paths": paths,
+        "cert": cert,
+        "tls": {
+            "ciphers": tls.CIPHERS_INTERMEDIATE,
+            "min_protocol": tls.MIN_PROTOCOL,
+            "smtpd_opportunistic_protocols": tls.SMTPD_OPPORTUNISTIC_PROTOCOLS,
+        },
+        "aliases": alias_table(s),
+        "sender_logins": sender_logins(s),
+    }
+    files = []
+    for template, target, service, mode, owner, group, secret, order in _FILES:
+        text = env.get_template(template).render(header=header(template, env), **context)
+        files.append(DesiredFile(target, text.encode(), service, mode, owner, group, secret, order))
+    dirs = (
+        (paths.vmail, "mail", "mail", 0o770),
+        (str(Path(paths.mail_log).parent), "root", "root", 0o755),
+    )
+    return Plan(files=tuple(sorted(files, key=lambda f: f.order)), directories=dirs)
+
+
+def render_all(plan: Plan) -> Iterable[tuple[str, str]]:
+    for f in plan.files:
+        yield f.path, ("<secret: not shown>\n" if f.secret else f.content.decode())

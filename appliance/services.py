@@ -1,0 +1,210 @@
+"""The services the agent configures. Each offers what certbot's installer interface offers:
+validate a staged configuration with the real tool, reload, and say whether it runs.
+
+Validation is strict: `postconf` exits 0 on an unknown parameter and only warns, so any
+"warning:" counts as failure; `doveconf` exits non-zero on an unknown setting.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from . import system
+from .errors import ValidationError
+
+# Diagnostics go to stderr; stdout is the configuration itself (which has an "error" service).
+_WARNING = re.compile(r"\b(warning|fatal|error)\b", re.IGNORECASE)
+
+
+class Manager:
+    """How services are reloaded on this machine."""
+
+    name = "none"
+    probes = True  # whether a reloaded service can be checked afterwards (not offline)
+
+    def reload(self, service: "Service") -> system.Result:
+        raise NotImplementedError
+
+
+class Systemd(Manager):
+    name = "systemd"
+
+    def reload(self, service: "Service") -> system.Result:
+        # reload-or-restart: starts a stopped service too (first boot), reloads a running one.
+        return system.run(["systemctl", "reload-or-restart", service.unit], check=False)
+
+
+class Direct(Manager):
+    """No init system (containers, the test lab): drive the daemons' own control commands."""
+
+    name = "direct"
+
+    def reload(self, service: "Service") -> system.Result:
+        return service.direct_reload()
+
+
+class Offline(Manager):
+    """An offline root (image build): nothing runs there, nothing to reload."""
+
+    name = "offline"
+    probes = False
+
+    def reload(self, service: "Service") -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+
+def detect_manager(root: system.Root) -> Manager:
+    if not root.is_live:
+        return Offline()
+    if Path("/run/systemd/system").is_dir():
+        return Systemd()
+    return Direct()
+
+
+class Service:
+    name = ""
+    unit = ""
+    log_path = ""
+    # Lines in the service's log that mean a reload did not take (the daemon's own words).
+    reload_errors: re.Pattern[str] = re.compile(r"$^")
+    # The line a daemon logs when it has (re)read its configuration.
+    reload_ack: re.Pattern[str] = re.compile(r"$^")
+    # Ports the service must listen on once (re)loaded; a lost listener fails the apply.
+    ports: tuple[int, ...] = ()
+
+    def __init__(self, root: system.Root) -> None:
+        self.root = root
+
+    def validate(self, stage: Path) -> None:
+        raise NotImplementedError
+
+    def direct_reload(self) -> system.Result:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
+        """After a reload: None if the service runs with its new configuration, else why not.
+
+        Reloads are asynchronous (`doveadm reload` and `postfix reload` return before the daemon
+        has re-read anything), so this polls, bounded in time: first for the daemon's own
+        acknowledgement in its log, then for errors it logged, then for its listening ports."""
+        deadline = time.monotonic() + settle
+        acked_at: float | None = None
+        missing: set[int] = set()
+        for _ in range(int(settle / 0.05) + 1):
+            new = self.root.read_from(self.log_path, log_offset)
+            bad = [line for line in new.splitlines() if self.reload_errors.search(line)]
+            if bad:
+                return "\n".join(bad[-5:])
+            if acked_at is None and self.reload_ack.search(new):
+                acked_at = time.monotonic()
+            # Errors follow the acknowledgement within the same reload pass; allow a moment.
+            if acked_at is not None and time.monotonic() - acked_at > 0.3:
+                missing = set(self.ports) - system.listening_tcp_ports()
+                if not missing and self.running():
+                    return None
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if acked_at is None:
+            return f"{self.name} did not confirm the reload in {self.log_path} within {settle:.0f} s"
+        if not self.running():
+            return f"{self.name} is not running after the reload"
+        return f"{self.name} is not listening on port(s) {', '.join(map(str, sorted(missing)))}"
+
+    def _tool(self, argv: list[str]) -> system.Result:
+        # The host's tools judge staged files by path; neither postconf nor doveconf -n opens
+        # the maps, certificates or password files a configuration names, so this works
+        # for an offline root (an image being built) as well as the live system.
+        return system.run(argv, check=False)
+
+    def _fail_on(self, res: system.Result, tool: str, strict_warnings: bool = True) -> None:
+        if res.returncode != 0 or (strict_warnings and _WARNING.search(res.stderr)):
+            raise ValidationError(self.name, tool, res.stderr or res.output or f"exit {res.returncode}")
+
+
+class Postfix(Service):
+    name = "postfix"
+    unit = "postfix.service"
+    log_path = "/var/log/mail.log"
+    reload_errors = re.compile(r"postfix(/[\w-]+)?/(master|postfix-script)\[\d+\]: (fatal|panic):")
+    reload_ack = re.compile(r"postfix(/[\w-]+)?/master\[\d+\]: (reload|daemon started) ")
+    ports = (25, 465, 587)
+    config_dir = "/etc/postfix"
+    # The map files the templates reference, validated as texthash tables.
+    maps = ("vmailbox", "virtual", "sender_login")
+
+    def validate(self, stage: Path) -> None:
+        conf = str(stage / "etc/postfix")
+        # main.cf: every parameter known, every value parseable.
+        self._fail_on(self._tool(["postconf", "-c", conf, "-n"]), "postconf -n")
+        # master.cf: every service line parseable, -o overrides included.
+        self._fail_on(self._tool(["postconf", "-c", conf, "-M"]), "postconf -M")
+        self._fail_on(self._tool(["postconf", "-c", conf, "-P"]), "postconf -P")
+        for m in self.maps:
+            path = stage / "etc/postfix" / m
+            if path.exists():
+                res = self._tool(["postmap", "-c", conf, "-q", "validate.invalid", f"texthash:{path}"])
+                # exit 1 = key not found (fine); anything else, or a warning, is a broken map.
+                if res.returncode not in (0, 1) or _WARNING.search(res.stderr):
+                    raise ValidationError(self.name, f"postmap texthash:{m}", res.output)
+
+    def running(self) -> bool:
+        return self._tool(["postfix", "status"]).returncode == 0
+
+    def direct_reload(self) -> system.Result:
+        if self.running():
+            res = system.run(["postfix", "reload"], check=False)
+        else:
+            res = system.run_daemon(["postfix", "start"])
+        if res.returncode != 0:
+            # postfix(1) prints nothing without a terminal: the reason is in its log.
+            return system.Result(res.argv, res.returncode, res.stdout, _log_tail(self.root))
+        return res
+
+
+class Dovecot(Service):
+    name = "dovecot"
+    unit = "dovecot.service"
+    log_path = "/var/log/dovecot.log"
+    reload_errors = re.compile(r"\b(master|config): (Error|Fatal|Panic):")
+    reload_ack = re.compile(r"master: (Warning: SIGHUP received|Info: Dovecot v\S+ .*starting up)")
+    ports = (143, 993)
+
+    def validate(self, stage: Path) -> None:
+        conf = str(stage / "etc/dovecot/dovecot.conf")
+        self._fail_on(self._tool(["doveconf", "-n", "-c", conf]), "doveconf -n")
+        users = stage / "etc/dovecot/users"
+        if users.exists():
+            for n, line in enumerate(users.read_text().splitlines(), 1):
+                if line and not line.startswith("#") and not re.match(r"^[^:\s]+:\{[A-Z0-9-]+\}\S+$", line):
+                    raise ValidationError(self.name, "passwd-file check", f"users line {n} is malformed")
+
+    def _pid(self) -> int | None:
+        st = self.root.read("/run/dovecot/master.pid").content
+        try:
+            return int(st.decode().strip()) if st else None
+        except ValueError:
+            return None
+
+    def running(self) -> bool:
+        pid = self._pid()
+        return pid is not None and system.pid_alive(pid)
+
+    def direct_reload(self) -> system.Result:
+        if self.running():
+            return system.run(["doveadm", "reload"], check=False)
+        return system.run_daemon(["dovecot"])
+
+
+def _log_tail(root: system.Root, path: str = "/var/log/mail.log", lines: int = 5) -> str:
+    content = root.read(path).content or b""
+    return "\n".join(content.decode(errors="replace").splitlines()[-lines:])
+
+
+def all_services(root: system.Root) -> dict[str, Service]:
+    return {s.name: s for s in (Postfix(root), Dovecot(root))}

@@ -1,0 +1,275 @@
+"""The user's settings: one TOML file, parsed and validated into plain, typed data.
+
+Every problem is reported at once, each naming the field, the bad value and the fix,
+e.g. ``users[1].address: "bob@other.org" is outside domain "example.org"; ...``.
+Only the standard library is used here, so `appliance check` works anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+DEFAULT_PATH = Path("/etc/appliance/settings.toml")
+
+# RFC 1035 label: letters, digits, hyphens; not starting or ending with a hyphen.
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Local parts we accept: the dot-atom subset every client and MTA handles.
+_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+# Accepted password hash formats, strongest first, with the Dovecot scheme each maps to.
+# SHA512-CRYPT is the floor (issue #3); MD5-crypt ($1$) and SHA256-crypt ($5$) are refused.
+HASH_SCHEMES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"), "ARGON2ID"),
+    (re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"), "BLF-CRYPT"),
+    (re.compile(r"^\$y\$[./A-Za-z0-9]+\$[./A-Za-z0-9]*\$[./A-Za-z0-9]{43}$"), "CRYPT"),
+    (re.compile(r"^\$6\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{86}$"), "SHA512-CRYPT"),
+)
+HASH_FIX = (
+    "use a SHA512-CRYPT or stronger hash: run `appliance user passwd ADDRESS`, "
+    "or `openssl passwd -6` and paste its output"
+)
+
+RESERVED_LOCALS = ("postmaster", "abuse", "root")
+KNOWN_TOP = {"domain", "hostname", "message_size_limit_mb", "postmaster", "users", "relay", "lan"}
+KNOWN_USER = {"address", "password_hash", "aliases"}
+KNOWN_LAN = {"interface", "prefixes"}
+MAX_SIZE_MB = 1024
+
+
+@dataclass(frozen=True)
+class User:
+    address: str
+    password_hash: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def dovecot_scheme(self) -> str:
+        return hash_scheme(self.password_hash) or "SHA512-CRYPT"
+
+
+@dataclass(frozen=True)
+class LanOverride:
+    interface: str | None = None
+    prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    domain: str
+    hostname: str
+    users: tuple[User, ...]
+    message_size_limit_mb: int = 25
+    postmaster: str = ""  # the mailbox that receives postmaster@ and abuse@
+    relay: dict[str, Any] = field(default_factory=dict)
+    lan: LanOverride = LanOverride()
+
+    @property
+    def message_size_limit_bytes(self) -> int:
+        return self.message_size_limit_mb * 1024 * 1024
+
+
+def hash_scheme(value: str) -> str | None:
+    for pattern, scheme in HASH_SCHEMES:
+        if pattern.match(value):
+            return scheme
+    return None
+
+
+def _q(value: Any) -> str:
+    """Quote a bad value for a message the way the user wrote it."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def valid_domain(name: str) -> bool:
+    if not name or len(name) > 253 or "." not in name:
+        return False
+    return all(_LABEL.match(label) for label in name.split("."))
+
+
+def split_address(address: str) -> tuple[str, str] | None:
+    if address.count("@") != 1:
+        return None
+    local, domain = address.split("@")
+    if not _LOCAL.match(local) or len(local) > 64 or not valid_domain(domain):
+        return None
+    return local, domain
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, where: str, value: Any, why: str, fix: str) -> None:
+        self.problems.append(f"{where}: {_q(value)} {why}; {fix}")
+
+
+def parse(data: dict[str, Any], path: str | None = None) -> Settings:
+    """Validate a parsed TOML document. Raises SettingsError listing every problem."""
+    c = _Collector()
+    for key in sorted(set(data) - KNOWN_TOP):
+        c.add(key, key, "is not a known setting", "remove it or check its spelling (see README)")
+
+    domain = data.get("domain")
+    if not isinstance(domain, str) or not valid_domain(domain.lower()):
+        c.add("domain", domain, "is not a domain name", 'set it to your own domain, e.g. "example.org"')
+        domain = ""
+    elif domain != domain.lower():
+        c.add("domain", domain, "has upper-case letters", f'write it as "{domain.lower()}"')
+
+    hostname = data.get("hostname", f"mail.{domain}" if domain else "")
+    if not isinstance(hostname, str) or not valid_domain(hostname):
+        c.add("hostname", hostname, "is not a fully qualified host name",
+              f'use a name under your domain, e.g. "mail.{domain or "example.org"}"')
+    elif domain and not (hostname == domain or hostname.endswith("." + domain)):
+        c.add("hostname", hostname, f'is outside domain "{domain}"',
+              f'use a name under your domain, e.g. "mail.{domain}"')
+
+    size = data.get("message_size_limit_mb", 25)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE_MB:
+        c.add("message_size_limit_mb", size, "is not a size in MiB",
+              f"use a whole number between 1 and {MAX_SIZE_MB}, e.g. 25")
+        size = 25
+
+    users = _parse_users(data.get("users"), domain, c)
+
+    postmaster = data.get("postmaster", users[0].address if users else "")
+    mailboxes = {u.address for u in users}
+    if users and postmaster not in mailboxes:
+        c.add("postmaster", postmaster, "is not one of the users' addresses",
+              f"name the mailbox that should receive postmaster@ and abuse@, e.g. {_q(users[0].address)}")
+
+    relay = data.get("relay", {})
+    if not isinstance(relay, dict):
+        c.add("relay", relay, "is not a table", "write it as a [relay] section or remove it")
+        relay = {}
+    elif relay:
+        c.add("relay", sorted(relay)[0], "is not supported yet",
+              "remove the [relay] keys: outbound relays arrive in a later version")
+
+    lan = _parse_lan(data.get("lan", {}), c)
+
+    if c.problems:
+        raise SettingsError(c.problems, path)
+    return Settings(domain=domain, hostname=hostname, users=users, message_size_limit_mb=size,
+                    postmaster=postmaster, relay=relay, lan=lan)
+
+
+def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
+    if raw is None:
+        c.add("users", "", "is missing", "add at least one [[users]] entry with address and password_hash")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        c.add("users", raw, "is not a list of [[users]] tables", "add at least one [[users]] entry")
+        return ()
+    users: list[User] = []
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        where = f"users[{i}]"
+        if not isinstance(entry, dict):
+            c.add(where, entry, "is not a table", "write each user as a [[users]] section")
+            continue
+        for key in sorted(set(entry) - KNOWN_USER):
+            c.add(f"{where}.{key}", key, "is not a known user setting",
+                  "use address, password_hash and aliases")
+        address = _check_address(entry.get("address"), f"{where}.address", domain, c)
+        pw = entry.get("password_hash")
+        if not isinstance(pw, str) or hash_scheme(pw) is None:
+            shown = pw if not isinstance(pw, str) else (pw[:4] + "…" if len(pw) > 4 else pw)
+            c.add(f"{where}.password_hash", shown, "is not a supported password hash", HASH_FIX)
+            pw = ""
+        aliases_raw = entry.get("aliases", [])
+        aliases: list[str] = []
+        if not isinstance(aliases_raw, list):
+            c.add(f"{where}.aliases", aliases_raw, "is not a list", 'write it as ["info@your.domain"]')
+            aliases_raw = []
+        for j, alias in enumerate(aliases_raw):
+            a = _check_address(alias, f"{where}.aliases[{j}]", domain, c)
+            if a:
+                aliases.append(a)
+        for name, field_where in [(address, f"{where}.address")] + [
+            (a, f"{where}.aliases[{j}]") for j, a in enumerate(aliases)
+        ]:
+            if not name:
+                continue
+            if name in seen:
+                c.add(field_where, name, f"is already used by {seen[name]}",
+                      "give every address to exactly one user")
+            else:
+                seen[name] = field_where
+            if name.split("@")[0] in RESERVED_LOCALS:
+                c.add(field_where, name, "is reserved",
+                      "postmaster@, abuse@ and root@ are delivered to the `postmaster` setting's mailbox")
+        if address:
+            users.append(User(address=address, password_hash=pw, aliases=tuple(aliases)))
+    return tuple(users)
+
+
+def _check_address(value: Any, where: str, domain: str, c: _Collector) -> str:
+    if not isinstance(value, str) or split_address(value.lower()) is None:
+        c.add(where, value, "is not an e-mail address", f'write it as "name@{domain or "example.org"}"')
+        return ""
+    if value != value.lower():
+        c.add(where, value, "has upper-case letters", f"write it as {_q(value.lower())}")
+        return ""
+    if domain and value.split("@")[1] != domain:
+        c.add(where, value, f'is outside domain "{domain}"',
+              f'use an address ending in "@{domain}"')
+        return ""
+    return value
+
+
+def _parse_lan(raw: Any, c: _Collector) -> LanOverride:
+    if not isinstance(raw, dict):
+        c.add("lan", raw, "is not a table", "write it as a [lan] section or remove it")
+        return LanOverride()
+    for key in sorted(set(raw) - KNOWN_LAN):
+        c.add(f"lan.{key}", key, "is not a known LAN setting", "use interface and prefixes")
+    iface = raw.get("interface")
+    if iface is not None and (not isinstance(iface, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", iface)):
+        c.add("lan.interface", iface, "is not a network interface name", 'use a name like "eth0"')
+        iface = None
+    prefixes: list[str] = []
+    raw_prefixes = raw.get("prefixes", [])
+    if not isinstance(raw_prefixes, list):
+        c.add("lan.prefixes", raw_prefixes, "is not a list", 'write it as ["192.168.1.0/24"]')
+        raw_prefixes = []
+    for i, p in enumerate(raw_prefixes):
+        try:
+            net = ipaddress.ip_network(p, strict=False) if isinstance(p, str) else None
+        except ValueError:
+            net = None
+        if net is None:
+            c.add(f"lan.prefixes[{i}]", p, "is not an IP network", 'use CIDR form, e.g. "192.168.1.0/24"')
+        elif net.is_global or net.prefixlen == 0:
+            c.add(f"lan.prefixes[{i}]", p, "is not a private LAN range",
+                  "list only your home network, e.g. 192.168.1.0/24 or fd00::/64")
+        else:
+            prefixes.append(str(net))
+    return LanOverride(interface=iface, prefixes=tuple(prefixes))
+
+
+def load(path: Path | str = DEFAULT_PATH) -> Settings:
+    """Read and validate a settings file. Raises SettingsError (exit code 2) on any problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SettingsError([f"{p}: file not found; create it (see README, 'Settings')"]) from None
+    except OSError as e:
+        raise SettingsError([f"{p}: cannot be read ({e.strerror}); check its permissions"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SettingsError(["file is not UTF-8 text; save it as UTF-8"], str(p)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError([f"TOML syntax error: {e}; fix the line it names"], str(p)) from None
+    return parse(data, str(p))

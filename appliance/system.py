@@ -1,0 +1,315 @@
+"""The one privileged path: every file the agent writes and every command it runs goes through here.
+
+A reader can audit in this module everything the agent can do to the machine. Nothing else in
+the package opens a file for writing or starts a process (`make lint` checks this).
+
+`Root` points the agent at a machine: "/" for the running system, or a directory holding a
+Debian root (an image being built, a test tree). Paths given to `Root` methods are always the
+paths *on the target* ("/etc/postfix/main.cf"); `Root` maps them into its directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import grp
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LockedError
+
+DEFAULT_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + self.stderr).strip()
+
+
+class CommandError(Exception):
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        super().__init__(f"`{' '.join(result.argv)}` exited {result.returncode}: {result.output}")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run a command without a shell; capture its output; bounded in time."""
+    try:
+        p = subprocess.run(  # noqa: S603 - argv list, no shell; the one place commands run
+            list(argv), input=input, capture_output=True, text=True, timeout=timeout,
+            env=env, stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        res = Result(tuple(argv), p.returncode, p.stdout, p.stderr)
+    except FileNotFoundError:
+        res = Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        res = Result(tuple(argv), 124, out, f"timed out after {timeout:.0f} s")
+    if check and res.returncode != 0:
+        raise CommandError(res)
+    return res
+
+
+def run_daemon(argv: Sequence[str], *, timeout: float = 60) -> Result:
+    """Run a command that forks a daemon (`dovecot`, `postfix start`).
+
+    Its output goes to a temporary file, not a pipe: a forked daemon inherits the descriptors
+    and would keep a pipe open forever.
+    """
+    with tempfile.TemporaryFile(mode="w+") as out:
+        try:
+            p = subprocess.run(  # noqa: S603
+                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                timeout=timeout, start_new_session=True,
+            )
+            rc = p.returncode
+        except FileNotFoundError:
+            return Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
+        except subprocess.TimeoutExpired:
+            rc = 124
+        out.seek(0)
+        return Result(tuple(argv), rc, out.read(), "")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def listening_tcp_ports() -> set[int]:
+    """TCP ports with a listening socket in this network namespace (/proc/net/tcp{,6})."""
+    ports: set[int] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What is on disk at a path (or that nothing is)."""
+
+    content: bytes | None
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+class Root:
+    def __init__(self, path: str | Path = "/") -> None:
+        self.path = Path(path).resolve()
+
+    @property
+    def is_live(self) -> bool:
+        return str(self.path) == "/"
+
+    def host(self, target: str | Path) -> Path:
+        """Map a path on the target machine to a path here."""
+        t = Path(target)
+        if not t.is_absolute():
+            raise ValueError(f"target path must be absolute: {t}")
+        return self.path / t.relative_to("/") if not self.is_live else t
+
+    def size(self, target: str | Path) -> int:
+        try:
+            return self.host(target).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_from(self, target: str | Path, offset: int) -> str:
+        """What was appended to a (log) file since `offset`."""
+        try:
+            with open(self.host(target), "rb") as f:
+                f.seek(offset)
+                return f.read(1 << 20).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def exists(self, target: str | Path) -> bool:
+        return self.host(target).exists()
+
+    def read(self, target: str | Path) -> FileState:
+        p = self.host(target)
+        try:
+            st = p.stat()
+            return FileState(p.read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+        except FileNotFoundError:
+            return FileState(None)
+
+    def lookup_ids(self, owner: str, group: str) -> tuple[int, int]:
+        """uid/gid of names *on the target* (its /etc/passwd when offline)."""
+        if self.is_live:
+            return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
+        return _id_from_file(self.host("/etc/passwd"), owner), _id_from_file(self.host("/etc/group"), group)
+
+    def makedirs(self, target: str | Path, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        p = self.host(target)
+        missing = []
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir(mode=mode)
+            os.chown(d, uid, gid)
+            os.chmod(d, mode)
+
+    def write_atomic(self, target: str | Path, state: FileState) -> None:
+        """Write a whole file the Postfix way: temp file in the same directory, fsync, chown,
+        chmod, rename over the old one, fsync the directory. A crash leaves old or new, never half."""
+        if state.content is None:
+            self.remove(target)
+            return
+        dest = self.host(target)
+        self.makedirs(Path(target).parent)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(state.content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chown(tmp, state.uid, state.gid)
+            os.chmod(tmp, state.mode)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(dest.parent)
+
+    def remove(self, target: str | Path) -> None:
+        p = self.host(target)
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            _fsync_dir(p.parent)
+
+    def write_stage(self, stage: Path, target: str | Path, content: bytes) -> Path:
+        """Write content to `stage`/<target path>, for validation before anything goes live."""
+        dest = stage / Path(target).relative_to("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(content)
+        return dest
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private directory for staged files, on the target's filesystem."""
+        base = self.host("/var/lib/appliance")
+        base.mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix="stage.", dir=base))
+        try:
+            os.chmod(d, 0o755)  # validators may drop privileges (doveconf reads as root, fine)
+            yield d
+        finally:
+            _rmtree(d)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One agent run at a time (certbot's lock, reduced to a flock)."""
+        d = self.host("/run/appliance") if self.is_live else self.host("/var/lib/appliance")
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "apply.lock", "a") as f:  # noqa: SIM115 - the lock lives as long as f
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(
+                    f"another `appliance` run holds {d / 'apply.lock'}; wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _id_from_file(path: Path, name: str) -> int:
+    for line in path.read_text().splitlines():
+        parts = line.split(":")
+        if parts and parts[0] == name and len(parts) > 2:
+            return int(parts[2])
+    raise KeyError(f"{name} not found in {path}")
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rmtree(d: Path) -> None:
+    for p in sorted(d.rglob("*"), key=lambda x: len(x.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+    d.rmdir()
+
+
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into an exception for the duration, so an interrupted apply rolls
+    back like a failed one (certbot's error handler does the same)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def write_user_file(path: Path, content: str, mode: int = 0o600) -> None:
+    """Replace a file the user owns (the settings file) atomically, keeping its mode and owner."""
+    try:
+        st = path.stat()
+        uid, gid, mode = st.st_uid, st.st_gid, st.st_mode & 0o7777
+    except FileNotFoundError:
+        uid, gid = os.getuid(), os.getgid()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.getuid() == 0:
+            os.chown(tmp, uid, gid)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)

@@ -1,0 +1,51 @@
+#!/bin/sh
+# mmdebstrap customize hook (base stage): disk layout, network, boot files.
+# Environment (set by image/build.py): IMAGE_ARCH, IMAGE_BOOT_LABEL,
+# IMAGE_ROOT_LABEL, IMAGE_CONSOLES.
+set -eu
+root="$1"
+
+# Mount by label: the same fstab works on an SD card (mmcblk0), a USB disk
+# (sda) and a virtual disk (vda).
+cat > "$root/etc/fstab" <<FSTAB
+LABEL=$IMAGE_ROOT_LABEL / ext4 rw,noatime,errors=remount-ro 0 1
+LABEL=$IMAGE_BOOT_LABEL /boot/firmware vfat rw,noatime,umask=0077,nofail 0 2
+FSTAB
+mkdir -p "$root/boot/firmware"
+
+# Wired network by DHCP (systemd-networkd). A host provisioned over SSH keeps
+# its own network setup: this belongs to the image, not to the roles.
+mkdir -p "$root/etc/systemd/network"
+cat > "$root/etc/systemd/network/20-wired.network" <<'NET'
+[Match]
+Name=eth* en*
+
+[Network]
+DHCP=yes
+NET
+chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service
+
+if [ "$IMAGE_ARCH" = arm64 ]; then
+    # raspi-firmware writes cmdline.txt and config.txt from this file.
+    defaults="$root/etc/default/raspi-firmware"
+    sed -i \
+        -e "s|^#\?ROOTPART=.*|ROOTPART=LABEL=$IMAGE_ROOT_LABEL|" \
+        -e "s|^#\?CONSOLES=.*|CONSOLES=\"$IMAGE_CONSOLES\"|" \
+        "$defaults"
+    grep -q "^ROOTPART=LABEL=$IMAGE_ROOT_LABEL" "$defaults"
+fi
+
+# Build the initramfs once, now that every package that hooks into it is in.
+rm -f "$root/usr/sbin/update-initramfs"
+chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+echo "I: $(date +%T) update-initramfs (once, under emulation for arm64)"
+chroot "$root" update-initramfs -c -k all
+echo "I: $(date +%T) update-initramfs done"
+
+if [ "$IMAGE_ARCH" = arm64 ]; then
+    # Copy kernel and device trees to /boot/firmware with the settings above.
+    chroot "$root" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
+    for f in config.txt cmdline.txt vmlinuz initrd.img; do
+        test -s "$root/boot/firmware/$f" || { echo "E: /boot/firmware/$f missing" >&2; exit 1; }
+    done
+fi

@@ -1,0 +1,255 @@
+"""The mail-appliance lab: a home LAN behind a NAT router, and a small "internet".
+
+    app   198.18.0.10 --+                                           +-- mx   203.0.113.25 (remote Postfix, remote.test)
+                        +-- br-lan 198.18.0.1 [rtr] wan0 203.0.113.2 --+ br-wan [inet] --+-- dns  203.0.113.53 (knot)
+    lan2  198.18.0.20 --+      NAT; 25/465/587/993 forwarded to app  |                  +-- (routed) att 198.51.100.66
+
+The "internet" namespace has no default route: nothing leaves the lab. The appliance host runs
+the real agent (`appliance apply`), which writes the real /etc/postfix and /etc/dovecot of its
+view and starts the daemons (no init system: the agent's "direct" service manager).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from .netlab import Host, Lab, wait_for
+
+DOMAIN = "example.test"
+MAIL_HOST = "mail.example.test"
+REMOTE = "remote.test"
+WAN_IP = "203.0.113.2"
+APP_IP = "198.18.0.10"
+LAN2_IP = "198.18.0.20"
+MX_IP = "203.0.113.25"
+DNS_IP = "203.0.113.53"
+ATT_IP = "198.51.100.66"
+FORWARDED = (25, 465, 587, 993)
+
+ALICE, ALICE_PW = f"alice@{DOMAIN}", "alice-secret-1"
+BOB_LOCAL, BOB_PW = f"bob@{DOMAIN}", "bob-secret-22"
+REMOTE_USER = f"carol@{REMOTE}"
+
+
+def hash_pw(pw: str) -> str:
+    return subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=pw + "\n", text=True,
+                          capture_output=True, check=True).stdout.strip()
+
+
+def settings_toml(users: list[tuple[str, str, list[str]]], extra: str = "") -> str:
+    out = [
+        "# Lab settings (tests/lab/mail_lab.py)",
+        f'domain = "{DOMAIN}"',
+        f'hostname = "{MAIL_HOST}"',
+        "message_size_limit_mb = 10",
+        extra,
+    ]
+    for address, h, aliases in users:
+        out += ["", "[[users]]", f'address = "{address}"', f'password_hash = "{h}"']
+        if aliases:
+            out.append("aliases = [" + ", ".join(f'"{a}"' for a in aliases) + "]")
+    return "\n".join(out) + "\n"
+
+
+ROUTER_NFT = f"""
+table inet lab {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "wan0" tcp dport {{ {", ".join(map(str, FORWARDED))} }} dnat ip to {APP_IP}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan0" masquerade
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    # br_netfilter is active in new namespaces: bridged LAN<->LAN frames pass this hook too.
+    iifname "br-lan" oifname "br-lan" accept
+    iifname "br-lan" oifname "wan0" accept
+    ct status dnat accept
+  }}
+}}
+"""
+
+
+def knot_conf(root: str) -> str:
+    return textwrap.dedent(f"""\
+        server:
+            rundir: "{root}/run"
+            listen: {DNS_IP}@53
+        log:
+          - target: stderr
+            any: info
+        database:
+            storage: "{root}/db"
+        template:
+          - id: default
+            storage: "{root}/zones"
+            file: "%s.zone"
+            zonefile-sync: -1
+        zone:
+          - domain: {DOMAIN}
+          - domain: {REMOTE}
+          - domain: 113.0.203.in-addr.arpa
+        """)
+
+
+ZONES = {
+    DOMAIN: f"""$ORIGIN {DOMAIN}.
+$TTL 60
+@     SOA ns1 hostmaster 1 60 60 600 60
+@     NS  ns1
+ns1   A   {DNS_IP}
+@     MX  10 mail
+mail  A   {WAN_IP}
+""",
+    REMOTE: f"""$ORIGIN {REMOTE}.
+$TTL 60
+@   SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 60 60 600 60
+@   NS  ns1.{DOMAIN}.
+@   MX  10 mx
+mx  A   {MX_IP}
+""",
+    "113.0.203.in-addr.arpa": f"""$ORIGIN 113.0.203.in-addr.arpa.
+$TTL 60
+@   SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 60 60 600 60
+@   NS  ns1.{DOMAIN}.
+2   PTR {MAIL_HOST}.
+25  PTR mx.{REMOTE}.
+""",
+}
+
+REMOTE_MAIN_CF = f"""compatibility_level = 3.6
+myhostname = mx.{REMOTE}
+mydomain = {REMOTE}
+myorigin = $mydomain
+mydestination =
+inet_interfaces = all
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = /var/log/mail.log
+virtual_mailbox_domains = {REMOTE}
+virtual_mailbox_maps = texthash:/etc/postfix/vmailbox
+virtual_mailbox_base = /var/vmail
+virtual_minimum_uid = 8
+virtual_uid_maps = static:8
+virtual_gid_maps = static:8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtp_tls_security_level = may
+smtp_tls_loglevel = 1
+smtpd_tls_security_level = none
+biff = no
+"""
+
+
+class MailLab:
+    """The whole lab, up. Attributes are the hosts; methods are what tests need often."""
+
+    def __init__(self, workdir: Path, repo: Path) -> None:
+        self.workdir = workdir
+        self.repo = repo
+        self.lab = Lab(workdir)
+        self.users = [
+            (ALICE, hash_pw(ALICE_PW), [f"info@{DOMAIN}"]),
+            (BOB_LOCAL, hash_pw(BOB_PW), []),
+        ]
+
+    # --- building -----------------------------------------------------------------------------
+    def up(self) -> "MailLab":
+        lab = self.lab
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lab.logs.mkdir(parents=True, exist_ok=True)
+        self.inet = lab.host("inet")
+        self.rtr = lab.host("rtr")
+        self.app = lab.host("app", dns=DNS_IP)
+        self.lan2 = lab.host("lan2", dns=DNS_IP)
+        self.mx = lab.host("mx", dns=DNS_IP)
+        self.dns = lab.host("dns")
+        self.att = lab.host("att", dns=DNS_IP)
+
+        lab.bridge("inet", "br-wan", "203.0.113.254/24")
+        lab.ns_exec("inet", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for name, ifname, addr in (("rtr", "wan0", WAN_IP), ("mx", "eth0", MX_IP),
+                                   ("dns", "eth0", DNS_IP)):
+            lab.link(name, ifname, "inet", f"i-{name}", a_addr=f"{addr}/24", b_master="br-wan")
+            lab.ns_exec(name, "ip", "route", "add", "default", "via", "203.0.113.254")
+        lab.link("att", "eth0", "inet", "i-att", a_addr=f"{ATT_IP}/24", b_addr="198.51.100.1/24")
+        lab.ns_exec("att", "ip", "route", "add", "default", "via", "198.51.100.1")
+
+        lab.bridge("rtr", "br-lan", "198.18.0.1/24")
+        for name, addr in (("app", APP_IP), ("lan2", LAN2_IP)):
+            lab.link(name, "eth0", "rtr", f"r-{name}", a_addr=f"{addr}/24", b_master="br-lan")
+            lab.ns_exec(name, "ip", "route", "add", "default", "via", "198.18.0.1")
+        lab.ns_exec("rtr", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.rtr.run(["nft", "-f", "-"], input=ROUTER_NFT)
+        # Split-horizon name for LAN clients, as a home router's DNS would give (no hairpin NAT).
+        self.lan2.write("/etc/hosts", f"127.0.0.1 localhost\n{APP_IP} {MAIL_HOST}\n")
+
+        for h in (self.app, self.mx):
+            # What Debian's postfix and dovecot packages create under /var on a real box.
+            h.run(["mkdir", "-p", "/var/spool/postfix", "/var/lib/postfix", "/var/lib/dovecot"])
+            h.run(["chown", "postfix:postfix", "/var/lib/postfix"])
+        self._start_dns()
+        self._start_remote_mx()
+        self.write_settings(settings_toml(self.users))
+        r = self.appliance("apply")
+        assert r.returncode == 0, f"first apply failed:\n{r.stdout}\n{r.stderr}"
+        self.app.track_pidfile("postfix", "/var/spool/postfix/pid/master.pid")
+        self.app.track_pidfile("dovecot", "/run/dovecot/master.pid")
+        wait_for("appliance port 25", lambda: self.tcp_open(self.app, APP_IP, 25))
+        wait_for("appliance port 993", lambda: self.tcp_open(self.app, APP_IP, 993))
+        return self
+
+    def _start_dns(self) -> None:
+        root = "/var/lib/knot-lab"
+        self.dns.run(["mkdir", "-p", f"{root}/zones", f"{root}/db", f"{root}/run"])
+        self.dns.write(f"{root}/knot.conf", knot_conf(root))
+        for zone, text in ZONES.items():
+            self.dns.write(f"{root}/zones/{zone}.zone", text)
+        self.dns.spawn("knotd", ["knotd", "-c", f"{root}/knot.conf"])
+        wait_for("knot answering", lambda: "NOERROR" in self.app.run(
+            ["kdig", "+time=1", "+retry=0", f"@{DNS_IP}", "SOA", DOMAIN], check=False).stdout)
+
+    def _start_remote_mx(self) -> None:
+        mx = self.mx
+        mx.write("/etc/postfix/main.cf", REMOTE_MAIN_CF)
+        mx.write("/etc/postfix/vmailbox", f"{REMOTE_USER} {REMOTE}/carol/\n")
+        mx.run(["postconf", "-F", "*/*/chroot = n"])
+        mx.run(["mkdir", "-p", "/var/vmail"])
+        mx.run(["chown", "mail:mail", "/var/vmail"])
+        r = mx.run(["postfix", "start"], check=False)
+        assert r.returncode == 0, f"remote postfix did not start: {mx.read('/var/log/mail.log')}"
+        mx.track_pidfile("postfix", "/var/spool/postfix/pid/master.pid")
+        wait_for("remote MX port 25", lambda: self.tcp_open(mx, MX_IP, 25))
+
+    def down(self) -> None:
+        for h in (getattr(self, "app", None), getattr(self, "mx", None)):
+            if h is not None and h.holder is not None:
+                h.run(["postfix", "stop"], check=False, timeout=30)
+        self.lab.down()
+
+    # --- helpers for tests -----------------------------------------------------------------------
+    def appliance(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real agent on the appliance host, as root, inside its view."""
+        return self.app.run([sys.executable, "-m", "appliance.cli", *args], check=False,
+                            timeout=120, input=input,
+                            env={"PYTHONPATH": str(self.repo)})
+
+    def write_settings(self, text: str) -> None:
+        self.app.write("/etc/appliance/settings.toml", text, mode=0o600)
+
+    def tcp_open(self, host: Host, ip: str, port: int) -> bool:
+        code = (f"import socket; s=socket.create_connection(('{ip}', {port}), timeout=2); "
+                "s.close()")
+        return host.python(code, timeout=10).returncode == 0
+
+    def maildir_files(self, host: Host, maildir: str) -> list[Path]:
+        base = host.path(maildir)
+        return sorted(p for sub in ("new", "cur") for p in (base / sub).glob("*") if p.is_file())
+
+    def appliance_cert(self) -> str:
+        return self.app.read("/var/lib/appliance/tls/fullchain.pem")
