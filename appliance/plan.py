@@ -14,12 +14,17 @@ from pathlib import Path
 import jinja2
 
 from . import tls
+from .errors import ApplianceError
 from .facts import Facts
 from .settings import Settings
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 # Tinkerers may override any template by placing a file with the same relative path here.
 OVERRIDE_DIR = "/etc/appliance/templates"
+
+
+class TemplateError(ApplianceError):
+    """A template (usually a tinkerer's override) does not render."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,15 @@ def build(
     }
     files = []
     for template, target, service, mode, owner, group, secret, order in _FILES:
-        text = env.get_template(template).render(header=header(template, env), **context)
+        try:
+            text = env.get_template(template).render(header=header(template, env), **context)
+        except jinja2.TemplateError as e:
+            where = f"{OVERRIDE_DIR}/{template}" if _is_override(env, template) else template
+            line = f", line {e.lineno}" if isinstance(e, jinja2.TemplateSyntaxError) else ""
+            raise TemplateError(
+                f"template {where}{line}: {e.message or e}; fix it, or remove the override "
+                f"to use the shipped template. Nothing was changed."
+            ) from None
         files.append(DesiredFile(target, text.encode(), service, mode, owner, group, secret, order))
     dirs = (
         (paths.vmail, "mail", "mail", 0o770),

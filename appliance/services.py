@@ -24,14 +24,14 @@ class Manager:
     name = "none"
     probes = True  # whether a reloaded service can be checked afterwards (not offline)
 
-    def reload(self, service: "Service") -> system.Result:
+    def reload(self, service: Service) -> system.Result:
         raise NotImplementedError
 
 
 class Systemd(Manager):
     name = "systemd"
 
-    def reload(self, service: "Service") -> system.Result:
+    def reload(self, service: Service) -> system.Result:
         # reload-or-restart: starts a stopped service too (first boot), reloads a running one.
         return system.run(["systemctl", "reload-or-restart", service.unit], check=False)
 
@@ -41,7 +41,7 @@ class Direct(Manager):
 
     name = "direct"
 
-    def reload(self, service: "Service") -> system.Result:
+    def reload(self, service: Service) -> system.Result:
         return service.direct_reload()
 
 
@@ -51,7 +51,7 @@ class Offline(Manager):
     name = "offline"
     probes = False
 
-    def reload(self, service: "Service") -> system.Result:
+    def reload(self, service: Service) -> system.Result:
         return system.Result(("true",), 0, "", "")
 
 

@@ -1,8 +1,9 @@
 """The mail-appliance lab: a home LAN behind a NAT router, and a small "internet".
 
-    app   198.18.0.10 --+                                           +-- mx   203.0.113.25 (remote Postfix, remote.test)
-                        +-- br-lan 198.18.0.1 [rtr] wan0 203.0.113.2 --+ br-wan [inet] --+-- dns  203.0.113.53 (knot)
-    lan2  198.18.0.20 --+      NAT; 25/465/587/993 forwarded to app  |                  +-- (routed) att 198.51.100.66
+    app  198.18.0.10 -+                                            +- mx  203.0.113.25 (remote Postfix)
+                      +- br-lan 198.18.0.1 [rtr] wan0 203.0.113.2 -+- dns 203.0.113.53 (knot)
+    lan2 198.18.0.20 -+   NAT; 25/465/587/993 forwarded to app     +- (routed) att 198.51.100.66
+                                                          (br-wan in [inet], the "ISP core")
 
 The "internet" namespace has no default route: nothing leaves the lab. The appliance host runs
 the real agent (`appliance apply`), which writes the real /etc/postfix and /etc/dovecot of its
@@ -159,7 +160,7 @@ class MailLab:
         ]
 
     # --- building -----------------------------------------------------------------------------
-    def up(self) -> "MailLab":
+    def up(self) -> MailLab:
         lab = self.lab
         self.workdir.mkdir(parents=True, exist_ok=True)
         lab.logs.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ from pathlib import Path
 LAB_LIFETIME = 1800  # seconds; every daemon runs under `timeout` so none outlives a lost lab
 
 
-def sh(argv: Sequence[str], check: bool = True, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+def sh(argv: Sequence[str], check: bool = True, timeout: float = 60,
+       **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), check=check, timeout=timeout, text=True,  # noqa: S603
                           capture_output=True, **kw)  # type: ignore[call-overload]
 
@@ -53,7 +54,7 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 20, interv
 
 @dataclass
 class Host:
-    lab: "Lab"
+    lab: Lab
     name: str  # short name; the namespace is lab.prefix + name
     ns: str
     root: Path  # this host's private directories (etc overlay upper, var, run)
@@ -145,7 +146,7 @@ class Host:
         self.write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n")
 
     def stop(self) -> None:
-        for name, pidfile in self.pidfiles.items():
+        for pidfile in self.pidfiles.values():
             with contextlib.suppress(OSError, ValueError):
                 pid = int(pidfile.read_text().split()[0])
                 if _in_namespace(pid, self.ns):
@@ -172,7 +173,7 @@ class Lab:
         self.children: list[subprocess.Popen[bytes]] = []
         self._links = 0
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,6 +29,7 @@ from .mail_lab import (
 )
 from .netlab import Host, wait_for
 
+TEMPLATES = Path(__file__).resolve().parents[2] / "appliance/templates"
 CA = "/etc/appliance-lab-ca.pem"  # the appliance's self-signed cert, trusted by the lab client
 
 
@@ -273,7 +274,7 @@ def test_broken_template_fails_validation_rolls_back_and_mail_still_flows(lab: M
     before = snapshot(lab)
     pids = master_pids(lab)
     override = "/etc/appliance/templates/etc/postfix/main.cf.j2"
-    original = (Path(__file__).resolve().parents[2] / "appliance/templates/etc/postfix/main.cf.j2").read_text()
+    original = (TEMPLATES / "etc/postfix/main.cf.j2").read_text()
     # A tinkerer's override with a typo'd parameter: postconf only warns, we refuse.
     lab.app.write(override, original + "smtpd_tls_securty_level = encrypt\n")
     try:
@@ -301,7 +302,7 @@ def test_reload_failure_restores_every_file_and_the_old_config_keeps_running(lab
     held by another process) is rolled back: files restored, Dovecot still serves IMAP."""
     before = snapshot(lab)
     override = "/etc/appliance/templates/etc/dovecot/dovecot.conf.j2"
-    original = (Path(__file__).resolve().parents[2] / "appliance/templates/etc/dovecot/dovecot.conf.j2").read_text()
+    original = (TEMPLATES / "etc/dovecot/dovecot.conf.j2").read_text()
     # Port 25 is Postfix's: valid for doveconf, impossible to bind for Dovecot.
     lab.app.write(override, original.replace("port = 143", "port = 25"))
     try:

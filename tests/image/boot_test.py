@@ -1,0 +1,323 @@
+#!/usr/bin/python3
+"""Boot test of a built image (make image-test).
+
+Boots build/mail-appliance-*-$ARCH.img.xz under qemu (software emulation) the
+way a user starts a new card: appliance.toml and authorized_keys written onto
+the FAT boot partition (mtools, nothing mounted), then checks what the user
+would see. Kernel and initrd come from the image; networking is qemu
+user-mode, restricted (the guest reaches nothing) with forwards on 127.0.0.1.
+Everything is bounded by --timeout; qemu is killed by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BOOT_OFFSET = 4 << 20           # image/build.py: GAP_MIB
+ROOT_LABEL = "appliance-root"
+GROW_MIB = 512                  # the test card is this much larger than the image
+MARKERS = {                     # first serial line matching each, in boot order
+    "kernel": r"Booting Linux on|Linux version",
+    "initrd_done": r"Switching root|switch_root",
+    "systemd": r"systemd\[1\]: Detected architecture|Welcome to Debian",
+    "firstboot_start": r"appliance-firstboot: starting",
+    "firstboot_done": r"APPLIANCE-FIRSTBOOT-DONE",
+    "login_prompt": r"login:",
+}
+QEMU = {
+    "arm64": ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53"],
+    "amd64": ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
+}
+CONSOLE = {"arm64": "ttyAMA0", "amd64": "ttyS0"}
+
+
+class Results:
+    def __init__(self) -> None:
+        self.passed: list[str] = []
+        self.failed: list[str] = []
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        (self.passed if ok else self.failed).append(name)
+        print(f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail else ""), flush=True)
+        return ok
+
+
+def run(cmd: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+
+
+def must(cmd: list[str], timeout: float = 300, **kw) -> str:
+    r = run(cmd, timeout, **kw)
+    if r.returncode != 0:
+        sys.exit(f"image-test: {' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fat(disk: Path) -> str:
+    return f"{disk}@@{BOOT_OFFSET}"
+
+
+def mtools_env() -> dict[str, str]:
+    return {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+
+def prepare_card(work: Path, xz: Path) -> tuple[Path, Path]:
+    """Decompress the image, grow the 'card', put settings and a key on FAT."""
+    disk = work / "card.img"
+    t0 = time.monotonic()
+    with disk.open("wb") as f:
+        subprocess.run(["xz", "-dc", "-T0", str(xz)], stdout=f, check=True, timeout=600)
+    with disk.open("r+b") as f:
+        f.truncate(disk.stat().st_size + (GROW_MIB << 20))
+    print(f"decompressed {xz.name} in {time.monotonic() - t0:.1f} s", flush=True)
+    key = work / "id_test"
+    for p in (key, key.with_suffix(".pub")):
+        p.unlink(missing_ok=True)
+    must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
+    pw_hash = must(["openssl", "passwd", "-6", "-stdin"], input="image-test-password\n").strip()
+    settings = work / "appliance.toml"
+    settings.write_text(
+        '# written by tests/image/boot_test.py\n'
+        'domain = "example.org"\n'
+        'hostname = "mail.example.org"\n'
+        '[[users]]\n'
+        'address = "alice@example.org"\n'
+        f'password_hash = "{pw_hash}"\n'
+        'aliases = ["postmaster@example.org"]\n')
+    env = mtools_env()
+    example = must(["mtype", "-i", fat(disk), "::/appliance.toml"], env=env)
+    if "#domain" not in example:
+        sys.exit("image-test: the image has no commented appliance.toml example on FAT")
+    must(["mcopy", "-o", "-i", fat(disk), str(settings), "::/appliance.toml"], env=env)
+    must(["mcopy", "-o", "-i", fat(disk), str(key.with_suffix(".pub")), "::/authorized_keys"],
+         env=env)
+    return disk, key
+
+
+def extract_kernel(arch: str, work: Path, disk: Path) -> tuple[Path, Path]:
+    kernel, initrd = work / "vmlinuz", work / "initrd.img"
+    if arch == "arm64":
+        # What the Pi firmware loads: raspi-firmware's copies on the FAT partition.
+        for name, dest in (("vmlinuz", kernel), ("initrd.img", initrd)):
+            must(["mcopy", "-o", "-n", "-i", fat(disk), f"::/{name}", str(dest)],
+                 env=mtools_env())
+        return kernel, initrd
+    # PC image: from /boot of the ext4 root partition (debugfs reads it in place).
+    table = json.loads(must(["sfdisk", "--json", str(disk)]))["partitiontable"]
+    root_offset = table["partitions"][1]["start"] * 512
+    fs = f"{disk}?offset={root_offset}"
+    listing = must(["debugfs", "-R", "ls -p /boot", fs])
+    names = [f.split("/")[5] for f in listing.splitlines() if f.count("/") >= 6]
+    version = sorted(n[len("vmlinuz-"):] for n in names if n.startswith("vmlinuz-"))[-1]
+    for src, dest in ((f"/boot/vmlinuz-{version}", kernel), (f"/boot/initrd.img-{version}", initrd)):
+        must(["debugfs", "-R", f"dump {src} {dest}", fs])
+    return kernel, initrd
+
+
+class Serial:
+    """Timestamp qemu's serial output into a log file; remember markers."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path, t0: float) -> None:
+        self.proc, self.log, self.t0 = proc, log, t0
+        self.seen: dict[str, float] = {}
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+        with self.log.open("w") as f:
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = ansi.sub("", raw.decode("utf-8", "replace")).rstrip("\r\n")
+                t = time.monotonic() - self.t0
+                f.write(f"[{t:8.2f}] {line}\n")
+                f.flush()
+                self.lines.append(line)
+                for key, pattern in MARKERS.items():
+                    if key not in self.seen and re.search(pattern, line):
+                        self.seen[key] = round(t, 1)
+
+    def wait_for(self, key: str, deadline: float) -> bool:
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if key in self.seen:
+                return True
+            time.sleep(0.5)
+        return key in self.seen
+
+
+def ssh_cmd(key: Path, port: int, *extra: str) -> list[str]:
+    return ["ssh", "-p", str(port), "-i", str(key), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", *extra, "root@127.0.0.1"]
+
+
+def smtp_banner(port: int, ehlo: bool) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        f = s.makefile("rwb")
+        text = f.readline().decode(errors="replace")
+        if ehlo:
+            f.write(b"EHLO image-test.example\r\n")
+            f.flush()
+            while True:
+                line = f.readline().decode(errors="replace")
+                text += line
+                if not line.startswith("250-"):
+                    break
+        f.write(b"QUIT\r\n")
+        f.flush()
+        return text
+
+
+def imaps_banner(port: int) -> str:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the appliance's self-signed certificate
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname="mail.example.org") as s:
+            return s.recv(512).decode(errors="replace") + f" [{s.version()}]"
+
+
+def wait_port(port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.settimeout(10)
+                if s.recv(64):
+                    return True
+        except OSError:
+            pass
+        time.sleep(2)
+    return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default=os.environ.get("ARCH", "arm64"), choices=sorted(QEMU))
+    ap.add_argument("--image", type=Path, help="the .img.xz (default: newest in build/)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds for the whole test")
+    args = ap.parse_args()
+    t_start = time.monotonic()
+    deadline = t_start + args.timeout
+    build = REPO / "build"
+    xz = args.image or max(build.glob(f"mail-appliance-*-{args.arch}.img.xz"),
+                           key=lambda p: p.stat().st_mtime, default=None)
+    if xz is None or not xz.exists():
+        print(f"image-test: no image for {args.arch} in {build}: run make image ARCH={args.arch}")
+        return 1
+    for tool in (QEMU[args.arch][0], "mcopy", "ssh", "debugfs"):
+        if not shutil.which(tool):
+            print(f"image-test: {tool} missing: run make image-deps ARCH={args.arch}")
+            return 1
+    work = build / f"test-{args.arch}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    print(f"image-test: {xz.name}, work dir {work}", flush=True)
+    disk, key = prepare_card(work, xz)
+    kernel, initrd = extract_kernel(args.arch, work, disk)
+    ports = {guest: free_port() for guest in (22, 25, 587, 993)}
+    fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in ports.items())
+    cmd = QEMU[args.arch] + [
+        "-smp", "2", "-m", "1024", "-nographic", "-monitor", "none", "-no-reboot",
+        "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", f"root=LABEL={ROOT_LABEL} rw rootwait console={CONSOLE[args.arch]} panic=-1",
+        "-drive", f"file={disk},format=raw,if=virtio",
+        "-netdev", f"user,id=net0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=net0",
+    ]
+    print("+ " + " ".join(cmd), flush=True)
+    res = Results()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    serial = Serial(proc, work / "serial.log", t0)
+    remote: dict[str, str] = {}
+    try:
+        res.check("first boot finished", serial.wait_for("firstboot_done", deadline),
+                  f"serial log {work / 'serial.log'}")
+        done = [ln for ln in serial.lines if "APPLIANCE-FIRSTBOOT-DONE" in ln]
+        res.check("first boot reports ok", bool(done) and "status=ok" in done[0],
+                  done[0] if done else "no marker")
+        res.check("ssh answers", wait_port(ports[22], min(deadline, time.monotonic() + 120)))
+        r = run(ssh_cmd(key, ports[22]) + ["systemctl is-system-running --wait; "
+                "systemctl --failed --no-legend --plain; echo ---; hostname -f; echo ---; "
+                "cat /boot/firmware/appliance-firstboot.log; echo ---; systemd-analyze; "
+                "echo ---; df -m / | tail -1"], timeout=max(10, min(240, deadline - time.monotonic())))
+        parts = r.stdout.split("---\n")
+        res.check("ssh login with the key from authorized_keys", r.returncode in (0, 1) and
+                  len(parts) == 5, r.stderr.strip()[-300:])
+        if len(parts) == 5:
+            remote = dict(zip(("state", "hostname", "log", "analyze", "df"), parts))
+            print("guest says:\n" + r.stdout, flush=True)
+            state = remote["state"].strip()
+            res.check("no failed units", state.splitlines()[0] == "running", state)
+            res.check("hostname from the settings", remote["hostname"].strip() == "mail.example.org",
+                      remote["hostname"].strip())
+            size_mib = int(remote["df"].split()[1])
+            res.check("root filesystem grew to the card", size_mib > GROW_MIB, f"{size_mib} MiB")
+        r = run(ssh_cmd(key, ports[22], "-o", "PubkeyAuthentication=no",
+                        "-o", "PreferredAuthentications=password,keyboard-interactive",
+                        "-o", "NumberOfPasswordPrompts=0") + ["true"], timeout=60)
+        res.check("ssh refuses passwords", r.returncode == 255 and
+                  "Permission denied (publickey)" in r.stderr, r.stderr.strip())
+        for name, port, fn in (("postfix answers on 25", ports[25], lambda p: smtp_banner(p, False)),
+                               ("postfix answers on 587 with STARTTLS", ports[587],
+                                lambda p: smtp_banner(p, True)),
+                               ("dovecot answers on 993 (TLS)", ports[993], imaps_banner)):
+            try:
+                text = fn(port)
+                ok = text.startswith("220 ") if port != ports[993] else text.startswith("* OK")
+                if port == ports[587]:
+                    ok = ok and "STARTTLS" in text
+                res.check(name, ok, text.strip().replace("\r\n", " | ")[:200])
+            except OSError as e:
+                res.check(name, False, str(e))
+        run(ssh_cmd(key, ports[22]) + ["systemctl poweroff"], timeout=30)
+        try:
+            proc.wait(timeout=max(5, min(180, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            pass
+        res.check("powered off cleanly", proc.poll() == 0, f"qemu exit {proc.poll()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        serial.thread.join(timeout=10)
+    # What a user sees on their computer after the first boot.
+    env = mtools_env()
+    log = run(["mtype", "-i", fat(disk), "::/appliance-firstboot.log"], env=env).stdout
+    (work / "appliance-firstboot.log").write_text(log)
+    res.check("appliance-firstboot.log on FAT shows apply success",
+              "appliance apply succeeded" in log, f"{len(log.splitlines())} lines")
+    listing = run(["mdir", "-b", "-i", fat(disk), "::/"], env=env).stdout
+    res.check("settings and key removed from FAT", "appliance.toml" not in listing.lower()
+              and "authorized_keys" not in listing.lower(), listing.replace("\n", " ")[:200])
+    print("\nappliance-firstboot.log:\n" + log)
+    print("boot timings (s since qemu start): " + ", ".join(
+        f"{k} {serial.seen[k]}" for k in MARKERS if k in serial.seen))
+    if remote.get("analyze"):
+        print("guest: " + remote["analyze"].strip().splitlines()[0])
+    print(f"image-test wall time {time.monotonic() - t_start:.0f} s; serial log {work / 'serial.log'}")
+    print(f"{len(res.passed)} passed, {len(res.failed)} failed")
+    return 0 if not res.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

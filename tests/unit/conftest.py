@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+# Hashes made once per session with the same tool the CLI uses (openssl passwd -6).
+ALICE_HASH = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input="alice-password-1\n",
+                            text=True, capture_output=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def good() -> dict:
+    return {
+        "domain": "example.org",
+        "hostname": "mail.example.org",
+        "message_size_limit_mb": 20,
+        "users": [
+            {"address": "alice@example.org", "password_hash": ALICE_HASH,
+             "aliases": ["info@example.org"]},
+            {"address": "bob@example.org", "password_hash": ALICE_HASH},
+        ],
+    }

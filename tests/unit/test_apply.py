@@ -1,0 +1,184 @@
+"""Apply against a directory root with stand-in services: the real services are exercised in the
+lab (tests/lab); here the stand-ins let us force each failure at a chosen step."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from appliance import system
+from appliance.apply import apply
+from appliance.errors import ApplyError, ValidationError
+from appliance.plan import DesiredFile, Plan
+from appliance.services import Manager, Service
+
+
+class FakeService(Service):
+    log_path = "/var/log/fake.log"
+
+    def __init__(self, root: system.Root, name: str, events: list[str]) -> None:
+        super().__init__(root)
+        self.name = name
+        self.events = events
+        self.fail_reload = False
+        self.raise_on_reload: BaseException | None = None
+
+    def validate(self, stage: Path) -> None:
+        self.events.append(f"validate {self.name}")
+        for p in stage.rglob("*"):
+            if p.is_file() and b"BROKEN" in p.read_bytes():
+                raise ValidationError(self.name, "fake-check", f"{p.name}: BROKEN")
+
+    def running(self) -> bool:
+        return True
+
+
+class FakeManager(Manager):
+    name = "fake"
+    probes = False
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def reload(self, service: Service) -> system.Result:
+        assert isinstance(service, FakeService)
+        # What the service would read now:
+        seen = service.root.read("/etc/a/main.conf").content
+        self.events.append(f"reload {service.name} {seen!r}")
+        if service.raise_on_reload is not None:
+            exc, service.raise_on_reload = service.raise_on_reload, None
+            raise exc
+        if service.fail_reload:
+            service.fail_reload = False
+            return system.Result(("fake-reload",), 1, "", "cannot bind")
+        return system.Result(("fake-reload",), 0, "", "")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> system.Root:
+    me, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    (tmp_path / "etc").mkdir()
+    # The target's account database: every owner the plan names maps to us (no root needed).
+    (tmp_path / "etc/passwd").write_text(f"root:x:{os.getuid()}:{os.getgid()}::/:/bin/false\n"
+                                         f"{me}:x:{os.getuid()}:{os.getgid()}::/:/bin/false\n")
+    (tmp_path / "etc/group").write_text(f"root:x:{os.getgid()}:\ndovecot:x:{os.getgid()}:\n"
+                                        f"{group}:x:{os.getgid()}:\n")
+    return system.Root(tmp_path)
+
+
+def make_plan(main: bytes, aux: bytes = b"map\n", other: bytes = b"other\n") -> Plan:
+    return Plan(files=(
+        DesiredFile("/etc/a/map", aux, "a", order=10),
+        DesiredFile("/etc/a/main.conf", main, "a", order=90),
+        DesiredFile("/etc/b/b.conf", other, "b", mode=0o640, group="dovecot", secret=True),
+    ), directories=())
+
+
+def setup(root: system.Root) -> tuple[dict[str, FakeService], FakeManager, list[str]]:
+    events: list[str] = []
+    svcs = {n: FakeService(root, n, events) for n in ("a", "b")}
+    return svcs, FakeManager(events), events
+
+
+def disk(root: system.Root) -> dict[str, bytes | None]:
+    return {p: root.read(p).content for p in ("/etc/a/map", "/etc/a/main.conf", "/etc/b/b.conf")}
+
+
+def test_first_apply_writes_all_files_then_reloads(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    r = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert r.changed_files == ["/etc/a/map", "/etc/a/main.conf", "/etc/b/b.conf"]
+    assert r.reloaded == ["a", "b"]
+    assert events == ["validate a", "validate b", "reload a b'v1\\n'", "reload b b'v1\\n'"]
+    assert root.read("/etc/b/b.conf").mode == 0o640
+
+
+def test_second_apply_changes_nothing_and_reloads_nothing(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    events.clear()
+    r = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert r.changes == [] and r.reloaded == [] and events == []
+
+
+def test_only_the_service_whose_files_changed_is_reloaded(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    events.clear()
+    r = apply(root, make_plan(b"v1\n", other=b"other2\n"), svcs, mgr)
+    assert r.reloaded == ["b"] and events == ["validate b", "reload b b'v1\\n'"]
+
+
+def test_mode_change_alone_is_a_change(root: system.Root) -> None:
+    svcs, mgr, _ = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    os.chmod(root.host("/etc/b/b.conf"), 0o666)
+    r = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert [c.kind for c in r.changes] == ["metadata"]
+    assert root.read("/etc/b/b.conf").mode == 0o640
+
+
+def test_validation_failure_changes_nothing(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    before = disk(root)
+    events.clear()
+    with pytest.raises(ValidationError, match="BROKEN"):
+        apply(root, make_plan(b"BROKEN\n", aux=b"map2\n"), svcs, mgr)
+    assert disk(root) == before
+    assert not any(e.startswith("reload") for e in events)
+    assert not list(root.host("/var/lib/appliance").glob("stage.*"))  # staging cleaned up
+
+
+def test_reload_failure_restores_every_file_and_reloads_again(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    before = disk(root)
+    events.clear()
+    svcs["b"].fail_reload = True
+    with pytest.raises(ApplyError, match="(?s)b: reload failed.*cannot bind.*Every file was restored"):
+        apply(root, make_plan(b"v2\n", aux=b"map2\n", other=b"other2\n"), svcs, mgr)
+    assert disk(root) == before
+    # a reloaded with v2, then b failed; both reloaded again with the restored v1
+    assert events[-4:] == ["reload a b'v2\\n'", "reload b b'v2\\n'", "reload a b'v1\\n'",
+                           "reload b b'v1\\n'"]
+
+
+def test_files_created_by_a_failed_apply_are_removed(root: system.Root) -> None:
+    svcs, mgr, _ = setup(root)
+    svcs["a"].fail_reload = True
+    with pytest.raises(ApplyError):
+        apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert disk(root) == {"/etc/a/map": None, "/etc/a/main.conf": None, "/etc/b/b.conf": None}
+
+
+def test_interruption_during_reload_rolls_back(root: system.Root) -> None:
+    svcs, mgr, _ = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    before = disk(root)
+    svcs["a"].raise_on_reload = KeyboardInterrupt("signal 15")
+    with pytest.raises(KeyboardInterrupt):
+        apply(root, make_plan(b"v2\n"), svcs, mgr)
+    assert disk(root) == before
+
+
+def test_dry_run_reports_and_changes_nothing(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    r = apply(root, make_plan(b"v1\n"), svcs, mgr, dry_run=True)
+    assert len(r.changes) == 3 and r.reloaded == [] and events == []
+    assert disk(root) == {"/etc/a/map": None, "/etc/a/main.conf": None, "/etc/b/b.conf": None}
+    diff = {c.file.path: c.diff() for c in r.changes}
+    assert "+v1" in diff["/etc/a/main.conf"]
+    assert "other" not in diff["/etc/b/b.conf"] and "contents not shown" in diff["/etc/b/b.conf"]
+
+
+def test_a_second_run_waits_for_the_lock(root: system.Root) -> None:
+    from appliance.errors import LockedError
+
+    svcs, mgr, _ = setup(root)
+    with root.lock(), pytest.raises(LockedError, match="another `appliance` run"):
+        apply(root, make_plan(b"v1\n"), svcs, mgr)

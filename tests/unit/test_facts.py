@@ -1,0 +1,46 @@
+"""Fact parsing from recorded `ip -j` output (no root, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance import facts
+from appliance.settings import LanOverride
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_lan_is_the_interface_of_the_lowest_metric_default_route() -> None:
+    f = facts.from_ip_json(load("ip-addr.json"), load("ip-route4.json"), load("ip-route6.json"),
+                           hostname="mail.example.org")
+    assert f.lan_interface == "eth0"
+    assert f.lan_prefixes == ("198.18.0.0/24", "fd00:18::/64")  # link-local is not the LAN
+    assert f.lan_addresses == ("198.18.0.10", "fd00:18::10")
+    assert f.gateway4 == "198.18.0.1" and f.gateway6 == "fe80::1"
+    assert f.notes == ()
+
+
+def test_override_wins_over_detection() -> None:
+    f = facts.from_ip_json(load("ip-addr.json"), load("ip-route4.json"),
+                           override=LanOverride("wlan0", ("198.19.0.0/16",)))
+    assert f.lan_interface == "wlan0" and f.lan_prefixes == ("198.19.0.0/16",)
+    assert f.gateway4 is None  # the default route goes out of eth0, not wlan0
+
+
+def test_no_default_route_is_reported_not_guessed() -> None:
+    f = facts.from_ip_json(load("ip-addr.json"), "[]", "[]")
+    assert f.lan_interface is None and f.lan_prefixes == ()
+    assert f.notes and "set [lan] interface" in f.notes[0]
+
+
+def test_interface_without_global_address_is_noted() -> None:
+    addr = ('[{"ifname":"eth0","addr_info":'
+            '[{"family":"inet6","local":"fe80::2","prefixlen":64,"scope":"link"}]}]')
+    route = '[{"dst":"default","gateway":"198.18.0.1","dev":"eth0"}]'
+    f = facts.from_ip_json(addr, route)
+    assert f.lan_interface == "eth0" and f.lan_prefixes == ()
+    assert "set [lan] prefixes" in f.notes[0]

@@ -1,0 +1,112 @@
+"""Plan rendering: pure, from settings and facts; checked by the real Postfix and Dovecot tools."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliance import facts, plan, settings
+
+LAN_FACTS = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1")
+
+
+def build(good: dict, override: Path | None = None) -> plan.Plan:
+    return plan.build(settings.parse(good), LAN_FACTS, plan.environment(override))
+
+
+def files(p: plan.Plan) -> dict[str, str]:
+    return {f.path: f.content.decode() for f in p.files}
+
+
+def test_plan_lists_every_file_with_owner_mode_and_service(good: dict) -> None:
+    p = build(good)
+    by_path = {f.path: f for f in p.files}
+    assert set(by_path) == {
+        "/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/vmailbox",
+        "/etc/postfix/virtual", "/etc/postfix/sender_login", "/etc/dovecot/dovecot.conf",
+        "/etc/dovecot/users",
+    }
+    users = by_path["/etc/dovecot/users"]
+    assert (users.mode, users.owner, users.group, users.secret) == (0o640, "root", "dovecot", True)
+    assert p.services() == ["dovecot", "postfix"]
+    # maps go live before the main file that names them
+    order = [f.path for f in p.files]
+    assert order.index("/etc/postfix/vmailbox") < order.index("/etc/postfix/main.cf")
+
+
+def test_every_file_says_it_is_generated_and_how_to_change_it(good: dict) -> None:
+    for path, text in files(build(good)).items():
+        assert text.startswith("# Written by mail-appliance from "), path
+        assert "Local edits are overwritten" in text
+
+
+def test_own_domain_mailboxes_aliases_and_role_addresses(good: dict) -> None:
+    f = files(build(good))
+    main = f["/etc/postfix/main.cf"]
+    assert "virtual_mailbox_domains = example.org\n" in main
+    assert "myhostname = mail.example.org\n" in main
+    assert f"message_size_limit = {20 * 1024 * 1024}\n" in main
+    assert "alice@example.org alice@example.org" in f["/etc/postfix/vmailbox"]
+    virtual = f["/etc/postfix/virtual"]
+    for alias in ("info@example.org alice@example.org", "postmaster@example.org alice@example.org",
+                  "abuse@example.org alice@example.org"):
+        assert alias in virtual
+    assert "info@example.org alice@example.org" in f["/etc/postfix/sender_login"]
+    assert "alice@example.org:{SHA512-CRYPT}$6$" in f["/etc/dovecot/users"]
+
+
+def test_lan_never_becomes_a_relay_network(good: dict) -> None:
+    main = files(build(good))["/etc/postfix/main.cf"]
+    assert "mynetworks = 127.0.0.0/8 [::1]/128\n" in main
+    assert "198.18." not in main
+
+
+def test_plan_is_deterministic(good: dict) -> None:
+    assert build(good) == build(good)
+
+
+def test_override_template_is_used_and_named(good: dict, tmp_path: Path) -> None:
+    (tmp_path / "etc/postfix").mkdir(parents=True)
+    (tmp_path / "etc/postfix/vmailbox.j2").write_text("{{ header }}\n# custom\n")
+    text = files(build(good, tmp_path))["/etc/postfix/vmailbox"]
+    assert "(override /etc/appliance/templates)" in text and "# custom" in text
+
+
+@pytest.mark.parametrize("body,expect", [
+    ("{{ header }}\n{{ no_such_variable }}\n", "'no_such_variable' is undefined"),
+    ("{{ header }}\n{% for x in %}\n", "line 2"),
+])
+def test_broken_override_is_a_clear_error(good: dict, tmp_path: Path, body: str, expect: str) -> None:
+    (tmp_path / "etc/dovecot").mkdir(parents=True)
+    (tmp_path / "etc/dovecot/dovecot.conf.j2").write_text(body)
+    with pytest.raises(plan.TemplateError) as e:
+        build(good, tmp_path)
+    msg = str(e.value)
+    assert "/etc/appliance/templates/etc/dovecot/dovecot.conf.j2" in msg and expect in msg
+    assert "Nothing was changed" in msg
+
+
+needs_tools = pytest.mark.skipif(not shutil.which("postconf") or not shutil.which("doveconf"),
+                                 reason="postfix/dovecot not installed (make test installs them)")
+
+
+@needs_tools
+def test_shipped_templates_pass_the_real_validators(good: dict, tmp_path: Path) -> None:
+    for f in build(good).files:
+        dest = tmp_path / f.path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.content)
+    for argv in (["postconf", "-c", str(tmp_path / "etc/postfix"), "-n"],
+                 ["postconf", "-c", str(tmp_path / "etc/postfix"), "-M"],
+                 ["doveconf", "-n", "-c", str(tmp_path / "etc/dovecot/dovecot.conf")]):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0 and "warning" not in r.stderr.lower(), (argv, r.stderr)
+    # 587 and 465 require TLS and AUTH; 25 offers neither AUTH nor a relay.
+    r = subprocess.run(["postconf", "-c", str(tmp_path / "etc/postfix"), "-P"],
+                       capture_output=True, text=True, check=True)
+    assert "submission/inet/smtpd_tls_security_level = encrypt" in r.stdout
+    assert "submissions/inet/smtpd_tls_wrappermode = yes" in r.stdout
+    assert "smtp/inet/smtpd_sasl_auth_enable" not in r.stdout
