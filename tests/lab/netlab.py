@@ -130,9 +130,11 @@ class Host:
             start_new_session=True,
         )
         self.lab.children.append(self.holder)
-        # The holder exec()s into sleep once its mount namespace exists: wait for that.
-        wait_for(f"{self.name} view", lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt")  # type: ignore[union-attr]
-                 != os.readlink("/proc/self/ns/mnt"), timeout=10, interval=0.02)
+        # `ip netns exec` makes a mount namespace of its own before it exec()s `unshare`, which
+        # makes the one we want and exec()s `sleep`: only once the PID runs `sleep` is it there.
+        pid = self.holder.pid
+        wait_for(f"{self.name} view", lambda: os.readlink(f"/proc/{pid}/exe").endswith("/sleep"),
+                 timeout=10, interval=0.02)
         mounts = [
             ["mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir=/etc,upperdir={self.root}/etc-upper,workdir={self.root}/etc-work", "/etc"],
@@ -141,6 +143,11 @@ class Host:
         ]
         for m in mounts:
             sh(["nsenter", "-t", str(self.holder.pid), "-m", "--", *m])
+        # Guard: a write into the view's /etc must never reach the real /etc.
+        marker = f"/etc/.{self.ns}-view"
+        self.write(marker, "lab\n")
+        if Path(marker).exists() or not (self.root / "etc-upper" / marker[5:]).exists():
+            raise RuntimeError(f"lab view of {self.name} is not isolated from the real /etc")
         self.write("/etc/hostname", self.name + "\n")
         self.write("/etc/resolv.conf", f"nameserver {dns}\n" if dns else "")
         self.write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n")
