@@ -154,7 +154,9 @@ class Postfix(Service):
                     raise ValidationError(self.name, f"postmap texthash:{m}", res.output)
 
     def running(self) -> bool:
-        return self._tool(["postfix", "status"]).returncode == 0
+        # The master's PID file, not `postfix status`: that runs postfix-script, whose log
+        # call blocks for a second while postlogd restarts during a reload.
+        return _pidfile_alive(self.root, "/var/spool/postfix/pid/master.pid")
 
     def direct_reload(self) -> system.Result:
         if self.running():
@@ -184,21 +186,22 @@ class Dovecot(Service):
                 if line and not line.startswith("#") and not re.match(r"^[^:\s]+:\{[A-Z0-9-]+\}\S+$", line):
                     raise ValidationError(self.name, "passwd-file check", f"users line {n} is malformed")
 
-    def _pid(self) -> int | None:
-        st = self.root.read("/run/dovecot/master.pid").content
-        try:
-            return int(st.decode().strip()) if st else None
-        except ValueError:
-            return None
-
     def running(self) -> bool:
-        pid = self._pid()
-        return pid is not None and system.pid_alive(pid)
+        return _pidfile_alive(self.root, "/run/dovecot/master.pid")
 
     def direct_reload(self) -> system.Result:
         if self.running():
             return system.run(["doveadm", "reload"], check=False)
         return system.run_daemon(["dovecot"])
+
+
+def _pidfile_alive(root: system.Root, path: str) -> bool:
+    content = root.read(path).content
+    try:
+        pid = int(content.split()[0]) if content else 0
+    except ValueError:
+        return False
+    return pid > 0 and system.pid_alive(pid)
 
 
 def _log_tail(root: system.Root, path: str = "/var/log/mail.log", lines: int = 5) -> str:

@@ -18,6 +18,7 @@ import pwd
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,7 @@ class Root:
                 os.fsync(f.fileno())
             os.chown(tmp, state.uid, state.gid)
             os.chmod(tmp, state.mode)
+            _settled(tmp)
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -218,6 +220,7 @@ class Root:
         dest = stage / Path(target).relative_to("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(content)
+        _settled(dest)
         return dest
 
     @contextlib.contextmanager
@@ -248,6 +251,18 @@ class Root:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# Postfix will not read a configuration file younger than about two seconds (it guards
+# against an editor caught mid-write) and sleeps until it is older: ~2 s per reading
+# process, several per reload. Our files appear by atomic rename, never half-written, so
+# they are dated a few seconds back.
+SETTLED_AGE = 3.0
+
+
+def _settled(path: str | Path) -> None:
+    t = time.time() - SETTLED_AGE
+    os.utime(path, (t, t))
 
 
 def _id_from_file(path: Path, name: str) -> int:
