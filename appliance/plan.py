@@ -7,9 +7,10 @@ and loop. One template per config file, under templates/ mirroring the target pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -58,16 +59,38 @@ class Plan:
         return [f for f in self.files if f.service == service]
 
 
-# (template, target path, service, mode, owner, group, secret, order)
-_FILES: tuple[tuple[str, str, str, int, str, str, bool, int], ...] = (
-    ("etc/postfix/vmailbox.j2", "/etc/postfix/vmailbox", "postfix", 0o644, "root", "root", False, 10),
-    ("etc/postfix/virtual.j2", "/etc/postfix/virtual", "postfix", 0o644, "root", "root", False, 10),
-    ("etc/postfix/sender_login.j2", "/etc/postfix/sender_login", "postfix", 0o644, "root", "root", False, 10),
-    ("etc/postfix/master.cf.j2", "/etc/postfix/master.cf", "postfix", 0o644, "root", "root", False, 80),
-    ("etc/postfix/main.cf.j2", "/etc/postfix/main.cf", "postfix", 0o644, "root", "root", False, 90),
-    ("etc/dovecot/users.j2", "/etc/dovecot/users", "dovecot", 0o640, "root", "dovecot", True, 10),
-    ("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", 0o644, "root", "root", False, 90),
-)
+@dataclass(frozen=True)
+class FileSpec:
+    """One file a feature wants: rendered from `template` with the common context plus `extra`."""
+
+    template: str
+    path: str
+    service: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False
+    order: int = 50
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+def mail_core(s: Settings, facts: Facts) -> list[FileSpec]:
+    """Postfix and Dovecot for the user's own domain (issue #3)."""
+    return [
+        FileSpec("etc/postfix/vmailbox.j2", "/etc/postfix/vmailbox", "postfix", order=10),
+        FileSpec("etc/postfix/virtual.j2", "/etc/postfix/virtual", "postfix", order=10),
+        FileSpec("etc/postfix/sender_login.j2", "/etc/postfix/sender_login", "postfix", order=10),
+        FileSpec("etc/postfix/master.cf.j2", "/etc/postfix/master.cf", "postfix", order=80),
+        FileSpec("etc/postfix/main.cf.j2", "/etc/postfix/main.cf", "postfix", order=90),
+        FileSpec("etc/dovecot/users.j2", "/etc/dovecot/users", "dovecot", 0o640, "root", "dovecot",
+                 secret=True, order=10),
+        FileSpec("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", order=90),
+    ]
+
+
+# Each feature contributes the files it needs: a pure function (settings, facts) -> [FileSpec].
+# A feature adds itself here; its templates live under templates/ at their target paths.
+FEATURES: list[Callable[[Settings, Facts], list[FileSpec]]] = [mail_core]
 
 
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
@@ -141,9 +164,12 @@ def build(
         "sender_logins": sender_logins(s),
     }
     files = []
-    for template, target, service, mode, owner, group, secret, order in _FILES:
+    specs = [spec for feature in FEATURES for spec in feature(s, facts)]
+    for spec in specs:
+        template = spec.template
         try:
-            text = env.get_template(template).render(header=header(template, env), **context)
+            text = env.get_template(template).render(header=header(template, env), **context,
+                                                     **dict(spec.extra))
         except jinja2.TemplateError as e:
             where = f"{OVERRIDE_DIR}/{template}" if _is_override(env, template) else template
             line = f", line {e.lineno}" if isinstance(e, jinja2.TemplateSyntaxError) else ""
@@ -151,7 +177,8 @@ def build(
                 f"template {where}{line}: {e.message or e}; fix it, or remove the override "
                 f"to use the shipped template. Nothing was changed."
             ) from None
-        files.append(DesiredFile(target, text.encode(), service, mode, owner, group, secret, order))
+        files.append(DesiredFile(spec.path, text.encode(), spec.service, spec.mode, spec.owner,
+                                 spec.group, spec.secret, spec.order))
     dirs = (
         (paths.vmail, "mail", "mail", 0o770),
         (str(Path(paths.mail_log).parent), "root", "root", 0o755),

@@ -172,9 +172,12 @@ def _in_namespace(pid: int, ns: str) -> bool:
 
 
 class Lab:
-    def __init__(self, workdir: Path, prefix: str = "malab-") -> None:
+    def __init__(self, workdir: Path, prefix: str | None = None) -> None:
         self.workdir = workdir
-        self.prefix = prefix
+        # A short random id per lab: namespaces and temporary veth names of two labs running at
+        # once (two developers, CI and a bench) never collide.
+        self.id = os.urandom(2).hex()
+        self.prefix = prefix or f"ml{self.id}-"
         self.logs = workdir / "logs"
         self.hosts: dict[str, Host] = {}
         self.children: list[subprocess.Popen[bytes]] = []
@@ -212,7 +215,7 @@ class Lab:
              b_master: str | None = None, b_addr: str | None = None) -> None:
         """A veth pair between host a (interface a_if) and host b (b_if, optionally a bridge port)."""
         self._links += 1
-        tmp_a, tmp_b = f"mlv{self._links}a", f"mlv{self._links}b"
+        tmp_a, tmp_b = f"ml{self.id}v{self._links}a", f"ml{self.id}v{self._links}b"
         sh(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
         sh(["ip", "link", "set", tmp_a, "netns", self.prefix + a, "name", a_if])
         sh(["ip", "link", "set", tmp_b, "netns", self.prefix + b, "name", b_if])
