@@ -7,6 +7,7 @@ Exit codes (stable): 0 ok; 1 an operation failed and the system was restored;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__, facts, plan, services, settings, system, tls, users
+from . import __version__, facts, netcmds, plan, relay, services, settings, system, tls, users
 from .apply import Report, apply
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError
 
@@ -42,6 +43,7 @@ def default_settings_path() -> Path:
 def run_apply(settings_path: Path, root: system.Root, dry_run: bool, env: Env) -> Report:
     s = settings.load(root.host(settings_path) if not root.is_live else settings_path)
     f = facts.gather(s.lan) if root.is_live else facts.Facts(hostname=s.hostname)
+    f = dataclasses.replace(f, relay_password=relay.read_password(s))
     tmpl = plan.environment(root.host(plan.OVERRIDE_DIR))
     desired = plan.build(s, f, tmpl)
     if not dry_run and tls.ensure_self_signed(root, s.hostname):
@@ -71,6 +73,9 @@ def cmd_apply(a: argparse.Namespace, env: Env) -> int:
             + (f": {', '.join(report.reloaded)}" if report.reloaded else ""))
     for c in report.changes:
         env.out(f"  {c.kind:8} {c.file.path}")
+    note = relay.notice(settings.load(root.host(a.settings) if not root.is_live else a.settings))
+    if note:
+        env.out(f"note: {note}")
     return EXIT_OK
 
 
@@ -175,6 +180,11 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("alias")
     x.add_argument("--no-apply", action="store_true")
     al.set_defaults(func=cmd_alias)
+
+    from .openpgp import cli_key  # issue #7: `appliance key import|show|remove|list`
+
+    cli_key.add_parser(sub)
+    netcmds.register(sub)
     return p
 
 

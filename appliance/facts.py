@@ -24,7 +24,12 @@ class Facts:
     lan_addresses: tuple[str, ...] = ()  # the box's own addresses on the LAN interface
     gateway4: str | None = None
     gateway6: str | None = None
+    # The router's public address when known (UPnP, or [lan] public_address): hairpinned LAN
+    # connections arrive from it.
+    public_address: str | None = None
     notes: tuple[str, ...] = field(default=())  # what detection could not decide, for status
+    # The smarthost password, read from the file the settings name ([relay] password_file).
+    relay_password: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -34,8 +39,15 @@ class Facts:
             "lan_addresses": list(self.lan_addresses),
             "gateway4": self.gateway4,
             "gateway6": self.gateway6,
+            "router_addresses": list(self.router_addresses),
+            "public_address": self.public_address,
             "notes": list(self.notes),
         }
+
+    @property
+    def router_addresses(self) -> tuple[str, ...]:
+        """The router's own addresses on the LAN (its v4 and v6 gateways)."""
+        return tuple(a for a in (self.gateway4, self.gateway6) if a)
 
 
 def _default_route(routes: list[dict[str, Any]]) -> tuple[str | None, str | None]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import reachability, settings, system, upnp
+from . import reachability, relay, settings, system, upnp
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -89,6 +89,9 @@ def cmd_stop(a: argparse.Namespace, env: Any) -> int:
 def cmd_reachability(a: argparse.Namespace, env: Any) -> int:
     s = settings.load(Path(a.settings))
     v = reachability.evaluate(reachability.collect(s))
+    note = relay.notice(s)
+    if note:
+        v.reasons.append(note)
     if a.json:
         env.out(json.dumps(v.as_dict(), indent=2))
     else:

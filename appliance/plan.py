@@ -93,6 +93,24 @@ def mail_core(s: Settings, facts: Facts) -> list[FileSpec]:
 FEATURES: list[Callable[[Settings, Facts], list[FileSpec]]] = [mail_core]
 
 
+def _relay(s: Settings, facts: Facts) -> list[FileSpec]:
+    from .relay import relay_feature  # issue #5 (imports FileSpec from here)
+
+    return relay_feature(s, facts)
+
+
+FEATURES.append(_relay)
+
+
+def _openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
+    from .openpgp.feature import openpgp  # issue #7 (imports FileSpec from here)
+
+    return openpgp(s, facts)
+
+
+FEATURES.append(_openpgp)
+
+
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
     """Templates with StrictUndefined: a missing variable is an error, never an empty string."""
     loaders: list[jinja2.BaseLoader] = []
@@ -162,6 +180,9 @@ def build(
         },
         "aliases": alias_table(s),
         "sender_logins": sender_logins(s),
+        "relay": s.relay,
+        "relay_ca": (s.relay.tls_ca_file if s.relay and s.relay.tls_ca_file
+                     else "/etc/ssl/certs/ca-certificates.crt"),
     }
     files = []
     specs = [spec for feature in FEATURES for spec in feature(s, facts)]

@@ -243,6 +243,11 @@ def collect(s: Any, igd_factory: Any = None) -> Evidence:
                              for o in rep.outcomes}
         except upnp.UpnpError as e:
             ev.igd_detail = str(e)
+    if ev.lan_ip is None:  # no router to ask: the address of the LAN interface
+        from . import facts
+
+        v4 = [a for a in facts.gather(s.lan).lan_addresses if ":" not in a]
+        ev.lan_ip = v4[0] if v4 else None
     ev.outbound_25, ev.outbound_detail = outbound_check(s.reachability.outbound_probe_hosts)
     if s.reachability.probe_url:
         try:

@@ -136,7 +136,7 @@ class Postfix(Service):
     ports = (25, 465, 587)
     config_dir = "/etc/postfix"
     # The map files the templates reference, validated as texthash tables.
-    maps = ("vmailbox", "virtual", "sender_login")
+    maps = ("vmailbox", "virtual", "sender_login", "sasl_passwd")
 
     def validate(self, stage: Path) -> None:
         conf = str(stage / "etc/postfix")
@@ -210,4 +210,6 @@ def _log_tail(root: system.Root, path: str = "/var/log/mail.log", lines: int = 5
 
 
 def all_services(root: system.Root) -> dict[str, Service]:
-    return {s.name: s for s in (Postfix(root), Dovecot(root))}
+    from .openpgp.service import PgpProxy  # issue #7; after Postfix, which makes private/
+
+    return {s.name: s for s in (Postfix(root), Dovecot(root), PgpProxy(root))}

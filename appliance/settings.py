@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .defence_settings import KNOWN_LAN_EXTRA, SECTIONS, Defence
+from .defence_settings import parse as parse_defence
 from .errors import SettingsError
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
@@ -37,9 +39,14 @@ HASH_FIX = (
 )
 
 RESERVED_LOCALS = ("postmaster", "abuse", "root")
-KNOWN_TOP = {"domain", "hostname", "message_size_limit_mb", "postmaster", "users", "relay", "lan"}
-KNOWN_USER = {"address", "password_hash", "aliases"}
-KNOWN_LAN = {"interface", "prefixes"}
+KNOWN_TOP = {"domain", "hostname", "message_size_limit_mb", "postmaster", "users", "relay", "lan",
+             "upnp", "reachability"}
+KNOWN_USER = {"address", "password_hash", "aliases", "encrypt"}
+# Storage of a user's incoming mail without an OpenPGP key (issue #7): with a key it is always
+# encrypted. "when-key": plaintext until a key is imported; "required": deferred (451) until then.
+ENCRYPT_MODES = ("when-key", "required")
+KNOWN_LAN = {"interface", "prefixes"} | KNOWN_LAN_EXTRA
+KNOWN_TOP |= set(SECTIONS)  # [firewall], [fail2ban], [ssh], [limits]: defence_settings.py
 MAX_SIZE_MB = 1024
 
 
@@ -48,6 +55,7 @@ class User:
     address: str
     password_hash: str
     aliases: tuple[str, ...] = ()
+    encrypt: str = "when-key"
 
     @property
     def dovecot_scheme(self) -> str:
@@ -61,14 +69,46 @@ class LanOverride:
 
 
 @dataclass(frozen=True)
+class RelaySection:
+    """Outbound mail through a smarthost: that party sees every message the box sends."""
+
+    kind: str  # "smarthost"
+    host: str
+    port: int = 587  # 587: STARTTLS, required; 465: implicit TLS
+    username: str = ""
+    password_file: str = ""
+    tls_ca_file: str | None = None  # default: the system's CA bundle
+
+
+@dataclass(frozen=True)
+class UpnpSection:
+    enabled: bool = True
+    lease_seconds: int = 3600
+    igd_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ReachabilitySection:
+    # Hosts (host or host:port) to test outbound SMTP against; none by default: no traffic the
+    # user did not ask for.
+    outbound_probe_hosts: tuple[str, ...] = ()
+    # The user's own external probe (e.g. `appliance probe-server` on their relay VPS).
+    probe_url: str | None = None
+    probe_token_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str
     hostname: str
     users: tuple[User, ...]
     message_size_limit_mb: int = 25
     postmaster: str = ""  # the mailbox that receives postmaster@ and abuse@
-    relay: dict[str, Any] = field(default_factory=dict)
+    relay: RelaySection | None = None
     lan: LanOverride = LanOverride()
+    upnp: UpnpSection = UpnpSection()
+    reachability: ReachabilitySection = ReachabilitySection()
+    defence: Defence = Defence()  # firewall, fail2ban, SSH, outbound limits (issue #8)
 
     @property
     def message_size_limit_bytes(self) -> int:
@@ -147,20 +187,18 @@ def parse(data: dict[str, Any], path: str | None = None) -> Settings:
         c.add("postmaster", postmaster, "is not one of the users' addresses",
               f"name the mailbox that should receive postmaster@ and abuse@, e.g. {_q(users[0].address)}")
 
-    relay = data.get("relay", {})
-    if not isinstance(relay, dict):
-        c.add("relay", relay, "is not a table", "write it as a [relay] section or remove it")
-        relay = {}
-    elif relay:
-        c.add("relay", sorted(relay)[0], "is not supported yet",
-              "remove the [relay] keys: outbound relays arrive in a later version")
+    relay = _parse_relay(data.get("relay", {}), c)
 
     lan = _parse_lan(data.get("lan", {}), c)
+    upnp = _parse_upnp(data.get("upnp", {}), c)
+    reach = _parse_reachability(data.get("reachability", {}), c)
+    defence = parse_defence(data, c.add)
 
     if c.problems:
         raise SettingsError(c.problems, path)
     return Settings(domain=domain, hostname=hostname, users=users, message_size_limit_mb=size,
-                    postmaster=postmaster, relay=relay, lan=lan)
+                    postmaster=postmaster, relay=relay, lan=lan, upnp=upnp, reachability=reach,
+                    defence=defence)
 
 
 def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
@@ -179,7 +217,13 @@ def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
             continue
         for key in sorted(set(entry) - KNOWN_USER):
             c.add(f"{where}.{key}", key, "is not a known user setting",
-                  "use address, password_hash and aliases")
+                  "use address, password_hash, aliases and encrypt")
+        encrypt = entry.get("encrypt", "when-key")
+        if encrypt not in ENCRYPT_MODES:
+            c.add(f"{where}.encrypt", encrypt, "is not a storage mode",
+                  'use "when-key" (plaintext until a key is imported) or "required" '
+                  "(mail waits in the queue until a key is imported)")
+            encrypt = "when-key"
         address = _check_address(entry.get("address"), f"{where}.address", domain, c)
         pw = entry.get("password_hash")
         if not isinstance(pw, str) or hash_scheme(pw) is None:
@@ -209,7 +253,8 @@ def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
                 c.add(field_where, name, "is reserved",
                       "postmaster@, abuse@ and root@ are delivered to the `postmaster` setting's mailbox")
         if address:
-            users.append(User(address=address, password_hash=pw, aliases=tuple(aliases)))
+            users.append(User(address=address, password_hash=pw, aliases=tuple(aliases),
+                              encrypt=encrypt))
     return tuple(users)
 
 
@@ -255,6 +300,107 @@ def _parse_lan(raw: Any, c: _Collector) -> LanOverride:
         else:
             prefixes.append(str(net))
     return LanOverride(interface=iface, prefixes=tuple(prefixes))
+
+
+def _table(raw: Any, name: str, known: set[str], c: _Collector) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        c.add(name, raw, "is not a table", f"write it as a [{name}] section or remove it")
+        return {}
+    for key in sorted(set(raw) - known):
+        c.add(f"{name}.{key}", key, f"is not a known {name} setting", f"use {', '.join(sorted(known))}")
+    return raw
+
+
+def _parse_relay(raw: Any, c: _Collector) -> RelaySection | None:
+    t = _table(raw, "relay", {"kind", "host", "port", "username", "password_file", "tls_ca_file"}, c)
+    if not t:
+        return None
+    kind = t.get("kind")
+    if kind == "wireguard":
+        c.add("relay.kind", kind, "is not supported by this version yet",
+              'use kind = "smarthost", or leave [relay] empty to send directly')
+        return None
+    if kind != "smarthost":
+        c.add("relay.kind", kind, "is not a relay kind", 'use kind = "smarthost"')
+        return None
+    host = t.get("host")
+    if not isinstance(host, str) or not (valid_domain(host) or _is_ip(host)):
+        c.add("relay.host", host, "is not a host name", 'use the smarthost\'s name, e.g. "smtp.example.net"')
+        host = ""
+    port = t.get("port", 587)
+    if port not in (465, 587):
+        c.add("relay.port", port, "is not a submission port",
+              "use 587 (STARTTLS, required) or 465 (implicit TLS); port 25 offers no authentication")
+        port = 587
+    user = t.get("username", "")
+    if not isinstance(user, str) or not user or any(ch.isspace() for ch in user):
+        c.add("relay.username", user, "is not a user name", "use the login your smarthost gave you")
+        user = ""
+    pw = t.get("password_file", "")
+    if not isinstance(pw, str) or not pw.startswith("/"):
+        c.add("relay.password_file", pw, "is not an absolute path",
+              'put the password alone in a root-only file, e.g. "/etc/appliance/relay.password"')
+        pw = ""
+    ca = t.get("tls_ca_file")
+    if ca is not None and (not isinstance(ca, str) or not ca.startswith("/")):
+        c.add("relay.tls_ca_file", ca, "is not an absolute path", "name a PEM file, or remove it")
+        ca = None
+    return RelaySection("smarthost", host, port, user, pw, ca)
+
+
+def _parse_upnp(raw: Any, c: _Collector) -> UpnpSection:
+    t = _table(raw, "upnp", {"enabled", "lease_seconds", "igd_url"}, c)
+    enabled = t.get("enabled", True)
+    if not isinstance(enabled, bool):
+        c.add("upnp.enabled", enabled, "is not true or false", "write enabled = true or enabled = false")
+        enabled = True
+    lease = t.get("lease_seconds", 3600)
+    if isinstance(lease, bool) or not isinstance(lease, int) or not 120 <= lease <= 86400:
+        c.add("upnp.lease_seconds", lease, "is not a lease in seconds",
+              "use 120 to 86400; the timer renews at half the lease (default 3600)")
+        lease = 3600
+    url = t.get("igd_url")
+    if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url)):
+        c.add("upnp.igd_url", url, "is not an http URL",
+              'use the router\'s rootDesc URL, e.g. "http://192.168.1.1:5000/rootDesc.xml", or remove it')
+        url = None
+    return UpnpSection(enabled, lease, url or None)
+
+
+def _parse_reachability(raw: Any, c: _Collector) -> ReachabilitySection:
+    t = _table(raw, "reachability", {"outbound_probe_hosts", "probe_url", "probe_token_file"}, c)
+    hosts = t.get("outbound_probe_hosts", [])
+    good: list[str] = []
+    if not isinstance(hosts, list):
+        c.add("reachability.outbound_probe_hosts", hosts, "is not a list", 'write ["mx.example.net"]')
+        hosts = []
+    for i, h in enumerate(hosts):
+        name, _, port = h.partition(":") if isinstance(h, str) else ("", "", "")
+        bad_port = bool(port) and not port.isdigit()
+        if not isinstance(h, str) or not (valid_domain(name) or _is_ip(name)) or bad_port:
+            c.add(f"reachability.outbound_probe_hosts[{i}]", h, "is not a host or host:port",
+                  'use a mail server you may test against, e.g. "mx.example.net" or "192.0.2.25:25"')
+        else:
+            good.append(h)
+    url = t.get("probe_url")
+    if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url)):
+        c.add("reachability.probe_url", url, "is not an http(s) URL",
+              "use the URL of your own probe (see README, Reachability), or remove it")
+        url = None
+    token = t.get("probe_token_file")
+    if token is not None and (not isinstance(token, str) or not token.startswith("/")):
+        c.add("reachability.probe_token_file", token, "is not an absolute path",
+              'use e.g. "/etc/appliance/probe.token"')
+        token = None
+    return ReachabilitySection(tuple(good), url or None, token)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load(path: Path | str = DEFAULT_PATH) -> Settings:

@@ -328,3 +328,101 @@ def write_user_file(path: Path, content: str, mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+# --- For the OpenPGP keyring and the delivery proxy (appliance/openpgp/) -------------------------
+
+@dataclass(frozen=True)
+class BytesResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def run_bytes(argv: Sequence[str], *, input: bytes = b"", timeout: float = DEFAULT_TIMEOUT,
+              env: dict[str, str] | None = None) -> BytesResult:
+    """Run a command on binary input and output (gpg); never raises for its exit code."""
+    try:
+        p = subprocess.run(  # noqa: S603 - argv list, no shell
+            list(argv), input=input, capture_output=True, timeout=timeout, env=env,
+        )
+        return BytesResult(tuple(argv), p.returncode, p.stdout, p.stderr.decode(errors="replace"))
+    except FileNotFoundError:
+        return BytesResult(tuple(argv), 127, b"", f"{argv[0]}: command not found")
+    except PermissionError as e:
+        return BytesResult(tuple(argv), 126, b"", f"{argv[0]}: {e.strerror}")
+    except subprocess.TimeoutExpired:
+        return BytesResult(tuple(argv), 124, b"", f"timed out after {timeout:.0f} s")
+
+
+async def run_bytes_async(argv: Sequence[str], *, input: bytes, timeout: float,
+                          env: dict[str, str] | None = None) -> BytesResult:
+    """`run_bytes` for an asyncio daemon: the child is killed when the time is up."""
+    import asyncio
+
+    try:
+        p = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env)
+    except FileNotFoundError:
+        return BytesResult(tuple(argv), 127, b"", f"{argv[0]}: command not found")
+    except PermissionError as e:
+        return BytesResult(tuple(argv), 126, b"", f"{argv[0]}: {e.strerror}")
+    try:
+        out, err = await asyncio.wait_for(p.communicate(input), timeout)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            p.kill()
+        await p.wait()
+        return BytesResult(tuple(argv), 124, b"", f"timed out after {timeout:g} s")
+    return BytesResult(tuple(argv), p.returncode or 0, out, err.decode(errors="replace"))
+
+
+def daemonize(pidfile: str, log_path: str) -> None:
+    """Detach the calling process (double fork), stdout/stderr to `log_path`, write `pidfile`.
+
+    For the lab's "direct" service manager; under systemd the service runs in the foreground."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    tmp = f"{pidfile}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, pidfile)
+
+
+def drop_privileges(user: str) -> None:
+    """Become `user` (and its primary group, no supplementary groups); no-op unless root."""
+    if os.getuid() != 0:
+        return
+    pw = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def chown_path(path: str | Path, owner: str, group: str, mode: int) -> None:
+    """Hand a path (a socket the daemon made) to `owner`:`group` with `mode`."""
+    os.chown(path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+    os.chmod(path, mode)
+
+
+def remove_path(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def signal_pid(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True

@@ -174,13 +174,13 @@ def stage_base(cfg: Config) -> Path:
         "mmdebstrap", "--mode=root", "--variant=minbase", f"--architectures={cfg.arch}",
         "--include=" + ",".join(cfg.base_packages()),
         "--skip=cleanup/apt/lists", "--skip=essential/unlink",
-        "--dpkgopt=force-unsafe-io",
+        "--dpkgopt=force-unsafe-io", '--aptopt=Acquire::Retries "3"',
         "--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
         "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
         f"--setup-hook=sync-in {debs} /var/cache/apt/archives",
         f"--essential-hook={HOOKS}/base-essential.sh",
-        f"--customize-hook={HOOKS}/base-customize.sh",
         f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
+        f"--customize-hook={HOOKS}/base-customize.sh",
         # mmdebstrap copies the build host's name and resolver in: not ours to ship.
         "--customize-hook=rm -f \"$1\"/etc/hostname",
         "bookworm", str(tmp), *cfg.sources(),
@@ -216,7 +216,8 @@ def stage_provision(cfg: Config, base: Path) -> Path:
     ansible_env = f"ANSIBLE_CONFIG={PROVISIONING / 'ansible.cfg'}"
     cmd = [
         "mmdebstrap", "--mode=root", "--variant=custom", f"--architectures={cfg.arch}",
-        "--skip=cleanup/apt/lists", "--dpkgopt=force-unsafe-io",
+        "--dpkgopt=force-unsafe-io",
+        '--aptopt=Acquire::Retries "3"',
         f"--setup-hook=tar --xattrs --numeric-owner -C \"$1\" -xf {base}",
         "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
         f"--setup-hook=sync-in {debs} /var/cache/apt/archives",

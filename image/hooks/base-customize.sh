@@ -45,7 +45,11 @@ echo "I: $(date +%T) update-initramfs done"
 if [ "$IMAGE_ARCH" = arm64 ]; then
     # Copy kernel and device trees to /boot/firmware with the settings above.
     chroot "$root" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
-    for f in config.txt cmdline.txt vmlinuz initrd.img; do
-        test -s "$root/boot/firmware/$f" || { echo "E: /boot/firmware/$f missing" >&2; exit 1; }
+    fw="$root/boot/firmware"
+    kernel=$(sed -n 's/^kernel=//p' "$fw/config.txt")
+    initrd=$(sed -n 's/^initramfs \([^ ]*\).*/\1/p' "$fw/config.txt")
+    for f in config.txt cmdline.txt "$kernel" "$initrd"; do
+        test -s "$fw/$f" || { echo "E: /boot/firmware/$f missing" >&2; exit 1; }
     done
+    echo "I: boot partition: $(cat "$fw/cmdline.txt")"
 fi

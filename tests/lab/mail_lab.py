@@ -55,6 +55,62 @@ def settings_toml(users: list[tuple[str, str, list[str]]], extra: str = "") -> s
     return "\n".join(out) + "\n"
 
 
+STUN_IPS = ("203.0.113.34", "203.0.113.35")
+IGD_URL = "http://198.18.0.1:5000/rootDesc.xml"
+
+# A UPnP router (miniupnpd, nftables backend): no static forwards; miniupnpd fills its own
+# chains. Table and chain names are the ones named in miniupnpd.conf below.
+ROUTER_UPNP_NFT = """
+table inet filter {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "br-lan" oifname "br-lan" accept
+    iifname "br-lan" oifname "wan0" accept
+    jump miniupnpd
+  }
+  chain miniupnpd { }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    jump postrouting_miniupnpd
+    oifname "wan0" masquerade
+  }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+"""
+
+
+def miniupnpd_conf(low_ports: bool) -> str:
+    first = 1 if low_ports else 1024
+    return f"""ext_ifname=wan0
+listening_ip=br-lan
+port=5000
+enable_natpmp=yes
+enable_upnp=yes
+secure_mode=yes
+system_uptime=yes
+uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
+friendly_name=LabRouter
+upnp_table_name=filter
+upnp_nat_table_name=filter
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+force_igd_desc_v1=yes
+# TEST-NET WAN address: miniupnpd forwards only after a STUN check (tests/lab/stun.py)
+ext_perform_stun=yes
+ext_stun_host={STUN_IPS[0]}
+ext_stun_port=3478
+allow {first}-65535 198.18.0.0/24 {first}-65535
+deny 0-65535 0.0.0.0/0 0-65535
+"""
+
+
 ROUTER_NFT = f"""
 table inet lab {{
   chain prerouting {{
@@ -114,6 +170,7 @@ $TTL 60
 @   NS  ns1.{DOMAIN}.
 @   MX  10 mx
 mx  A   {MX_IP}
+smarthost A 203.0.113.70
 """,
     "113.0.203.in-addr.arpa": f"""$ORIGIN 113.0.203.in-addr.arpa.
 $TTL 60
@@ -150,9 +207,15 @@ biff = no
 class MailLab:
     """The whole lab, up. Attributes are the hosts; methods are what tests need often."""
 
-    def __init__(self, workdir: Path, repo: Path) -> None:
+    def __init__(self, workdir: Path, repo: Path, router: str = "static",
+                 upnp_low_ports: bool = True, settings_extra: str = "") -> None:
+        """router: "static" (25/465/587/993 forwarded by hand), "upnp" (miniupnpd, nothing
+        forwarded until the appliance asks), or "none" (a router without UPnP or forwards)."""
         self.workdir = workdir
         self.repo = repo
+        self.router = router
+        self.upnp_low_ports = upnp_low_ports
+        self.settings_extra = settings_extra
         self.lab = Lab(workdir)
         self.users = [
             (ALICE, hash_pw(ALICE_PW), [f"info@{DOMAIN}"]),
@@ -186,7 +249,13 @@ class MailLab:
             lab.link(name, "eth0", "rtr", f"r-{name}", a_addr=f"{addr}/24", b_master="br-lan")
             lab.ns_exec(name, "ip", "route", "add", "default", "via", "198.18.0.1")
         lab.ns_exec("rtr", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        self.rtr.run(["nft", "-f", "-"], input=ROUTER_NFT)
+        if self.router == "static":
+            self.rtr.run(["nft", "-f", "-"], input=ROUTER_NFT)
+        elif self.router == "upnp":
+            self.rtr.run(["nft", "-f", "-"], input=ROUTER_UPNP_NFT)
+            self._start_upnp()
+        else:  # NAT only: a router with UPnP off and no forwards
+            self.rtr.run(["nft", "-f", "-"], input=ROUTER_UPNP_NFT)
         # Split-horizon name for LAN clients, as a home router's DNS would give (no hairpin NAT).
         self.lan2.write("/etc/hosts", f"127.0.0.1 localhost\n{APP_IP} {MAIL_HOST}\n")
 
@@ -196,14 +265,46 @@ class MailLab:
             h.run(["chown", "postfix:postfix", "/var/lib/postfix"])
         self._start_dns()
         self._start_remote_mx()
-        self.write_settings(settings_toml(self.users))
+        self.write_settings(settings_toml(self.users, self.settings_extra))
         r = self.appliance("apply")
         assert r.returncode == 0, f"first apply failed:\n{r.stdout}\n{r.stderr}"
         self.app.track_pidfile("postfix", "/var/spool/postfix/pid/master.pid")
         self.app.track_pidfile("dovecot", "/run/dovecot/master.pid")
+        self.app.track_pidfile("appliance-pgp", "/run/appliance-pgp.pid")  # issue #7's proxy
         wait_for("appliance port 25", lambda: self.tcp_open(self.app, APP_IP, 25))
         wait_for("appliance port 993", lambda: self.tcp_open(self.app, APP_IP, 993))
         return self
+
+    def _start_upnp(self) -> None:
+        self.stun = self.lab.host("stun")
+        self.lab.link("stun", "eth0", "inet", "i-stun", a_addr=f"{STUN_IPS[0]}/24", b_master="br-wan")
+        self.lab.ns_exec("stun", "ip", "addr", "add", f"{STUN_IPS[1]}/24", "dev", "eth0")
+        self.lab.ns_exec("stun", "ip", "route", "add", "default", "via", "203.0.113.254")
+        self.stun.spawn("stun", ["/usr/bin/python3", str(Path(__file__).with_name("stun.py")),
+                                 "--ip", STUN_IPS[0], "--alt-ip", STUN_IPS[1]])
+        self.start_miniupnpd()
+
+    def start_miniupnpd(self) -> None:
+        self.rtr.write("/etc/miniupnpd/miniupnpd.conf", miniupnpd_conf(self.upnp_low_ports))
+        log = self.lab.logs / f"rtr-miniupnpd-{len(self.rtr.pids)}.out"
+        self.rtr.spawn(f"miniupnpd-{len(self.rtr.pids)}", ["/usr/sbin/miniupnpd", "-f",
+                       "/etc/miniupnpd/miniupnpd.conf", "-d", "-P", "/run/miniupnpd.pid"])
+        wait_for("miniupnpd forwarding (after its STUN check)",
+                 lambda: "Port forwarding is now enabled" in log.read_text(), timeout=20)
+        wait_for("miniupnpd HTTP", lambda: "HTTP listening" in log.read_text(), timeout=10)
+
+    def stop_miniupnpd(self) -> None:
+        """Like a router reboot: the daemon goes, and with it every mapping."""
+        import os
+        import signal
+
+        for name, pid in list(self.rtr.pids.items()):
+            if name.startswith("miniupnpd"):
+                os.killpg(pid, signal.SIGTERM)
+                del self.rtr.pids[name]
+        wait_for("miniupnpd gone", lambda: not self.tcp_open(self.lan2, "198.18.0.1", 5000), timeout=10)
+        for chain in ("miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"):
+            self.rtr.run(["nft", "flush", "chain", "inet", "filter", chain], check=False)
 
     def _start_dns(self) -> None:
         root = "/var/lib/knot-lab"

@@ -89,6 +89,15 @@ class Host:
         self.lab.children.append(p)
         return p.pid
 
+    def start_forking(self, name: str, argv: Sequence[str], pidfile: str, timeout: float = 30) -> int:
+        """Start a daemon that forks (dovecot, postfix start): output to logs/, never to a pipe
+        (the forked daemon would hold it open), then track it by its PID file."""
+        with open(self.lab.logs / f"{self.name}-{name}.out", "wb") as log:
+            rc = subprocess.run(self.argv(argv), stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
+                                stdin=subprocess.DEVNULL, timeout=timeout).returncode
+        self.track_pidfile(name, pidfile)
+        return rc
+
     def track_pidfile(self, name: str, target_path: str) -> None:
         """A daemon that forks and writes a PID file (target path inside this host's view)."""
         self.pidfiles[name] = self.path(target_path)

@@ -27,11 +27,12 @@ def test_plan_lists_every_file_with_owner_mode_and_service(good: dict) -> None:
     assert set(by_path) == {
         "/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/vmailbox",
         "/etc/postfix/virtual", "/etc/postfix/sender_login", "/etc/dovecot/dovecot.conf",
-        "/etc/dovecot/users",
+        "/etc/dovecot/users", "/etc/postfix/sasl_passwd",  # issue #5: empty without a relay
+        "/etc/appliance/openpgp.conf", "/etc/systemd/system/appliance-pgp.service",  # issue #7
     }
     users = by_path["/etc/dovecot/users"]
     assert (users.mode, users.owner, users.group, users.secret) == (0o640, "root", "dovecot", True)
-    assert p.services() == ["dovecot", "postfix"]
+    assert p.services() == ["appliance-pgp", "dovecot", "postfix"]
     # maps go live before the main file that names them
     order = [f.path for f in p.files]
     assert order.index("/etc/postfix/vmailbox") < order.index("/etc/postfix/main.cf")
@@ -110,3 +111,24 @@ def test_shipped_templates_pass_the_real_validators(good: dict, tmp_path: Path) 
     assert "submission/inet/smtpd_tls_security_level = encrypt" in r.stdout
     assert "submissions/inet/smtpd_tls_wrappermode = yes" in r.stdout
     assert "smtp/inet/smtpd_sasl_auth_enable" not in r.stdout
+
+
+def test_smarthost_fails_closed_and_keeps_the_password_secret(good: dict) -> None:
+    import dataclasses
+
+    good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "port": 465, "username": "box",
+                     "password_file": "/etc/appliance/relay.password"}
+    s = settings.parse(good)
+    f = dataclasses.replace(LAN_FACTS, relay_password="s3cret pass")
+    p = plan.build(s, f, plan.environment(None))
+    by_path = {x.path: x for x in p.files}
+    main = by_path["/etc/postfix/main.cf"].content.decode()
+    assert "relayhost = [smtp.example.net]:465\n" in main
+    assert "smtp_tls_security_level = secure\n" in main and "smtp_tls_wrappermode = yes\n" in main
+    assert "smtp_tls_security_level = may" not in main
+    sasl = by_path["/etc/postfix/sasl_passwd"]
+    assert sasl.secret and sasl.mode == 0o600
+    assert "[smtp.example.net]:465 box:s3cret pass" in sasl.content.decode()
+    without = {x.path: x for x in build({**good, "relay": {}}).files}
+    assert "s3cret" not in without["/etc/postfix/sasl_passwd"].content.decode()
+    assert "relayhost" not in without["/etc/postfix/main.cf"].content.decode()

@@ -98,12 +98,22 @@ def test_lan_override_accepts_private_ranges_only(good: dict) -> None:
     assert len(found) == 3 and all(p.startswith("lan.prefixes[") for p in found)
 
 
-def test_relay_is_refused_until_supported(good: dict) -> None:
+def test_relay_smarthost_settings(good: dict) -> None:
     good["relay"] = {}
-    settings.parse(good)  # an empty [relay] table is fine
-    good["relay"] = {"host": "smtp.example.net"}
+    assert settings.parse(good).relay is None  # an empty [relay] table: send directly
+    good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "username": "me",
+                     "password_file": "/etc/appliance/relay.password"}
+    r = settings.parse(good).relay
+    assert r is not None and (r.host, r.port, r.tls_ca_file) == ("smtp.example.net", 587, None)
+    good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "port": 25, "username": "me",
+                     "password_file": "relay.password"}
+    found = problems(good)
+    assert any(p.startswith("relay.port: 25 is not a submission port") for p in found)
+    assert any(p.startswith('relay.password_file: "relay.password" is not an absolute path')
+               for p in found)
+    good["relay"] = {"kind": "wireguard"}
     (p,) = problems(good)
-    assert p.startswith("relay:") and "not supported yet" in p
+    assert p.startswith('relay.kind: "wireguard" is not supported by this version yet')
 
 
 def test_missing_users(good: dict) -> None:

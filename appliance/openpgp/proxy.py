@@ -1,0 +1,377 @@
+"""The LMTP proxy between Postfix and Dovecot that encrypts mail at rest, per recipient.
+
+    Postfix --LMTP--> private/appliance-pgp (this) --LMTP--> private/dovecot-lmtp (Dovecot)
+
+Why here: Postfix has already expanded aliases, so each RCPT is a user's own address, and LMTP
+answers DATA once per recipient, so one recipient's failure defers only that recipient (451:
+Postfix keeps it queued and retries). Nothing is re-injected into Postfix (no loop), and
+Dovecot only ever sees the ciphertext of mail for a user with a key.
+
+Never fail open: any exception while handling a recipient whose mail must be encrypted gives
+that recipient a 451; plaintext reaches Dovecot only for users whose setting allows it and who
+have no key, and for mail that is already encrypted.
+
+Configuration (re-read when its file changes, no restart): /etc/appliance/openpgp.conf, lines
+`key = value` and `user ADDRESS MODE`; the key index in the GnuPG home (keyring.INDEX).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import system
+from . import keyring, pgpmime
+
+CONF = "/etc/appliance/openpgp.conf"
+MODES = ("when-key", "required")
+
+
+@dataclass
+class Config:
+    listen: str = "/var/spool/postfix/private/appliance-pgp"
+    dovecot: str = "/var/spool/postfix/private/dovecot-lmtp"
+    home: str = keyring.DEFAULT_HOME
+    gpg: str = "/usr/bin/gpg"
+    timeout: float = 120.0  # one gpg run; past it the recipient is deferred
+    hostname: str = "localhost"
+    users: dict[str, str] = field(default_factory=dict)  # address -> mode
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_config(text: str) -> Config:
+    c = Config()
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("user "):
+            parts = line.split()
+            if len(parts) != 3 or parts[2] not in MODES or "@" not in parts[1]:
+                raise ConfigError(f"line {n}: expected `user ADDRESS {'|'.join(MODES)}`: {line!r}")
+            c.users[parts[1].lower()] = parts[2]
+            continue
+        key, sep, value = (p.strip() for p in line.partition("="))
+        if not sep or key not in ("listen", "dovecot", "home", "gpg", "timeout", "hostname"):
+            raise ConfigError(f"line {n}: unknown setting {line!r}")
+        if key == "timeout":
+            try:
+                c.timeout = float(value)
+            except ValueError:
+                raise ConfigError(f"line {n}: timeout {value!r} is not a number of seconds") from None
+            if not 0 < c.timeout <= 3600:
+                raise ConfigError(f"line {n}: timeout {value!r} is not between 0 and 3600 s")
+        else:
+            setattr(c, key, value)
+    return c
+
+
+class Reloading:
+    """A file parsed again only when its mtime/size changes (one stat per message)."""
+
+    def __init__(self, path: str, parse: Any) -> None:
+        self.path, self.parse = path, parse
+        self.stamp: tuple[int, int] | None = None
+        self.value = None
+
+    def get(self) -> Any:
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self.stamp:
+            self.value = self.parse(Path(self.path))
+            self.stamp = stamp
+        return self.value
+
+
+class Deferred(Exception):
+    """-> a 451 for the recipient, with this text."""
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} appliance-pgp: {msg}", flush=True)
+
+
+# --- the policy: what happens to one message for one recipient ------------------------------------
+class Engine:
+    def __init__(self, conf_path: str) -> None:
+        self.conf = Reloading(conf_path, lambda p: parse_config(p.read_text()))
+        self.index: Reloading | None = None
+
+    def config(self) -> Config:
+        c: Config = self.conf.get()
+        if self.index is None or self.index.path != str(Path(c.home) / keyring.INDEX):
+            self.index = Reloading(str(Path(c.home) / keyring.INDEX),
+                                   lambda p: keyring.read_index(p.parent))
+        return c
+
+    async def content_for(self, rcpt: str, raw: bytes, prepared: object, cache: dict) -> bytes:
+        """The bytes to store for `rcpt`; raises Deferred. `prepared` is pgpmime.prepare's
+        result or the Malformed it raised, computed once per message."""
+        c = self.config()
+        assert self.index is not None
+        try:
+            entries = self.index.get()
+        except FileNotFoundError:
+            entries = {}
+        except (OSError, keyring.KeyError_) as e:
+            raise Deferred(f"the key index cannot be read ({e})") from None
+        entry = entries.get(rcpt)
+        mode = c.users.get(rcpt, "when-key")
+        if prepared is None:
+            return raw  # already encrypted by the sender (PGP/MIME, inline PGP, S/MIME)
+        if entry is None:
+            if mode == "required":
+                raise Deferred(f"no OpenPGP key for {rcpt}, whose setting requires encryption; "
+                               f"import one with `appliance key import {rcpt} FILE`")
+            return raw  # the user's explicit setting: plaintext storage without a key
+        if isinstance(prepared, pgpmime.Malformed):
+            raise Deferred(f"malformed MIME, not stored: {prepared}")
+        assert isinstance(prepared, pgpmime.Prepared)
+        if entry.fingerprint in cache:
+            return cache[entry.fingerprint]
+        started = time.monotonic()
+        res = await system.run_bytes_async(
+            pgpmime.encrypt_argv(c.gpg, c.home, entry.fingerprint), input=prepared.inner,
+            timeout=c.timeout, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+        if res.returncode != 0 or b"-----BEGIN PGP MESSAGE-----" not in res.stdout:
+            why = res.stderr.strip().splitlines()[-1:] or [f"exit {res.returncode}"]
+            raise Deferred(f"encryption to {entry.fingerprint} failed: {why[0][:200]}")
+        out = pgpmime.assemble(prepared, res.stdout)
+        log(f"encrypted {len(raw)} bytes for {rcpt} to {entry.fingerprint} in "
+            f"{(time.monotonic() - started) * 1000:.0f} ms")
+        cache[entry.fingerprint] = out
+        return out
+
+
+# --- LMTP -----------------------------------------------------------------------------------------
+def dot_stuff(data: bytes) -> bytes:
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    return data + b".\r\n"
+
+
+async def read_reply(r: asyncio.StreamReader) -> str:
+    lines = []
+    for _ in range(100):
+        line = (await r.readline()).decode(errors="replace").rstrip("\r\n")
+        if not line:
+            raise ConnectionError("Dovecot closed the LMTP connection")
+        lines.append(line)
+        if len(line) < 4 or line[3] != "-":
+            return "\r\n".join(lines) if len(lines) == 1 else lines[-1]
+    raise ConnectionError("an endless reply from Dovecot")
+
+
+async def deliver(c: Config, sender: str, groups: list[tuple[bytes, list[str]]]) -> dict[str, str]:
+    """LMTP to Dovecot, one transaction per distinct content; the reply for each recipient."""
+    replies: dict[str, str] = {}
+    r, w = await asyncio.wait_for(asyncio.open_unix_connection(c.dovecot, limit=1 << 20), 30)
+    try:
+        if not (await read_reply(r)).startswith("220"):
+            raise ConnectionError("no LMTP greeting from Dovecot")
+        w.write(f"LHLO {c.hostname}\r\n".encode())
+        await read_reply(r)
+        for data, rcpts in groups:
+            w.write(f"MAIL FROM:<{sender}>\r\n".encode())
+            await w.drain()
+            if not (rep := await read_reply(r)).startswith("250"):
+                replies.update({x: rep for x in rcpts})
+                w.write(b"RSET\r\n")
+                await read_reply(r)
+                continue
+            accepted = []
+            for x in rcpts:
+                w.write(f"RCPT TO:<{x}>\r\n".encode())
+                await w.drain()
+                rep = await read_reply(r)
+                if rep.startswith("250"):
+                    accepted.append(x)
+                else:
+                    replies[x] = rep
+            if not accepted:
+                w.write(b"RSET\r\n")
+                await read_reply(r)
+                continue
+            w.write(b"DATA\r\n")
+            await w.drain()
+            rep = await read_reply(r)
+            if not rep.startswith("354"):
+                replies.update({x: rep for x in accepted})
+                continue
+            w.write(dot_stuff(data))
+            await w.drain()
+            for x in accepted:
+                replies[x] = await asyncio.wait_for(read_reply(r), 300)
+        w.write(b"QUIT\r\n")
+        await w.drain()
+    finally:
+        w.close()
+    return replies
+
+
+class Session:
+    def __init__(self, engine: Engine, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.engine, self.r, self.w = engine, r, w
+        self.sender: str | None = None
+        self.rcpts: list[str] = []
+
+    def say(self, line: str) -> None:
+        self.w.write(line.encode() + b"\r\n")
+
+    async def run(self) -> None:
+        self.say(f"220 {self.engine.config().hostname} LMTP appliance-pgp ready")
+        while True:
+            await self.w.drain()
+            line = await self.r.readline()
+            if not line:
+                return
+            cmd, _, arg = line.decode(errors="replace").rstrip("\r\n").partition(" ")
+            verb = cmd.upper()
+            if verb == "LHLO":
+                self.say(f"250-{self.engine.config().hostname}")
+                for ext in ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"):
+                    self.say(f"250-{ext}")
+                self.say("250 SIZE")
+            elif verb == "MAIL" and arg.upper().startswith("FROM:"):
+                self.sender, self.rcpts = _path(arg[5:]), []
+                self.say("250 2.1.0 Ok")
+            elif verb == "RCPT" and arg.upper().startswith("TO:") and self.sender is not None:
+                self.rcpts.append(_path(arg[3:]))
+                self.say("250 2.1.5 Ok")
+            elif verb == "DATA" and self.rcpts:
+                self.say("354 End data with <CR><LF>.<CR><LF>")
+                await self.w.drain()
+                data = await self.read_data()
+                for reply in await self.handle(data):
+                    self.say(reply)
+                self.sender, self.rcpts = None, []
+            elif verb == "RSET":
+                self.sender, self.rcpts = None, []
+                self.say("250 2.0.0 Ok")
+            elif verb == "NOOP":
+                self.say("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                self.say("221 2.0.0 Bye")
+                await self.w.drain()
+                return
+            elif verb in ("MAIL", "RCPT", "DATA"):
+                self.say("503 5.5.1 Bad sequence of commands")
+            else:
+                self.say("502 5.5.2 Command not recognized")
+
+    async def read_data(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            line = await self.r.readline()
+            if not line:
+                raise ConnectionError("client went away during DATA")
+            if line in (b".\r\n", b".\n"):
+                return b"".join(chunks)
+            chunks.append(line[1:] if line.startswith(b".") else line)
+
+    async def handle(self, data: bytes) -> list[str]:
+        """One reply per recipient, in RCPT order. Any failure is a 451 for that recipient."""
+        try:
+            prepared: object = pgpmime.prepare(data)
+        except pgpmime.Malformed as e:
+            prepared = e
+        except Exception as e:  # noqa: BLE001 - never fail open, never bounce
+            prepared = pgpmime.Malformed(f"parser error: {type(e).__name__}: {e}")
+        replies: dict[str, str] = {}
+        contents: dict[str, bytes] = {}
+        cache: dict[str, bytes] = {}
+        for rcpt in dict.fromkeys(self.rcpts):
+            try:
+                contents[rcpt] = await self.engine.content_for(rcpt.lower(), data, prepared, cache)
+            except Deferred as e:
+                replies[rcpt] = f"451 4.7.0 <{rcpt}> {e}"
+            except Exception as e:  # noqa: BLE001 - a bug must defer, not bounce or leak plaintext
+                replies[rcpt] = f"451 4.3.0 <{rcpt}> encryption step failed: {type(e).__name__}: {e}"
+            if rcpt in replies:
+                log(f"deferred {rcpt}: {replies[rcpt][10:]}")
+        groups: dict[int, tuple[bytes, list[str]]] = {}
+        for rcpt, content in contents.items():
+            groups.setdefault(id(content), (content, []))[1].append(rcpt)
+        if groups:
+            try:
+                c = self.engine.config()
+                replies.update(await deliver(c, self.sender or "", list(groups.values())))
+            except Exception as e:  # noqa: BLE001
+                for rcpt in contents:
+                    replies.setdefault(rcpt, f"451 4.4.0 <{rcpt}> Dovecot LMTP failed: {e}")
+        return [replies.get(x, f"451 4.3.0 <{x}> no reply from Dovecot") for x in self.rcpts]
+
+
+def _path(arg: str) -> str:
+    a = arg.strip()
+    if a.startswith("<"):
+        a = a[1:a.find(">")] if ">" in a else a[1:]
+    return a.split()[0] if a.split() else ""
+
+
+async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
+    engine = Engine(conf_path)
+    c = engine.config()
+    system.remove_path(c.listen)
+
+    async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            await Session(engine, r, w).run()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception as e:  # noqa: BLE001 - the session's mail stays queued in Postfix
+            log(f"session error: {type(e).__name__}: {e}")
+        finally:
+            with contextlib.suppress(Exception):
+                w.close()
+
+    server = await asyncio.start_unix_server(client, c.listen, limit=1 << 20)
+    log(f"started: listening on {c.listen}, delivering to {c.dovecot}, keys in {c.home}")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log("reloaded: configuration is re-read "
+                                                       "whenever its file changes"))
+    if ready:
+        ready.set()
+    async with server:
+        await stop.wait()
+    log("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="appliance-pgp", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=CONF)
+    p.add_argument("--user", default="postfix", help="run as this user (when started as root)")
+    p.add_argument("--daemon", metavar="PIDFILE", help="detach, write PIDFILE (no init system)")
+    p.add_argument("--log", default="/var/log/appliance-pgp.log", help="with --daemon")
+    a = p.parse_args(argv)
+    try:
+        parse_config(Path(a.config).read_text())
+    except (OSError, ConfigError) as e:
+        print(f"appliance-pgp: {a.config}: {e}", file=sys.stderr)
+        return 2
+    if a.daemon:
+        system.daemonize(a.daemon, a.log)
+    system.drop_privileges(a.user)
+    asyncio.run(serve(a.config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

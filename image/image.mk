@@ -1,0 +1,58 @@
+# Image build targets, included by the top-level Makefile.
+#
+#   make image                      Raspberry Pi image (arm64): build/mail-appliance-<version>-arm64.img.xz
+#   make image ARCH=amd64           PC/VM image with the same roles
+#   make image-test [ARCH=...]      boot the built image under qemu and check it
+#   make image-ci                   the CI path (see image/README-section.md)
+#   make provisioning-lint          ansible-playbook --syntax-check + ansible-lint
+#
+# Variables (environment or command line):
+ARCH ?= arm64
+MIRROR ?= http://deb.debian.org/debian
+SECURITY_MIRROR ?= http://deb.debian.org/debian-security
+# More Debian packages, space-separated: EXTRA_PACKAGES="vim-tiny tmux"
+EXTRA_PACKAGES ?=
+# More Ansible roles (by name, from provisioning/roles or provisioning/local-roles)
+EXTRA_ROLES ?=
+# A YAML or JSON file of Ansible variables: EXTRA_VARS=my-vars.yml
+EXTRA_VARS ?=
+# Host name until the settings name the machine. (Not HOSTNAME: shells often
+# export that, and the build host's name must not end up in the image.)
+IMAGE_HOSTNAME ?= mail-appliance
+# Downloaded packages and the cached base rootfs live here, outside the repo.
+IMAGE_CACHE ?= /var/cache/mail-appliance-image
+# 1: reuse a cached base rootfs (< 7 days old, same inputs); 0: rebuild it.
+REUSE_BASE ?= 1
+# Where the .img.xz will be published (for the Raspberry Pi Imager entry).
+IMAGE_BASE_URL ?=
+# Seconds the boot test may take in all.
+IMAGE_TEST_TIMEOUT ?= 900
+
+IMAGE_ENV = ARCH='$(ARCH)' MIRROR='$(MIRROR)' SECURITY_MIRROR='$(SECURITY_MIRROR)' \
+	EXTRA_PACKAGES='$(EXTRA_PACKAGES)' EXTRA_ROLES='$(EXTRA_ROLES)' EXTRA_VARS='$(EXTRA_VARS)' \
+	IMAGE_HOSTNAME='$(IMAGE_HOSTNAME)' CACHE_DIR='$(IMAGE_CACHE)' REUSE_BASE='$(REUSE_BASE)' \
+	IMAGE_BASE_URL='$(IMAGE_BASE_URL)'
+
+.PHONY: image image-deps image-test image-ci provisioning-lint
+
+image-deps:
+	image/host-deps.sh $(ARCH)
+
+image: image-deps
+	$(IMAGE_ENV) /usr/bin/python3 image/build.py
+
+image-test: image-deps
+	ARCH='$(ARCH)' /usr/bin/python3 tests/image/boot_test.py --timeout $(IMAGE_TEST_TIMEOUT)
+
+# CI: build and boot-test the image for $(ARCH); see image/README-section.md
+# for the measured times that chose the architecture.
+image-ci:
+	$(MAKE) image ARCH=$(IMAGE_CI_ARCH) REUSE_BASE=1
+	$(MAKE) image-test ARCH=$(IMAGE_CI_ARCH)
+
+IMAGE_CI_ARCH ?= arm64
+
+provisioning-lint:
+	image/host-deps.sh lint
+	cd provisioning && ANSIBLE_CONFIG=ansible.cfg ansible-playbook -i localhost, --syntax-check site.yml
+	cd provisioning && ANSIBLE_CONFIG=ansible.cfg ansible-lint --profile production site.yml roles

@@ -1,0 +1,134 @@
+"""`appliance key import|show|remove|list` with the real gpg, on throwaway keys: every refusal the
+issue lists (no encryption subkey, expired, revoked, wrong address) and the index the proxy reads."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance import cli
+from appliance.openpgp import keyring
+
+from .conftest import ALICE_HASH
+from .openpgp_keys import Device
+
+ALICE = "alice@example.org"
+SETTINGS = f"""domain = "example.org"
+
+[[users]]
+address = "{ALICE}"
+password_hash = "{ALICE_HASH}"
+aliases = ["info@example.org"]
+
+[[users]]
+address = "bob@example.org"
+password_hash = "{ALICE_HASH}"
+encrypt = "required"
+"""
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory: pytest.TempPathFactory) -> Device:
+    d = Device(tmp_path_factory.mktemp("device") / "gnupg")
+    d.make(f"Alice <{ALICE}>")
+    d.make("Alice signing only <alice+sign@example.org>", encrypt=False)
+    d.make("Alice old <alice+old@example.org>", faked_time="20200101T000000")  # expired 2021
+    d.revoke(d.make("Alice revoked <alice+rev@example.org>"))
+    d.make("Mallory <mallory@example.net>")
+    return d
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("APPLIANCE_GNUPGHOME", str(tmp_path / "box-gnupg"))
+    (tmp_path / "settings.toml").write_text(SETTINGS)
+    yield tmp_path
+
+
+def run(tmp: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--settings", str(tmp / "settings.toml"), "key", *args],
+                    cli.Env(stdin=io.StringIO(), stdout=out, stderr=err))
+    return code, out.getvalue(), err.getvalue()
+
+
+def keyfile(tmp: Path, data: bytes, name: str = "key.asc") -> str:
+    (tmp / name).write_bytes(data)
+    return str(tmp / name)
+
+
+def test_import_armored_then_show_list_remove(env: Path, device: Device) -> None:
+    fpr = device.fpr(ALICE)
+    code, out, err = run(env, "import", ALICE, keyfile(env, device.export(ALICE)))
+    assert code == 0, err
+    assert f"imported key {fpr} for {ALICE}" in out and "stored encrypted (PGP/MIME)" in out
+    index = json.loads((env / "box-gnupg" / keyring.INDEX).read_text())
+    assert index[ALICE]["fingerprint"] == fpr
+    code, out, _ = run(env, "show", ALICE)
+    assert code == 0 and fpr in out and f"uid Alice <{ALICE}>" in out
+    code, out, _ = run(env, "list")
+    assert f"{ALICE}: stored encrypted (PGP/MIME) to key {fpr}" in out
+    assert 'bob@example.org: no key: mail waits in the queue (451)' in out
+    code, out, _ = run(env, "remove", ALICE)
+    assert code == 0 and "stored in plaintext" in out
+    assert json.loads((env / "box-gnupg" / keyring.INDEX).read_text()) == {}
+    # The key itself left the keyring too.
+    assert fpr.encode() not in keyring.Keyring().export(fpr)
+
+
+def test_import_binary_key(env: Path, device: Device) -> None:
+    code, _, err = run(env, "import", ALICE, keyfile(env, device.export(ALICE, armor=False), "k.gpg"))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("uid, why", [
+    ("alice+sign@example.org", "has no usable encryption subkey"),
+    ("alice+old@example.org", "expired on 2020-12-31"),
+    ("alice+rev@example.org", "is revoked"),
+    ("mallory@example.net", f"is not for {ALICE} (its user IDs name mallory@example.net)"),
+])
+def test_refusals_say_why_and_change_nothing(env: Path, device: Device, uid: str, why: str) -> None:
+    code, out, err = run(env, "import", ALICE, keyfile(env, device.export(uid)))
+    assert code == 2, (out, err)
+    assert why in err
+    assert not (env / "box-gnupg" / keyring.INDEX).exists()
+
+
+def test_other_refusals(env: Path, device: Device) -> None:
+    cases = [
+        (device.export(ALICE, "mallory@example.net"), "the file holds 2 keys"),
+        (b"not a key at all\n", "holds no OpenPGP public key"),
+        (device.export_secret(ALICE), "holds a secret key; private keys stay on your own devices"),
+    ]
+    for data, why in cases:
+        code, _, err = run(env, "import", ALICE, keyfile(env, data))
+        assert code == 2 and why in err, err
+    code, _, err = run(env, "import", "info@example.org", keyfile(env, device.export(ALICE)))
+    assert code == 2 and "is an alias of alice@example.org" in err
+    code, _, err = run(env, "import", "nobody@example.org", keyfile(env, device.export(ALICE)))
+    assert code == 2 and "is not a user of this box" in err
+    code, _, err = run(env, "import", ALICE, str(env / "missing.asc"))
+    assert code == 2 and "cannot be read" in err
+    code, _, err = run(env, "remove", ALICE)
+    assert code == 2 and "has no key on this box" in err
+
+
+def test_reimport_replaces_the_old_key(env: Path, device: Device, tmp_path: Path) -> None:
+    other = Device(tmp_path / "second-device")
+    new = other.make(f"Alice new <{ALICE}>")
+    assert run(env, "import", ALICE, keyfile(env, device.export(ALICE)))[0] == 0
+    assert run(env, "import", ALICE, keyfile(env, other.export(ALICE), "new.asc"))[0] == 0
+    index = keyring.read_index(env / "box-gnupg")
+    assert index[ALICE].fingerprint == new
+    assert keyring.Keyring().export(device.fpr(ALICE)) == b""
+
+
+def test_encrypt_setting_is_validated(env: Path) -> None:
+    (env / "settings.toml").write_text(SETTINGS.replace('"required"', '"always"'))
+    code, _, err = run(env, "list")
+    assert code == 2
+    assert 'users[1].encrypt: "always" is not a storage mode; use "when-key"' in err
