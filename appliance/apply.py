@@ -118,7 +118,7 @@ def apply(
                 for name in touched:
                     svc = services[name]
                     log(f"reloading {name} ({manager.name})")
-                    offset = root.size(svc.log_path)
+                    offset = root.size(svc.log_path) if svc.log_path else 0
                     res = manager.reload(svc)
                     if res.returncode != 0:
                         raise ApplyError(

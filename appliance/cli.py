@@ -185,6 +185,9 @@ def parser() -> argparse.ArgumentParser:
 
     cli_key.add_parser(sub)
     netcmds.register(sub)
+    from .fail2ban import register as register_bans  # issue #8: `appliance bans|unban`
+
+    register_bans(sub)
     return p
 
 

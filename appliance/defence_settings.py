@@ -31,6 +31,8 @@ reported with the others, naming the field, the bad value and the fix.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from collections.abc import Callable
@@ -69,6 +71,17 @@ class Defence:
     limits: Limits = Limits()
     also_trusted: tuple[str, ...] = ()
     public_address: str | None = None
+
+
+def _key_blob_ok(line: str) -> bool:
+    """The base64 part decodes to a blob that starts with the key type it claims (RFC 4253 6.6)."""
+    kind, blob64 = line.split()[:2]
+    try:
+        blob = base64.b64decode(blob64, validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    n = int.from_bytes(blob[:4], "big") if len(blob) > 4 else -1
+    return blob[4:4 + n] == kind.encode()
 
 
 def _table(data: dict[str, Any], name: str, known: set[str], add: Add) -> dict[str, Any]:
@@ -118,10 +131,11 @@ def parse(data: dict[str, Any], add: Add) -> Defence:
     keys: list[str] = []
     raw_keys = ssh.get("authorized_keys", [])
     if not isinstance(raw_keys, list):
-        add("ssh.authorized_keys", raw_keys, "is not a list", 'write it as ["ssh-ed25519 AAAA... you@laptop"]')
+        add("ssh.authorized_keys", raw_keys, "is not a list",
+            'write it as ["ssh-ed25519 AAAA... you@laptop"]')
         raw_keys = []
     for i, k in enumerate(raw_keys):
-        if not isinstance(k, str) or not _KEY.match(k.strip()):
+        if not isinstance(k, str) or not _KEY.match(k.strip()) or not _key_blob_ok(k.strip()):
             shown = k[:24] + "…" if isinstance(k, str) and len(k) > 24 else k
             add(f"ssh.authorized_keys[{i}]", shown, "is not an OpenSSH public key line",
                 "paste one line of your ~/.ssh/id_ed25519.pub (type, base64 key, comment)")

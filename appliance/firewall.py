@@ -67,7 +67,7 @@ class Nftables(Service):
 
     name = "nftables"
     unit = "nftables.service"  # Debian's unit; provisioning makes /etc/nftables.conf include ours
-    log_path = ""
+    log_path = "/dev/null"  # nft logs nothing; its exit status and `nft list` tell
 
     def validate(self, stage: Path) -> None:
         staged = stage / RULES_PATH.lstrip("/")

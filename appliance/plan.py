@@ -17,7 +17,7 @@ import jinja2
 from . import tls
 from .errors import ApplianceError
 from .facts import Facts
-from .settings import Settings
+from .settings import RelaySection, Settings
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 # Tinkerers may override any template by placing a file with the same relative path here.
@@ -111,6 +111,15 @@ def _openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
 FEATURES.append(_openpgp)
 
 
+def _defence(s: Settings, facts: Facts) -> list[FileSpec]:
+    from .defence import FEATURES as defence_features  # issue #8: firewall, fail2ban, SSH
+
+    return [spec for feature in defence_features for spec in feature(s, facts)]
+
+
+FEATURES.append(_defence)
+
+
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
     """Templates with StrictUndefined: a missing variable is an error, never an empty string."""
     loaders: list[jinja2.BaseLoader] = []
@@ -168,6 +177,7 @@ def build(
     cert: tls.CertPaths | None = None,
 ) -> Plan:
     cert = cert or tls.self_signed_paths()
+    smarthost = s.relay if isinstance(s.relay, RelaySection) else None
     context = {
         "s": s,
         "facts": facts,
@@ -180,8 +190,8 @@ def build(
         },
         "aliases": alias_table(s),
         "sender_logins": sender_logins(s),
-        "relay": s.relay,
-        "relay_ca": (s.relay.tls_ca_file if s.relay and s.relay.tls_ca_file
+        "relay": smarthost,
+        "relay_ca": (smarthost.tls_ca_file if smarthost and smarthost.tls_ca_file
                      else "/etc/ssl/certs/ca-certificates.crt"),
     }
     files = []

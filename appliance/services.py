@@ -212,4 +212,11 @@ def _log_tail(root: system.Root, path: str = "/var/log/mail.log", lines: int = 5
 def all_services(root: system.Root) -> dict[str, Service]:
     from .openpgp.service import PgpProxy  # issue #7; after Postfix, which makes private/
 
-    return {s.name: s for s in (Postfix(root), Dovecot(root), PgpProxy(root))}
+    from .relay_service import WgRelay  # issue #5: the tunnel to the user's relay VPS
+
+    from .fail2ban import Fail2ban  # issue #8; after Postfix and Dovecot, whose logs it reads
+    from .firewall import Nftables
+    from .ssh import Sshd
+
+    return {s.name: s for s in (Postfix(root), Dovecot(root), PgpProxy(root), WgRelay(root),
+                                Nftables(root), Sshd(root), Fail2ban(root))}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,19 @@ class RelaySection:
 
 
 @dataclass(frozen=True)
+class TunnelSection:
+    """The user's own relay VPS: a WireGuard tunnel the box dials out to. The VPS forwards the
+    mail ports to the box (TLS ends on the box) and carries its outbound port 25."""
+
+    kind: str  # "wireguard"
+    endpoint: str  # host:port of the VPS
+    vps_public_key: str
+    private_key_file: str
+    box_address: str  # e.g. 10.77.0.2/30
+    vps_address: str  # e.g. 10.77.0.1
+
+
+@dataclass(frozen=True)
 class UpnpSection:
     enabled: bool = True
     lease_seconds: int = 3600
@@ -104,7 +117,7 @@ class Settings:
     users: tuple[User, ...]
     message_size_limit_mb: int = 25
     postmaster: str = ""  # the mailbox that receives postmaster@ and abuse@
-    relay: RelaySection | None = None
+    relay: RelaySection | TunnelSection | None = None
     lan: LanOverride = LanOverride()
     upnp: UpnpSection = UpnpSection()
     reachability: ReachabilitySection = ReachabilitySection()
@@ -311,17 +324,16 @@ def _table(raw: Any, name: str, known: set[str], c: _Collector) -> dict[str, Any
     return raw
 
 
-def _parse_relay(raw: Any, c: _Collector) -> RelaySection | None:
+def _parse_relay(raw: Any, c: _Collector) -> RelaySection | TunnelSection | None:
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    if kind == "wireguard":
+        return _parse_tunnel(raw, c)
     t = _table(raw, "relay", {"kind", "host", "port", "username", "password_file", "tls_ca_file"}, c)
     if not t:
         return None
-    kind = t.get("kind")
-    if kind == "wireguard":
-        c.add("relay.kind", kind, "is not supported by this version yet",
-              'use kind = "smarthost", or leave [relay] empty to send directly')
-        return None
     if kind != "smarthost":
-        c.add("relay.kind", kind, "is not a relay kind", 'use kind = "smarthost"')
+        c.add("relay.kind", kind, "is not a relay kind",
+              'use kind = "smarthost" (a submission relay) or "wireguard" (your own VPS)')
         return None
     host = t.get("host")
     if not isinstance(host, str) or not (valid_domain(host) or _is_ip(host)):
@@ -346,6 +358,40 @@ def _parse_relay(raw: Any, c: _Collector) -> RelaySection | None:
         c.add("relay.tls_ca_file", ca, "is not an absolute path", "name a PEM file, or remove it")
         ca = None
     return RelaySection("smarthost", host, port, user, pw, ca)
+
+
+_WG_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+
+
+def _parse_tunnel(raw: dict[str, Any], c: _Collector) -> TunnelSection | None:
+    t = _table(raw, "relay", {"kind", "endpoint", "vps_public_key", "private_key_file",
+                              "box_address", "vps_address"}, c)
+    endpoint = t.get("endpoint", "")
+    host, _, port = endpoint.rpartition(":") if isinstance(endpoint, str) else ("", "", "")
+    if not (valid_domain(host) or _is_ip(host)) or not port.isdigit():
+        c.add("relay.endpoint", endpoint, "is not host:port",
+              'use your VPS\'s public address and WireGuard port, e.g. "198.51.100.7:51820"')
+    key = t.get("vps_public_key", "")
+    if not isinstance(key, str) or not _WG_KEY.match(key):
+        c.add("relay.vps_public_key", key, "is not a WireGuard public key",
+              "copy the key the relay playbook printed (44 characters ending in =)")
+    pk = t.get("private_key_file", "/etc/appliance/wireguard.key")
+    if not isinstance(pk, str) or not pk.startswith("/"):
+        c.add("relay.private_key_file", pk, "is not an absolute path", 'use "/etc/appliance/wireguard.key"')
+    box = t.get("box_address", "10.77.0.2/30")
+    vps = t.get("vps_address", "10.77.0.1")
+    try:
+        box_if = ipaddress.ip_interface(box)
+        vps_ip = ipaddress.ip_address(vps)
+        if vps_ip not in box_if.network or vps_ip == box_if.ip:
+            raise ValueError
+    except (ValueError, TypeError):
+        c.add("relay.box_address", f"{box} / {vps}", "are not two addresses of one small network",
+              'use e.g. box_address = "10.77.0.2/30" and vps_address = "10.77.0.1"')
+        return None
+    if c.problems:
+        return None
+    return TunnelSection("wireguard", endpoint, key, pk, str(box_if), str(vps_ip))
 
 
 def _parse_upnp(raw: Any, c: _Collector) -> UpnpSection:

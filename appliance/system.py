@@ -426,3 +426,29 @@ def signal_pid(pid: int, signum: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def stage_copy_tree(src: Path, dest: Path) -> None:
+    """Copy the files of `src` into `dest` (a staging directory) that are not there yet: a
+    staged configuration that includes package files (fail2ban's jail.conf, filters) is
+    validated as a whole."""
+    for p in sorted(src.rglob("*")):
+        target = dest / p.relative_to(src)
+        if p.is_dir() and not p.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+        elif p.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(p.read_bytes())
+
+
+def ensure_file(path: str | Path, mode: int = 0o640, owner: str = "root", group: str = "adm") -> None:
+    """Create an empty (log) file if it is missing, so a reader (fail2ban) can open it before
+    the writing daemon first logs. An existing file is left alone."""
+    p = Path(path)
+    if p.exists():
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.close(fd)
+    with contextlib.suppress(KeyError):
+        os.chown(p, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)

@@ -94,7 +94,7 @@ def cmd_key(a: argparse.Namespace, env: Any) -> int:
         env.out(json.dumps({
             "user": user.address, "encrypt": user.encrypt,
             "fingerprint": entry.fingerprint if entry else None,
-            "expires": info.expires if info else None,
+            "expires": info.effective_expires if info else None,
             "uids": list(info.uids) if info else [],
             "storage": storage(user, entry.fingerprint if entry else None)}, indent=2))
         return EXIT_OK
@@ -104,9 +104,9 @@ def cmd_key(a: argparse.Namespace, env: Any) -> int:
     entry, info = shown
     env.out(f"{user.address}: {storage(user, entry.fingerprint)}")
     env.out(f"  fingerprint {info.fingerprint}")
-    env.out(f"  created {_date(info.created)}, expires {_date(info.expires)}"
+    env.out(f"  created {_date(info.created)}, expires {_date(info.effective_expires)}"
             + ("  (EXPIRED: mail waits in the queue; import the extended key)"
-               if info.validity == "e" or (info.expires and info.expires < time.time()) else ""))
+               if info.validity == "e" or (info.effective_expires or 1e12) < time.time() else ""))
     for uid in info.uids:
         env.out(f"  uid {uid}")
     return EXIT_OK

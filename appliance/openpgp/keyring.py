@@ -27,7 +27,7 @@ INDEX = "keys.json"
 READER_GROUP = "postfix"
 # Options for every gpg run: no agent, no dialogs, no trust database decisions (the agent decides
 # which key belongs to whom: the one imported for that address).
-GPG_BASE = ["--batch", "--no-tty", "--quiet", "--no-autostart", "--no-permission-warning",
+GPG_BASE = ["--no-options", "--batch", "--no-tty", "--quiet", "--no-autostart", "--no-permission-warning",
             "--trust-model", "always", "--no-random-seed-file", "--lock-never"]
 _EMAIL = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
 
@@ -47,6 +47,14 @@ class KeyInfo:
     validity: str  # gpg's: "r" revoked, "e" expired, else usable as far as the key says
     can_encrypt: bool  # a usable encryption (sub)key: "E" in the primary's capabilities
     algo: str = ""
+    # Expiry of the usable encryption subkeys (the latest of them); None: one never expires.
+    encrypt_expires: int | None = None
+
+    @property
+    def effective_expires(self) -> int | None:
+        """When encrypting to this key stops working: the primary's or the subkeys' expiry."""
+        times = [t for t in (self.expires, self.encrypt_expires) if t is not None]
+        return min(times) if times else None
 
     def emails(self) -> set[str]:
         out = set()
@@ -78,7 +86,7 @@ def parse_colons(text: str) -> list[KeyInfo]:
         f = line.split(":")
         if f[0] == "pub":
             if cur:
-                keys.append(KeyInfo(**cur))
+                keys.append(_info(cur))
             cur = {"fingerprint": "", "created": int(f[5] or 0),
                    "expires": int(f[6]) if f[6] else None, "uids": (), "validity": f[1],
                    "can_encrypt": "E" in f[11], "algo": f[16] if len(f) > 16 else ""}
@@ -88,15 +96,24 @@ def parse_colons(text: str) -> list[KeyInfo]:
             cur["fingerprint"] = f[9]
         elif f[0] == "uid" and f[1] != "r":
             cur["uids"] = cur["uids"] + (f[9].replace("\\x3a", ":"),)
+        elif f[0] == "sub" and "e" in f[11] and f[1] not in ("r", "e"):
+            subs = cur.setdefault("_enc", [])
+            subs.append(int(f[6]) if f[6] else None)
     if cur:
-        keys.append(KeyInfo(**cur))
+        keys.append(_info(cur))
     return keys
+
+
+def _info(cur: dict) -> KeyInfo:
+    enc = cur.pop("_enc", [])
+    cur["encrypt_expires"] = None if (not enc or None in enc) else max(enc)
+    return KeyInfo(**cur)
 
 
 def inspect(data: bytes, gpg: str = "gpg") -> list[KeyInfo]:
     """What a key file holds (armored or binary), read by gpg in an empty throwaway home."""
     with tempfile.TemporaryDirectory(prefix="appliance-gpg.") as tmp:
-        res = system.run_bytes([gpg, "--homedir", tmp, *GPG_BASE[:5], "--with-colons",
+        res = system.run_bytes([gpg, "--homedir", tmp, *GPG_BASE[:6], "--with-colons",
                                 "--fixed-list-mode", "--show-keys"], input=data, timeout=30)
     if res.returncode == 127:
         raise KeyError_(f"{gpg} is not installed; install the gnupg package")
@@ -116,10 +133,12 @@ def check(address: str, keys: list[KeyInfo], now: float | None = None) -> KeyInf
     k = keys[0]
     if k.validity == "r":
         raise KeyError_(f"key {k.fingerprint} is revoked; import the key that replaced it")
-    if k.validity == "e" or (k.expires is not None and k.expires <= now):
-        raise KeyError_(f"key {k.fingerprint} expired on {_date(k.expires)}; extend it on your "
-                        "device (`gpg --quick-set-expire FPR 1y`, and for its subkeys "
-                        "`gpg --quick-set-expire FPR 1y '*'`), export it again and import that")
+    exp = k.effective_expires
+    if k.validity == "e" or (exp is not None and exp <= now):
+        raise KeyError_(f"key {k.fingerprint} expired on {_date(exp)}; extend it on your "
+                        "device (`gpg --quick-set-expire FPR 1y`, then for its "
+                        "subkeys `gpg --quick-set-expire FPR 1y SUBKEY-FPR...`), export it again "
+                        "and import that")
     if not k.can_encrypt:
         raise KeyError_(f"key {k.fingerprint} has no usable encryption subkey (it can only sign "
                         "or certify); add one on your device (`gpg --quick-add-key FPR cv25519 "
@@ -149,7 +168,7 @@ class Keyring:
         self._prepare()
         try:
             return gnupg.GPG(gpgbinary=self.gpgbinary, gnupghome=str(self.path),
-                             options=GPG_BASE[3:])
+                             options=GPG_BASE[4:])
         except (OSError, ValueError) as e:
             raise KeyError_(f"cannot run {self.gpgbinary}: {e}; install the gnupg package") from None
 
@@ -178,11 +197,13 @@ class Keyring:
             raise KeyError_(f"gpg did not import key {k.fingerprint}: {res.stderr.strip()[-300:]}")
         self._group_readable()
         entries = self.index()
-        entry = Entry(address, k.fingerprint, k.expires, int(time.time()))
+        entry = Entry(address, k.fingerprint, k.effective_expires, int(time.time()))
         entries[address] = entry
         self._write_index(entries)
         if old and old.fingerprint != k.fingerprint and not self._still_used(old.fingerprint, entries):
             g.delete_keys(old.fingerprint)
+            self._group_readable()
+        self.publish_wkd()
         return entry
 
     def remove(self, address: str) -> Entry:
@@ -193,7 +214,41 @@ class Keyring:
         self._write_index(entries)
         if not self._still_used(entry.fingerprint, entries):
             self._gpg().delete_keys(entry.fingerprint)
+            self._group_readable()  # gpg rewrote the keyring 0600
+        self.publish_wkd()
         return entry
+
+    @property
+    def wkd_dir(self) -> Path:
+        """Served as https://openpgpkey.<domain>/.well-known/ and https://<domain>/.well-known/."""
+        return self.path.parent / "wkd" / ".well-known"
+
+    def publish_wkd(self) -> list[str]:
+        """Write the WKD tree for every key in the index (only the user's own user ID, minimal),
+        and remove files of keys no longer here. Returns the paths written."""
+        from . import wkd
+
+        entries = self.index()
+        by_domain: dict[str, dict[str, bytes]] = {}
+        for address, e in entries.items():
+            res = system.run_bytes(
+                [self.gpgbinary, "--homedir", str(self.path), *GPG_BASE, "--export",
+                 "--export-options", "export-minimal", "--export-filter",
+                 f"keep-uid=mbox = {address}", e.fingerprint], timeout=30)
+            if res.returncode == 0 and res.stdout:
+                by_domain.setdefault(address.rsplit("@", 1)[1], {})[address] = res.stdout
+        want: dict[str, bytes] = {}
+        for domain, keys in by_domain.items():
+            want.update(wkd.tree(domain, keys))
+        root = system.Root("/")
+        uid, gid = (os.getuid(), os.getgid()) if os.geteuid() != 0 else (0, 0)
+        for rel, content in want.items():
+            root.write_atomic(self.wkd_dir / rel, system.FileState(content, 0o644, uid, gid))
+        if self.wkd_dir.is_dir():
+            for p in self.wkd_dir.rglob("hu/*"):
+                if str(p.relative_to(self.wkd_dir)) not in want:
+                    system.remove_path(p)
+        return sorted(want)
 
     def export(self, fingerprint: str, armor: bool = True) -> bytes:
         out = self._gpg().export_keys(fingerprint, armor=armor)

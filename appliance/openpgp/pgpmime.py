@@ -46,7 +46,9 @@ class Prepared:
 
 def canonical(raw: bytes) -> bytes:
     """LF or CRLF line ends -> CRLF (what LMTP carries and RFC 3156 encrypts)."""
-    return re.sub(rb"\r?\n", b"\r\n", raw)
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw  # already (what Postfix sends): no copy
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # C speed; a regex is 10x slower
 
 
 def split(raw: bytes) -> tuple[list[bytes], bytes]:

@@ -101,7 +101,7 @@ def prepare_card(work: Path, xz: Path) -> tuple[Path, Path]:
         '[[users]]\n'
         'address = "alice@example.org"\n'
         f'password_hash = "{pw_hash}"\n'
-        'aliases = ["postmaster@example.org"]\n')
+        'aliases = ["info@example.org"]\n')
     env = mtools_env()
     example = must(["mtype", "-i", fat(disk), "::/appliance.toml"], env=env)
     if "#domain" not in example:
@@ -272,6 +272,11 @@ def main() -> int:
                       remote["hostname"].strip())
             size_mib = int(remote["df"].split()[1])
             res.check("root filesystem grew to the card", size_mib > GROW_MIB, f"{size_mib} MiB")
+        r = run(ssh_cmd(key, ports[22]) + [
+            "systemctl --failed --no-pager; journalctl -b --no-pager -p warning | tail -60; "
+            "for f in /var/log/appliance-pgp.log /var/log/mail.log /var/log/dovecot.log; do "
+            "echo \"== $f\"; tail -30 $f; done"], timeout=60)
+        (work / "guest-diagnostics.txt").write_text(r.stdout + r.stderr)
         r = run(ssh_cmd(key, ports[22], "-o", "PubkeyAuthentication=no",
                         "-o", "PreferredAuthentications=password,keyboard-interactive",
                         "-o", "NumberOfPasswordPrompts=0") + ["true"], timeout=60)
@@ -315,6 +320,9 @@ def main() -> int:
     if remote.get("analyze"):
         print("guest: " + remote["analyze"].strip().splitlines()[0])
     print(f"image-test wall time {time.monotonic() - t_start:.0f} s; serial log {work / 'serial.log'}")
+    if res.failed and (work / "guest-diagnostics.txt").exists():
+        print("\nguest diagnostics (" + str(work / "guest-diagnostics.txt") + "):\n"
+              + (work / "guest-diagnostics.txt").read_text()[-4000:])
     print(f"{len(res.passed)} passed, {len(res.failed)} failed")
     return 0 if not res.failed else 1
 

@@ -271,9 +271,31 @@ class MailLab:
         self.app.track_pidfile("postfix", "/var/spool/postfix/pid/master.pid")
         self.app.track_pidfile("dovecot", "/run/dovecot/master.pid")
         self.app.track_pidfile("appliance-pgp", "/run/appliance-pgp.pid")  # issue #7's proxy
+        self.app.track_pidfile("fail2ban", "/run/fail2ban/fail2ban.pid")  # issue #8
+        self.app.track_pidfile("sshd", "/run/sshd.pid")  # issue #8
         wait_for("appliance port 25", lambda: self.tcp_open(self.app, APP_IP, 25))
         wait_for("appliance port 993", lambda: self.tcp_open(self.app, APP_IP, 993))
         return self
+
+    def hairpin(self, on: bool) -> None:
+        """Hairpin NAT on the router (issue #8), as many home routers do it: a LAN client that
+        connects to the public address is DNATed to the appliance *and* SNATed to the public
+        address, so the appliance sees every such client as 203.0.113.2. Off by default."""
+        self.rtr.run(["nft", "delete", "table", "ip", "hairpin"], check=False)
+        if on:
+            ports = ", ".join(map(str, FORWARDED))
+            self.rtr.run(["nft", "-f", "-"], input=f"""
+table ip hairpin {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat - 1; policy accept;
+    iifname "br-lan" ip daddr {WAN_IP} tcp dport {{ {ports} }} dnat to {APP_IP}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat - 1; policy accept;
+    ip saddr 198.18.0.0/24 oifname "br-lan" ct status dnat snat to {WAN_IP}
+  }}
+}}
+""")
 
     def _start_upnp(self) -> None:
         self.stun = self.lab.host("stun")

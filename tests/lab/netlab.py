@@ -126,7 +126,7 @@ class Host:
         return self.run(["test", "-e", target], check=False).returncode == 0
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start_view(self, dns: str | None) -> None:
+    def start_view(self, dns: str | None, share_ro: tuple[str, ...] = ()) -> None:
         for d in ("etc-upper", "etc-work", "var", "run"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         for d in ("tmp", "lib", "log", "spool", "mail"):
@@ -144,10 +144,18 @@ class Host:
         pid = self.holder.pid
         wait_for(f"{self.name} view", lambda: os.readlink(f"/proc/{pid}/exe").endswith("/sleep"),
                  timeout=10, interval=0.02)
-        mounts = [
+        mounts = []
+        # Read-only windows onto the real /var where a host needs them (e.g. /var/lib/dpkg for a
+        # package manager that only checks what is installed), made before /var is replaced.
+        for path in share_ro:
+            inner = self.root / "var" / Path(path).relative_to("/var")
+            inner.mkdir(parents=True, exist_ok=True)
+            mounts += [["mount", "--bind", path, str(inner)],
+                       ["mount", "-o", "remount,bind,ro", str(inner)]]
+        mounts += [
             ["mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir=/etc,upperdir={self.root}/etc-upper,workdir={self.root}/etc-work", "/etc"],
-            ["mount", "--bind", str(self.root / "var"), "/var"],
+            ["mount", "--rbind", str(self.root / "var"), "/var"],
             ["mount", "--bind", str(self.root / "run"), "/run"],
         ]
         for m in mounts:
@@ -201,7 +209,8 @@ class Lab:
     def ns_exec(self, ns: str, *argv: str) -> None:
         sh(["ip", "netns", "exec", self.prefix + ns, *argv])
 
-    def host(self, name: str, dns: str | None = None, view: bool = True) -> Host:
+    def host(self, name: str, dns: str | None = None, view: bool = True,
+             share_ro: tuple[str, ...] = ()) -> Host:
         ns = self.prefix + name
         if ns in sh(["ip", "netns", "list"]).stdout.split():
             raise RuntimeError(f"namespace {ns} exists: a previous lab did not tear down "
@@ -211,7 +220,7 @@ class Lab:
         self.hosts[name] = h
         self.ns_exec(name, "ip", "link", "set", "lo", "up")
         if view:
-            h.start_view(dns)
+            h.start_view(dns, share_ro)
         return h
 
     def bridge(self, on: str, name: str, address: str | None = None) -> None:

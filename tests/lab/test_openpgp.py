@@ -83,7 +83,12 @@ def wait_deferred(lab: MailLab, sender: str, timeout: float = 60) -> dict:
         return next((q for q in queued(lab, sender) if q["queue_name"] == "deferred"
                      and any("451" in r.get("delay_reason", "") for r in q["recipients"])), None)
 
-    wait_for(f"a deferral for {sender}", deferred, timeout=timeout, interval=0.2)
+    try:
+        wait_for(f"a deferral for {sender}", deferred, timeout=timeout, interval=0.2)
+    except TimeoutError:
+        raise AssertionError(f"no 451 deferral for {sender}: queue {queued(lab, sender)}\n"
+                             f"{lab.app.read('/var/log/appliance-pgp.log')[-1500:]}\n"
+                             f"{lab.app.read('/var/log/mail.log')[-1500:]}") from None
     q = deferred()
     assert q is not None
     return q
@@ -221,18 +226,16 @@ def test_fault_key_expired(lab: MailLab, device: tuple[Device, Path]) -> None:
     sender = f"expired-{tag}@{REMOTE}"
     d, _ = device
     fpr = d.fpr(ALICE)
-    d.gpg("--quick-set-expire", fpr, "seconds=6")
-    d.gpg("--quick-set-expire", fpr, "seconds=6", "*")
+    d.set_expire(fpr, "seconds=6")
     try:
         import_key(lab, d)  # still valid for a few seconds: accepted
         wait_for("alice's key to expire", lambda: "EXPIRED" in lab.appliance("key", "show", ALICE).stdout,
                  timeout=20, interval=0.5)
         send(lab, sender, ALICE, message(tag, sender, ALICE))
         q = assert_deferred_not_stored_not_bounced(lab, sender, tag)
-        assert "encryption to" in q["recipients"][0]["delay_reason"]
+        assert "expired" in q["recipients"][0]["delay_reason"]
     finally:
-        d.gpg("--quick-set-expire", fpr, "1y")
-        d.gpg("--quick-set-expire", fpr, "1y", "*")
+        d.set_expire(fpr, "1y")
         import_key(lab, d)  # the fix: the user extends the key and the admin imports it again
     flush_and_check_encrypted(lab, device, tag)
 

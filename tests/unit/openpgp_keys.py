@@ -32,6 +32,13 @@ class Device:
             self.gpg(*fake, "--quick-add-key", fpr, "cv25519", "encr", expire)
         return fpr
 
+    def set_expire(self, fpr: str, expire: str) -> None:
+        """The primary key and every subkey, named by fingerprint: gpg's "*" skips expired ones."""
+        self.gpg("--quick-set-expire", fpr, expire)
+        out = self.gpg("--with-colons", "--list-keys", fpr).stdout.decode().splitlines()
+        subs = [out[i + 1].split(":")[9] for i, line in enumerate(out) if line.startswith("sub")]
+        self.gpg("--quick-set-expire", fpr, expire, *subs)
+
     def revoke(self, fpr: str) -> None:
         cert = (self.home / "openpgp-revocs.d" / f"{fpr}.rev").read_bytes()
         self.gpg("--import", input=cert.replace(b":-----BEGIN", b"-----BEGIN"))

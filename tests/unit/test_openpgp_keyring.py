@@ -73,8 +73,17 @@ def test_import_armored_then_show_list_remove(env: Path, device: Device) -> None
     code, out, _ = run(env, "list")
     assert f"{ALICE}: stored encrypted (PGP/MIME) to key {fpr}" in out
     assert 'bob@example.org: no key: mail waits in the queue (451)' in out
+    # Published by WKD (both layouts), with only alice's user ID.
+    from appliance.openpgp import wkd
+
+    h = wkd.wkd_hash(ALICE)
+    published = env / "wkd/.well-known/openpgpkey/example.org/hu" / h
+    assert published.exists() and (env / "wkd/.well-known/openpgpkey/hu" / h).exists()
+    assert (env / "wkd/.well-known/openpgpkey/example.org/policy").exists()
+    assert fpr in keyring.inspect(published.read_bytes())[0].fingerprint
     code, out, _ = run(env, "remove", ALICE)
     assert code == 0 and "stored in plaintext" in out
+    assert not published.exists()
     assert json.loads((env / "box-gnupg" / keyring.INDEX).read_text()) == {}
     # The key itself left the keyring too.
     assert fpr.encode() not in keyring.Keyring().export(fpr)
@@ -132,3 +141,14 @@ def test_encrypt_setting_is_validated(env: Path) -> None:
     code, _, err = run(env, "list")
     assert code == 2
     assert 'users[1].encrypt: "always" is not a storage mode; use "when-key"' in err
+
+
+def test_wkd_publishes_only_the_users_own_user_id(env: Path, tmp_path: Path) -> None:
+    from appliance.openpgp import wkd
+
+    other = Device(tmp_path / "third-device")
+    fpr = other.make(f"Alice <{ALICE}>")
+    other.gpg("--quick-add-uid", fpr, "Alice at work <alice@work.example>")
+    assert run(env, "import", ALICE, keyfile(env, other.export(ALICE)))[0] == 0
+    published = env / "wkd/.well-known/openpgpkey/example.org/hu" / wkd.wkd_hash(ALICE)
+    assert keyring.inspect(published.read_bytes())[0].uids == (f"Alice <{ALICE}>",)

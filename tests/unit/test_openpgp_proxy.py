@@ -27,8 +27,10 @@ class FakeDovecot:
 
     def __init__(self) -> None:
         self.stored: list[tuple[list[str], bytes]] = []
+        self.connections = 0
 
     async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
         w.write(b"220 fake LMTP\r\n")
         rcpts: list[str] = []
         while line := await r.readline():
@@ -60,18 +62,23 @@ class FakeDovecot:
         w.close()
 
 
-async def lmtp_send(sock: str, rcpts: list[str], data: bytes) -> list[str]:
+async def lmtp_send(sock: str, rcpts: list[str], data: bytes, times: int = 1) -> list[str]:
+    """Like Postfix: LHLO, then `times` transactions on one connection; the DATA replies."""
     r, w = await asyncio.open_unix_connection(sock)
     replies = [await proxy.read_reply(r)]
-    w.write(b"LHLO test\r\nMAIL FROM:<carol@remote.test>\r\n")
-    replies += [await proxy.read_reply(r), await proxy.read_reply(r)]
-    for x in rcpts:
-        w.write(f"RCPT TO:<{x}>\r\n".encode())
-        replies.append(await proxy.read_reply(r))
-    w.write(b"DATA\r\n")
+    w.write(b"LHLO test\r\n")
     replies.append(await proxy.read_reply(r))
-    w.write(proxy.dot_stuff(data))
-    out = [await proxy.read_reply(r) for _ in rcpts]
+    out = []
+    for _ in range(times):
+        w.write(b"MAIL FROM:<carol@remote.test>\r\n")
+        replies.append(await proxy.read_reply(r))
+        for x in rcpts:
+            w.write(f"RCPT TO:<{x}>\r\n".encode())
+            replies.append(await proxy.read_reply(r))
+        w.write(b"DATA\r\n")
+        replies.append(await proxy.read_reply(r))
+        w.write(proxy.dot_stuff(data))
+        out += [await proxy.read_reply(r) for _ in rcpts]
     w.write(b"QUIT\r\n")
     await w.drain()
     w.close()
@@ -137,6 +144,20 @@ def test_per_recipient_encrypted_plaintext_or_deferred(setup, device: Device) ->
     armored = email.message_from_bytes(by_rcpt[ALICE]).get_payload()[1].get_payload(decode=True)
     inner = email.message_from_bytes(device.decrypt(armored), policy=email.policy.default)
     assert inner["Subject"] == "Grüße aus Köln: Ångström ✓"
+
+
+def test_one_dovecot_connection_per_postfix_session(setup) -> None:  # type: ignore[no-untyped-def]
+    conf, _ = setup
+    replies: list[str] = []
+
+    async def body(sock: str) -> None:
+        replies.extend(await lmtp_send(sock, [ALICE, CAROL], b"Subject: x\r\n\r\n.dot\r\n", times=3))
+
+    dove = run_proxy(conf, body)
+    assert len(replies) == 6 and all(r.startswith("250") for r in replies), replies
+    assert dove.connections == 1
+    assert len(dove.stored) == 6  # per message: alice's ciphertext, carol's plaintext
+    assert dove.stored[1] == ([CAROL], b"Subject: x\r\n\r\n.dot\r\n")
 
 
 @pytest.mark.parametrize("fault, why", [

@@ -111,9 +111,23 @@ def test_relay_smarthost_settings(good: dict) -> None:
     assert any(p.startswith("relay.port: 25 is not a submission port") for p in found)
     assert any(p.startswith('relay.password_file: "relay.password" is not an absolute path')
                for p in found)
-    good["relay"] = {"kind": "wireguard"}
+    good["relay"] = {"kind": "ftp"}
     (p,) = problems(good)
-    assert p.startswith('relay.kind: "wireguard" is not supported by this version yet')
+    assert p.startswith('relay.kind: "ftp" is not a relay kind')
+
+
+def test_relay_wireguard_settings(good: dict) -> None:
+    key = "x" * 42 + "A="
+    good["relay"] = {"kind": "wireguard", "endpoint": "198.51.100.7:51820", "vps_public_key": key}
+    t = settings.parse(good).relay
+    assert t is not None and t.kind == "wireguard"
+    assert (t.box_address, t.vps_address) == ("10.77.0.2/30", "10.77.0.1")  # type: ignore[union-attr]
+    good["relay"] = {"kind": "wireguard", "endpoint": "nope", "vps_public_key": "short",
+                     "box_address": "10.77.0.2/30", "vps_address": "10.99.0.1"}
+    found = problems(good)
+    assert any(p.startswith('relay.endpoint: "nope" is not host:port') for p in found)
+    assert any(p.startswith('relay.vps_public_key: "short" is not a WireGuard public key') for p in found)
+    assert any(p.startswith("relay.box_address:") for p in found)
 
 
 def test_missing_users(good: dict) -> None:

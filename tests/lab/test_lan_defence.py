@@ -1,0 +1,252 @@
+"""A box that knows its LAN (issue #8), against the real fail2ban, nftables, sshd, Postfix and
+Dovecot in the lab: attackers on the WAN get banned, the owner's LAN (also through a hairpinning
+router) never does; SSH is LAN-only and key-only; a broken firewall never replaces the running one.
+
+Short ban times come from settings ([fail2ban] bantime = 8 s), so expiry is observable.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .mail_lab import (
+    ALICE,
+    ALICE_PW,
+    APP_IP,
+    ATT_IP,
+    LAN2_IP,
+    WAN_IP,
+    MailLab,
+    settings_toml,
+)
+from .netlab import Host, wait_for
+
+ATTEMPTS = 10
+BANTIME = 8
+KEY = "/var/tmp/lab-ssh-key"  # inside the LAN client's own /var
+
+
+def defence_settings(lab: MailLab, pubkey: str) -> str:
+    extra = f"""
+[lan]
+public_address = "{WAN_IP}"
+
+[fail2ban]
+maxretry = 5
+findtime = 120
+bantime = {BANTIME}
+bantime_max = 120
+
+[ssh]
+authorized_keys = ["{pubkey}"]
+"""
+    return settings_toml(lab.users, extra)
+
+
+@pytest.fixture(scope="module")
+def defended(lab: MailLab) -> Iterator[MailLab]:
+    lab.lan2.run(["rm", "-f", KEY, KEY + ".pub"])
+    lab.lan2.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab@lan2", "-f", KEY])
+    pubkey = lab.lan2.read(KEY + ".pub").strip()
+    lab.write_settings(defence_settings(lab, pubkey))
+    r = lab.appliance("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        yield lab
+    finally:
+        lab.hairpin(False)
+        for ip in (ATT_IP, LAN2_IP, WAN_IP):
+            lab.app.run(["fail2ban-client", "unban", ip], check=False)
+        lab.write_settings(settings_toml(lab.users, getattr(lab, "settings_extra", "")))
+        lab.appliance("apply")
+
+
+def attack_code(target: str, user: str = ALICE, n: int = ATTEMPTS) -> str:
+    """n failed IMAP logins (993) and n failed SMTP AUTH (587) at once: Dovecot's per-IP auth
+    penalty makes sequential failures slow, so they run in parallel. Errors after a ban (reset
+    connections) are expected: only the number of attempts made is printed."""
+    return f"""
+import imaplib, smtplib, ssl, threading
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+done = []
+def imap():
+    try:
+        M = imaplib.IMAP4_SSL({target!r}, 993, ssl_context=ctx, timeout=20)
+        try:
+            M.login({user!r}, 'wrong-password')
+        except imaplib.IMAP4.error:
+            done.append('imap')
+    except Exception:
+        pass
+def smtp():
+    try:
+        s = smtplib.SMTP({target!r}, 587, timeout=20)
+        s.starttls(context=ctx); s.ehlo('x.invalid')
+        try:
+            s.login({user!r}, 'wrong-password')
+        except smtplib.SMTPAuthenticationError:
+            done.append('smtp')
+    except Exception:
+        pass
+ts = [threading.Thread(target=f) for f in [imap] * {n} + [smtp] * {n}]
+[t.start() for t in ts]; [t.join(40) for t in ts]
+print('imap', done.count('imap'), 'smtp', done.count('smtp'))
+"""
+
+
+def can_read_mail(host: Host, target: str) -> bool:
+    code = f"""
+import imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+M = imaplib.IMAP4_SSL({target!r}, 993, ssl_context=ctx, timeout=10)
+M.login({ALICE!r}, {ALICE_PW!r}); M.select('INBOX'); M.logout()
+"""
+    return host.python(code, timeout=30).returncode == 0
+
+
+def port_open(host: Host, ip: str, port: int) -> bool:
+    code = f"import socket; socket.create_connection(({ip!r}, {port}), timeout=2).close()"
+    return host.python(code, timeout=10).returncode == 0
+
+
+def banned(lab: MailLab) -> dict[str, tuple[str, int]]:
+    """address -> (jail, ban duration in s), from `fail2ban-client get JAIL banip --with-time`."""
+    out: dict[str, tuple[str, int]] = {}
+    for jail in ("postfix", "dovecot", "sshd"):
+        r = lab.app.run(["fail2ban-client", "get", jail, "banip", "--with-time"], check=False)
+        for line in r.stdout.splitlines():
+            m = re.match(r"^(\S+)\s+\S+ \S+ \+ (\d+) =", line.strip())
+            if m:
+                out[m.group(1)] = (jail, int(m.group(2)))
+    return out
+
+
+def f2b_log(lab: MailLab) -> str:
+    return lab.app.read("/var/log/fail2ban.log")
+
+
+def test_wan_attacker_is_banned_on_every_mail_port_then_longer_on_a_second_offence(
+        defended: MailLab) -> None:
+    lab = defended
+    assert port_open(lab.att, WAN_IP, 993)
+    r = lab.att.python(attack_code(WAN_IP), timeout=120)
+    assert r.returncode == 0, r.stderr
+    wait_for("the attacker banned", lambda: ATT_IP in banned(lab), timeout=30)
+    jail, first = banned(lab)[ATT_IP]
+    # `appliance bans` says who, which jail, since when.
+    r = lab.appliance("bans")
+    assert r.returncode == 0 and ATT_IP in r.stdout and jail in r.stdout, r.stdout + r.stderr
+    for port in (25, 465, 587, 993):
+        assert not port_open(lab.att, WAN_IP, port), f"port {port} still open to a banned address"
+    # The owner on the LAN is unaffected.
+    assert can_read_mail(lab.lan2, APP_IP)
+
+    # The ban expires by itself ...
+    wait_for("the ban to expire", lambda: ATT_IP not in banned(lab), timeout=first + 20)
+    wait_for("port 993 open again", lambda: port_open(lab.att, WAN_IP, 993), timeout=10)
+    # ... and a second offence bans longer (bantime.increment).
+    r = lab.att.python(attack_code(WAN_IP), timeout=120)
+    wait_for("the attacker banned again", lambda: ATT_IP in banned(lab), timeout=30)
+    second = banned(lab)[ATT_IP][1]
+    assert second > first, (first, second)
+    # `appliance unban` lifts it.
+    r = lab.appliance("unban", ATT_IP)
+    assert r.returncode == 0, r.stderr
+    assert ATT_IP not in banned(lab)
+    wait_for("port 993 open after unban", lambda: port_open(lab.att, WAN_IP, 993), timeout=10)
+
+
+def test_lan_client_is_never_banned_and_still_reads_mail(defended: MailLab) -> None:
+    lab = defended
+    r = lab.lan2.python(attack_code(APP_IP), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "imap 10" in r.stdout or "smtp 10" in r.stdout, r.stdout  # the failures really happened
+    # fail2ban saw them and let them be, by the LAN prefix.
+    wait_for("fail2ban ignoring the LAN client",
+             lambda: re.search(rf"\] Ignore {re.escape(LAN2_IP)} by ip", f2b_log(lab)), timeout=20)
+    assert LAN2_IP not in banned(lab)
+    assert can_read_mail(lab.lan2, APP_IP)
+
+
+def test_hairpinned_lan_clients_are_never_banned(defended: MailLab) -> None:
+    lab = defended
+    lab.hairpin(True)
+    try:
+        # Through the router's public address the appliance sees the LAN client as WAN_IP.
+        r = lab.lan2.python(attack_code(WAN_IP), timeout=120)
+        assert r.returncode == 0, r.stderr
+        wait_for("fail2ban ignoring the hairpinned address",
+                 lambda: re.search(rf"\] Ignore {re.escape(WAN_IP)} by ip", f2b_log(lab)), timeout=20)
+        assert WAN_IP not in banned(lab)
+        assert can_read_mail(lab.lan2, WAN_IP)
+        assert f"rip={WAN_IP}" in lab.app.read("/var/log/dovecot.log")  # it really was hairpinned
+    finally:
+        lab.hairpin(False)
+
+
+def ssh(host: Host, target: str, *opts: str) -> tuple[int, str]:
+    r = host.run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                  "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", *opts,
+                  f"root@{target}", "echo", "ssh-ok"], check=False, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_ssh_is_lan_only_and_key_only(defended: MailLab) -> None:
+    lab = defended
+    # From the LAN: the key from settings works; a password is not even offered.
+    rc, out = ssh(lab.lan2, APP_IP, "-i", KEY)
+    assert rc == 0 and "ssh-ok" in out, out
+    rc, out = ssh(lab.lan2, APP_IP, "-o", "PubkeyAuthentication=no",
+                  "-o", "PreferredAuthentications=password,keyboard-interactive")
+    assert rc != 0 and "Permission denied (publickey)" in out, out
+    # From the WAN, even with port 22 forwarded by the router (a user's UPnP mistake), the
+    # appliance's own firewall refuses it; the mail port forwarded the same way still answers.
+    lab.rtr.run(["nft", "-f", "-"], input=f"""
+table ip labssh {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat - 5; policy accept;
+    iifname "wan0" tcp dport 22 dnat to {APP_IP}
+  }}
+}}
+""")
+    try:
+        rc, out = ssh(lab.att, WAN_IP, "-i", "/dev/null")
+        assert rc != 0 and "Connection refused" in out, out
+        assert port_open(lab.att, WAN_IP, 993)
+    finally:
+        lab.rtr.run(["nft", "delete", "table", "ip", "labssh"], check=False)
+
+
+def test_broken_firewall_is_refused_and_the_running_rules_stay(defended: MailLab) -> None:
+    lab = defended
+    before = lab.app.run(["nft", "list", "table", "inet", "appliance"]).stdout
+    override = "/etc/appliance/templates/etc/nftables.d/appliance.nft.j2"
+    shipped = (lab.repo / "appliance/templates/etc/nftables.d/appliance.nft.j2").read_text()
+    broken = shipped.replace("tcp dport {", "tcp dport 70000 accept\n    tcp dport {", 1)
+    lab.app.write(override, broken)
+    try:
+        r = lab.appliance("apply")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "nft -c" in r.stderr and "nothing was changed" in r.stderr, r.stderr
+        assert lab.app.run(["nft", "list", "table", "inet", "appliance"]).stdout == before
+        assert "70000" not in lab.app.read("/etc/nftables.d/appliance.nft")
+        assert port_open(lab.att, WAN_IP, 993)
+    finally:
+        lab.app.run(["rm", "-f", override])
+    r = lab.appliance("apply")
+    assert r.returncode == 0 and "changed 0 file(s)" in r.stdout, r.stdout + r.stderr
+
+
+def test_mail_from_the_wan_still_flows_with_the_firewall_up(defended: MailLab) -> None:
+    lab = defended
+    assert lab.app.run(["nft", "list", "chain", "inet", "appliance", "input"]).returncode == 0
+    code = f"""
+import smtplib
+s = smtplib.SMTP({WAN_IP!r}, 25, timeout=15); s.ehlo('x.invalid')
+s.sendmail('x@remote.test', [{ALICE!r}], 'Subject: fw {time.time()}\\r\\n\\r\\nbody\\r\\n'); s.quit()
+"""
+    assert lab.att.python(code).returncode == 0
