@@ -86,20 +86,24 @@ def apply(
     manager: Manager,
     dry_run: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    also_reload: tuple[str, ...] = (),
 ) -> Report:
+    """`also_reload`: services to reload even if none of their files changed (a renewed
+    certificate behind an unchanged path)."""
     report = Report(dry_run=dry_run, manager=manager.name)
     with root.lock():
         report.changes = compute_changes(root, plan)
-        if dry_run or not report.changes:
+        if dry_run or not (report.changes or also_reload):
             return report
         # Reload in the order the services are given: Postfix first, since Dovecot puts its
         # sockets into Postfix's queue directory.
-        touched = [name for name in services if any(c.file.service == name for c in report.changes)]
+        changed = [name for name in services if any(c.file.service == name for c in report.changes)]
+        touched = [name for name in services if name in changed or name in also_reload]
 
         # 1. Stage the complete desired configuration of each touched service, and let the
         #    real tools judge it. Nothing on the machine has changed yet.
         with root.staging() as stage:
-            for name in touched:
+            for name in changed:
                 for f in plan.for_service(name):
                     root.write_stage(stage, f.path, f.content)
                 log(f"validating {name}")

@@ -16,7 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__, facts, netcmds, plan, relay, services, settings, system, tls, users
+from . import (
+    __version__,
+    certcmds,
+    certs,
+    facts,
+    netcmds,
+    plan,
+    relay,
+    services,
+    settings,
+    system,
+    tls,
+    users,
+)
 from .apply import Report, apply
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError
 
@@ -40,17 +53,18 @@ def default_settings_path() -> Path:
     return Path(os.environ.get("APPLIANCE_SETTINGS", str(settings.DEFAULT_PATH)))
 
 
-def run_apply(settings_path: Path, root: system.Root, dry_run: bool, env: Env) -> Report:
+def run_apply(settings_path: Path, root: system.Root, dry_run: bool, env: Env,
+              also_reload: tuple[str, ...] = ()) -> Report:
     s = settings.load(root.host(settings_path) if not root.is_live else settings_path)
     f = facts.gather(s.lan) if root.is_live else facts.Facts(hostname=s.hostname)
     f = dataclasses.replace(f, relay_password=relay.read_password(s))
     tmpl = plan.environment(root.host(plan.OVERRIDE_DIR))
-    desired = plan.build(s, f, tmpl)
+    desired = plan.build(s, f, tmpl, cert=certs.active_paths(root, s.hostname))
     if not dry_run and tls.ensure_self_signed(root, s.hostname):
         env.err(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
     manager = services.detect_manager(root)
     return apply(root, desired, services.all_services(root), manager, dry_run=dry_run,
-                 log=lambda m: env.err(f"appliance: {m}"))
+                 log=lambda m: env.err(f"appliance: {m}"), also_reload=also_reload)
 
 
 def cmd_check(a: argparse.Namespace, env: Env) -> int:
@@ -185,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
 
     cli_key.add_parser(sub)
     netcmds.register(sub)
+    certcmds.register(sub)
     from .fail2ban import register as register_bans  # issue #8: `appliance bans|unban`
 
     register_bans(sub)

@@ -44,4 +44,10 @@ def ssh(s: Settings, facts: Facts) -> list[FileSpec]:
     return specs
 
 
-FEATURES = [firewall, fail2ban, ssh]
+def limits(s: Settings, facts: Facts) -> list[FileSpec]:
+    """The outbound kill-switch's configuration (policyd.py); Postfix's master.cf names it."""
+    return [FileSpec("etc/appliance/limits.conf.j2", "/etc/appliance/limits.conf",
+                     "appliance-policyd", order=10, extra=(("lim", s.defence.limits),))]
+
+
+FEATURES = [firewall, fail2ban, ssh, limits]

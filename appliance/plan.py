@@ -102,6 +102,15 @@ def _relay(s: Settings, facts: Facts) -> list[FileSpec]:
 FEATURES.append(_relay)
 
 
+def _upnp(s: Settings, facts: Facts) -> list[FileSpec]:
+    from .upnp_feature import upnp_units  # issue #5
+
+    return upnp_units(s, facts)
+
+
+FEATURES.append(_upnp)
+
+
 def _openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
     from .openpgp.feature import openpgp  # issue #7 (imports FileSpec from here)
 

@@ -32,6 +32,14 @@ class Systemd(Manager):
     name = "systemd"
 
     def reload(self, service: Service) -> system.Result:
+        if service.unit.startswith("appliance-"):
+            # The agent writes its own unit files: systemd must re-read them, and they are
+            # enabled so they come back at boot.
+            res = system.run(["systemctl", "daemon-reload"], check=False)
+            if res.returncode == 0:
+                res = system.run(["systemctl", "enable", service.unit], check=False)
+            if res.returncode != 0:
+                return res
         # reload-or-restart: starts a stopped service too (first boot), reloads a running one.
         return system.run(["systemctl", "reload-or-restart", service.unit], check=False)
 
@@ -213,10 +221,13 @@ def all_services(root: system.Root) -> dict[str, Service]:
     from .openpgp.service import PgpProxy  # issue #7; after Postfix, which makes private/
 
     from .relay_service import WgRelay  # issue #5: the tunnel to the user's relay VPS
+    from .upnp_feature import UpnpTimer  # issue #5: renewal timer
 
     from .fail2ban import Fail2ban  # issue #8; after Postfix and Dovecot, whose logs it reads
     from .firewall import Nftables
+    from .policyd import Policyd
     from .ssh import Sshd
 
     return {s.name: s for s in (Postfix(root), Dovecot(root), PgpProxy(root), WgRelay(root),
-                                Nftables(root), Sshd(root), Fail2ban(root))}
+                                Nftables(root), Sshd(root), Fail2ban(root), UpnpTimer(root),
+                                Policyd(root))}

@@ -452,3 +452,29 @@ def ensure_file(path: str | Path, mode: int = 0o640, owner: str = "root", group:
     os.close(fd)
     with contextlib.suppress(KeyError):
         os.chown(p, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+
+
+def ensure_secret(path: str | Path, nbytes: int) -> bytes:
+    """A per-box secret (the abuse-report redaction key): read it, or make it once from the
+    kernel's random source, 0600, written atomically so a crash never leaves half a key."""
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        pass
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(nbytes))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, p)  # fails if another run made the key meanwhile: then that one is used
+    except FileExistsError:
+        pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(p.parent)
+    return p.read_bytes()

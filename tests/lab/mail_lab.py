@@ -12,6 +12,8 @@ view and starts the daemons (no init system: the agent's "direct" service manage
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 import sys
 import textwrap
@@ -27,6 +29,7 @@ APP_IP = "198.18.0.10"
 LAN2_IP = "198.18.0.20"
 MX_IP = "203.0.113.25"
 DNS_IP = "203.0.113.53"
+ACME_IP = "203.0.113.40"
 ATT_IP = "198.51.100.66"
 FORWARDED = (25, 465, 587, 993)
 
@@ -133,7 +136,7 @@ table inet lab {{
 """
 
 
-def knot_conf(root: str) -> str:
+def knot_conf(root: str, tsig_secret: str) -> str:
     return textwrap.dedent(f"""\
         server:
             rundir: "{root}/run"
@@ -143,6 +146,15 @@ def knot_conf(root: str) -> str:
             any: info
         database:
             storage: "{root}/db"
+        key:
+          - id: acme-update
+            algorithm: hmac-sha256
+            secret: {tsig_secret}
+        acl:
+          - id: acme_update
+            key: acme-update
+            action: update
+            update-type: [TXT]
         template:
           - id: default
             storage: "{root}/zones"
@@ -150,6 +162,7 @@ def knot_conf(root: str) -> str:
             zonefile-sync: -1
         zone:
           - domain: {DOMAIN}
+            acl: acme_update
           - domain: {REMOTE}
           - domain: 113.0.203.in-addr.arpa
         """)
@@ -163,6 +176,7 @@ $TTL 60
 ns1   A   {DNS_IP}
 @     MX  10 mail
 mail  A   {WAN_IP}
+acme  A   {ACME_IP}
 """,
     REMOTE: f"""$ORIGIN {REMOTE}.
 $TTL 60
@@ -331,7 +345,9 @@ table ip hairpin {{
     def _start_dns(self) -> None:
         root = "/var/lib/knot-lab"
         self.dns.run(["mkdir", "-p", f"{root}/zones", f"{root}/db", f"{root}/run"])
-        self.dns.write(f"{root}/knot.conf", knot_conf(root))
+        # TSIG key for RFC 2136 updates of the user's zone (certificates' dns-01 challenge).
+        self.tsig_secret = base64.b64encode(os.urandom(32)).decode()
+        self.dns.write(f"{root}/knot.conf", knot_conf(root, self.tsig_secret))
         for zone, text in ZONES.items():
             self.dns.write(f"{root}/zones/{zone}.zone", text)
         self.dns.spawn("knotd", ["knotd", "-c", f"{root}/knot.conf"])

@@ -7,6 +7,7 @@ Short ban times come from settings ([fail2ban] bantime = 8 s), so expiry is obse
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from .mail_lab import (
     ALICE_PW,
     APP_IP,
     ATT_IP,
+    BOB_LOCAL,
+    BOB_PW,
     LAN2_IP,
     WAN_IP,
     MailLab,
@@ -250,3 +253,61 @@ s = smtplib.SMTP({WAN_IP!r}, 25, timeout=15); s.ehlo('x.invalid')
 s.sendmail('x@remote.test', [{ALICE!r}], 'Subject: fw {time.time()}\\r\\n\\r\\nbody\\r\\n'); s.quit()
 """
     assert lab.att.python(code).returncode == 0
+
+
+LIMIT = 30
+FLOOD = 500
+
+
+def test_compromised_account_is_stopped_at_its_limit_and_the_postmaster_told(defended: MailLab) -> None:
+    lab = defended
+    pubkey = lab.lan2.read(KEY + ".pub").strip()
+    lab.write_settings(defence_settings(lab, pubkey) + f"\n[limits]\nmessages_per_hour = {LIMIT}\n")
+    r = lab.appliance("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        # alice's password leaked: a bot submits 500 messages on 587, one session.
+        code = f"""
+import smtplib, ssl, collections
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP({APP_IP!r}, 587, timeout=30); s.starttls(context=ctx); s.login({ALICE!r}, {ALICE_PW!r})
+codes = collections.Counter()
+last = ''
+for i in range({FLOOD}):
+    try:
+        s.sendmail({ALICE!r}, ['carol@remote.test'], f'Subject: spam {{i}}\\r\\n\\r\\nbuy now\\r\\n')
+        codes[250] += 1
+    except smtplib.SMTPDataError as e:
+        codes[e.smtp_code] += 1; last = e.smtp_error.decode()
+        s.rset()
+s.quit()
+print(dict(codes)); print(last)
+"""
+        r = lab.lan2.python(code, timeout=300)
+        assert r.returncode == 0, r.stderr
+        counts = eval(r.stdout.splitlines()[0])  # noqa: S307 - our own script's dict literal
+        # LIMIT accepted and sent, one more accepted into the hold queue, the rest refused (4xx).
+        assert counts == {250: LIMIT + 1, 450: FLOOD - LIMIT - 1}, r.stdout
+        assert "outbound limit reached" in r.stdout and f"{LIMIT} messages per hour" in r.stdout
+        # The message that crossed the limit is kept, on hold, not lost.
+        queue = [json.loads(x) for x in lab.app.run(["postqueue", "-j"]).stdout.splitlines() if x]
+        held = [q for q in queue if q["queue_name"] == "hold" and q["sender"] == ALICE]
+        assert len(held) == 1, queue
+        # Other users keep sending.
+        code = f"""
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP({APP_IP!r}, 587, timeout=30); s.starttls(context=ctx); s.login({BOB_LOCAL!r}, {BOB_PW!r})
+s.sendmail({BOB_LOCAL!r}, ['carol@remote.test'], 'Subject: hello from bob\\r\\n\\r\\nhi\\r\\n'); s.quit()
+"""
+        r = lab.lan2.python(code, timeout=60)
+        assert r.returncode == 0, r.stderr
+        # The postmaster (alice, the first user) got the notice in her mailbox.
+        def notice() -> bool:
+            return any("Outbound mail of " + ALICE in p.read_text(errors="replace")
+                       for p in lab.maildir_files(lab.app, f"/var/vmail/{ALICE.split('@')[1]}/alice/Maildir"))
+        wait_for("the postmaster's notice", notice, timeout=30)
+    finally:
+        lab.app.run(["postsuper", "-d", "ALL", "hold"], check=False)
+        lab.write_settings(defence_settings(lab, pubkey))
+        lab.appliance("apply")

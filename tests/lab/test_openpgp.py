@@ -253,17 +253,26 @@ def test_fault_malformed_mime_is_deferred_never_stored(lab: MailLab, device: tup
     lab.app.run(["postsuper", "-d", q["queue_id"]])
 
 
-def test_30_mib_message_is_encrypted(lab: MailLab, device: tuple[Device, Path]) -> None:
+def test_fault_30_mib_message_times_out_then_is_encrypted(lab: MailLab, device: tuple[Device, Path]) -> None:
+    """A 30 MiB message meets an encryption time limit too short for it (the admin's setting
+    stands in for a slow or hung gpg): deferred; with the shipped limit it is delivered."""
     tag = uuid.uuid4().hex[:12]
     sender = f"big-{tag}@{REMOTE}"
+    conf = "/etc/appliance/openpgp.conf"
     lab.write_settings(lab_settings(lab).replace("message_size_limit_mb = 10",
                                                         "message_size_limit_mb = 60"))
     lab.mx.run(["postconf", "-e", "message_size_limit=62914560"])
     lab.mx.run(["postfix", "reload"])
     try:
         assert lab.appliance("apply").returncode == 0
+        shipped = lab.app.read(conf)
+        lab.app.write(conf, shipped.replace("\ntimeout = ", "\ntimeout = 0.01\n# was: "))
         raw = message(tag, sender, ALICE, size=30 * 1024 * 1024)
         send(lab, sender, ALICE, raw)
+        q = assert_deferred_not_stored_not_bounced(lab, sender, tag)
+        assert "timed out" in q["recipients"][0]["delay_reason"]
+        lab.app.write(conf, shipped)
+        lab.app.run(["postqueue", "-f"])
         msg = wait_stored(lab, ALICE, tag, timeout=180)
         assert f"secret-{tag}".encode() not in msg
         inner = decrypt_both(device[0], device[1], msg)

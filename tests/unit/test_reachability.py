@@ -77,3 +77,29 @@ def test_address_kinds() -> None:
     assert reachability.address_kind("100.100.1.1") == "cgnat"
     assert reachability.address_kind("198.18.5.5") == "private"
     assert reachability.address_kind(None) == "unknown"
+
+
+def test_upnp_units_renew_at_half_the_lease_and_unmap_at_shutdown(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    from appliance import facts, plan, settings
+    from tests.unit.conftest import ALICE_HASH
+
+    s = settings.parse({"domain": "example.org", "upnp": {"lease_seconds": 1800},
+                        "users": [{"address": "a@example.org", "password_hash": ALICE_HASH}]})
+    files = {f.path: f.content.decode() for f in plan.build(s, facts.Facts("x"), plan.environment()).files}
+    timer = files["/etc/systemd/system/appliance-upnp-renew.timer"]
+    assert "OnUnitActiveSec=900s" in timer
+    unit = files["/etc/systemd/system/appliance-upnp.service"]
+    assert "ExecStop=/usr/bin/appliance stop" in unit and "RemainAfterExit=yes" in unit
+    if shutil.which("systemd-analyze"):
+        for name in ("appliance-upnp.service", "appliance-upnp-renew.service",
+                     "appliance-upnp-renew.timer"):
+            (tmp_path / name).write_text(files[f"/etc/systemd/system/{name}"])
+        r = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / n) for n in
+                            ("appliance-upnp.service", "appliance-upnp-renew.timer"))],
+                           capture_output=True, text=True)
+        bad = [line for line in r.stderr.splitlines()
+               if "appliance-upnp" in line and "/usr/bin/appliance" not in line]
+        assert not bad, r.stderr

@@ -1,0 +1,57 @@
+"""`appliance cert ...`: issue, renew, deploy (certbot's hook), show, dns-hook."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from . import certs, settings, system
+from .errors import EXIT_FAILED, EXIT_OK
+
+
+def cmd_cert(a: argparse.Namespace, env: Any) -> int:
+    s = settings.load(Path(a.settings))
+    root = system.Root("/")
+    if a.action == "issue":
+        certs.issue(s, a.settings, force=a.force)
+        env.out(f"certificate for {s.hostname} issued; services reloaded by the deploy hook")
+        return EXIT_OK
+    if a.action == "renew":
+        res = certs.renew(s, force=a.force)
+        env.out(res.output)
+        return EXIT_OK if res.returncode == 0 else EXIT_FAILED
+    if a.action == "deploy":
+        # certbot's deploy hook: point the services at the certificate and reload them even
+        # when their configuration is unchanged (a renewal keeps the same paths).
+        from .cli import run_apply  # the apply pipeline lives with the CLI entry point
+
+        report = run_apply(Path(a.settings), root, False, env, also_reload=("postfix", "dovecot"))
+        env.out(f"deployed: reloaded {', '.join(report.reloaded)}")
+        return EXIT_OK
+    if a.action == "dns-hook":
+        certs.dns_hook(s, a.step)
+        return EXIT_OK
+    # show
+    paths = certs.active_paths(root, s.hostname)
+    pem = root.read(paths.fullchain).content or b""
+    if not pem:
+        env.out("no certificate yet: run `appliance apply`")
+        return EXIT_FAILED
+    kind = "self-signed" if paths == certs.tls.self_signed_paths() else "issued by your ACME CA"
+    env.out(f"{s.hostname}: {kind}, {certs.days_left(pem):.0f} days left ({paths.fullchain})")
+    env.out(f"_25._tcp.{s.hostname}. IN TLSA 3 1 1 {certs.tlsa_311(pem)}")
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("cert", help="TLS certificate: issue, renew, show (TLSA), deploy hook")
+    cs = c.add_subparsers(dest="action", required=True)
+    for name in ("issue", "renew"):
+        x = cs.add_parser(name)
+        x.add_argument("--force", action="store_true", help="even if not due")
+    cs.add_parser("deploy", help="certbot's deploy hook")
+    cs.add_parser("show", help="which certificate is served, days left, its TLSA record")
+    d = cs.add_parser("dns-hook", help="certbot's manual hook for dns-01 (RFC 2136)")
+    d.add_argument("step", choices=["auth", "cleanup"])
+    c.set_defaults(func=cmd_cert)

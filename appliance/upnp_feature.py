@@ -1,0 +1,45 @@
+"""The units that keep the router's mappings: map at boot, renew at half the lease, remove at
+shutdown (no systemd in the lab: `appliance upnp watch` does the renewing there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import system
+from .facts import Facts
+from .plan import FileSpec
+from .services import Service
+from .settings import Settings
+
+UNITS = "/etc/systemd/system"
+
+
+def upnp_units(s: Settings, facts: Facts) -> list[FileSpec]:
+    renew = (("renew_seconds", max(60, s.upnp.lease_seconds // 2)),)
+    return [
+        FileSpec("etc/systemd/system/appliance-upnp.service.j2", f"{UNITS}/appliance-upnp.service",
+                 "upnp", order=10),
+        FileSpec("etc/systemd/system/appliance-upnp-renew.service.j2",
+                 f"{UNITS}/appliance-upnp-renew.service", "upnp", order=10),
+        FileSpec("etc/systemd/system/appliance-upnp-renew.timer.j2",
+                 f"{UNITS}/appliance-upnp-renew.timer", "upnp", order=20, extra=renew),
+    ]
+
+
+class UpnpTimer(Service):
+    """Under systemd: (re)start the renewal timer. Without systemd there is nothing to reload."""
+
+    name = "upnp"
+    unit = "appliance-upnp-renew.timer"
+
+    def validate(self, stage: Path) -> None:
+        return None  # unit syntax is checked by `systemd-analyze verify` in the tests
+
+    def running(self) -> bool:
+        return True
+
+    def direct_reload(self) -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
+        return None

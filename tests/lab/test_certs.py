@@ -1,0 +1,155 @@
+"""Certificates from an ACME CA: pebble (Let's Encrypt's test CA) on the lab's internet side.
+
+A UPnP router lab: port 80 must be mapped for the HTTP-01 challenge and only for it. Pebble
+validates through the lab's DNS server; its API certificate comes from a CA made here (Debian's
+pebble ships none) and its issuing root changes at every start, so it is fetched from pebble's
+management port.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .mail_lab import ACME_IP, DNS_IP, IGD_URL, MAIL_HOST, MailLab
+from .netlab import wait_for
+from .test_reachability import router_mappings
+
+ACME_DIR = "https://acme.example.test:14000/dir"
+
+
+def openssl(cwd: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def acme_lab() -> Iterator[MailLab]:
+    m = MailLab(Path(tempfile.mkdtemp(prefix="mail-appliance-lab.")), REPO, router="upnp",
+                settings_extra=f'[upnp]\nigd_url = "{IGD_URL}"\nlease_seconds = 120\n'
+                f'[certs]\nacme_server = "{ACME_DIR}"\nacme_ca_bundle = "/etc/appliance/acme-api-ca.pem"\n')
+    try:
+        m.up()
+        acme = m.lab.host("acme", dns=DNS_IP)
+        m.lab.link("acme", "eth0", "inet", "i-acme", a_addr=f"{ACME_IP}/24", b_master="br-wan")
+        m.lab.ns_exec("acme", "ip", "route", "add", "default", "via", "203.0.113.254")
+        d = m.workdir / "pebble"
+        d.mkdir()
+        openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=lab pebble API CA")
+        openssl(d, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "key.pem", "-out", "srv.csr", "-subj", "/CN=acme.example.test")
+        (d / "ext.cnf").write_text(f"subjectAltName=DNS:acme.example.test,IP:{ACME_IP}\n"
+                                   "extendedKeyUsage=serverAuth\n")
+        openssl(d, "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
+        (d / "config.json").write_text(json.dumps({"pebble": {
+            "listenAddress": f"{ACME_IP}:14000", "managementListenAddress": f"{ACME_IP}:15000",
+            "certificate": str(d / "cert.pem"), "privateKey": str(d / "key.pem"),
+            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
+            "externalAccountBindingRequired": False}}))
+        acme.spawn("pebble", ["pebble", "-config", str(d / "config.json"), "-dnsserver", f"{DNS_IP}:53"],
+                   env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
+                        "PEBBLE_AUTHZREUSE": "0"})
+        wait_for("pebble", lambda: m.tcp_open(m.att, ACME_IP, 14000), timeout=20)
+        m.app.write("/etc/appliance/acme-api-ca.pem", (d / "ca.pem").read_text())
+        m.lan2.write("/etc/acme-api-ca.pem", (d / "ca.pem").read_text())
+        m.app.write("/etc/appliance/tsig.key", m.tsig_secret + "\n", mode=0o600)
+        yield m
+    finally:
+        m.down()
+        shutil.rmtree(m.workdir, ignore_errors=True)
+
+
+def pebble_root(lab: MailLab) -> str:
+    r = lab.lan2.run(["/usr/bin/python3", "-c", f"""
+import ssl, urllib.request
+ctx = ssl.create_default_context(cafile='/etc/acme-api-ca.pem')
+print(urllib.request.urlopen('https://{ACME_IP}:15000/roots/0', context=ctx, timeout=10).read().decode())"""])
+    return r.stdout
+
+
+def served_cert(lab: MailLab, port: int) -> dict:
+    """The certificate a service presents, verified by a client that trusts only pebble's root."""
+    lab.lan2.write("/etc/pebble-root.pem", pebble_root(lab))
+    starttls = "smtp" if port in (25, 587) else ""
+    r = lab.lan2.python(f"""
+import json, smtplib, socket, ssl, hashlib
+ctx = ssl.create_default_context(cafile='/etc/pebble-root.pem')
+port = {port}
+if {starttls!r} == 'smtp':
+    s = smtplib.SMTP({MAIL_HOST!r}, port, timeout=10); s.ehlo('x'); s.starttls(context=ctx)
+    sock = s.sock
+else:
+    sock = ctx.wrap_socket(socket.create_connection(({MAIL_HOST!r}, port), timeout=10),
+                           server_hostname={MAIL_HOST!r})
+der = sock.getpeercert(binary_form=True)
+print(json.dumps({{"issuer": dict(x[0] for x in sock.getpeercert()["issuer"]),
+                  "sha256": hashlib.sha256(der).hexdigest()}}))""")
+    assert r.returncode == 0, f"port {port}: {r.stderr[-800:]}"
+    return json.loads(r.stdout)
+
+
+def tlsa(lab: MailLab) -> str:
+    r = lab.appliance("cert", "show")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = [x for x in r.stdout.splitlines() if "TLSA 3 1 1" in x][0]
+    return line.split()[-1]
+
+
+def test_http01_certificate_through_the_upnp_mapped_port_80(acme_lab: MailLab) -> None:
+    lab = acme_lab
+    r = lab.appliance("upnp", "renew")
+    assert r.returncode == 0, r.stdout
+    assert 80 not in router_mappings(lab)
+    r = lab.appliance("cert", "issue")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 80 not in router_mappings(lab)  # mapped for the challenge only
+    assert {25, 465, 587, 993} <= set(router_mappings(lab))
+    assert "issued by your ACME CA" in lab.appliance("cert", "show").stdout
+    for port in (25, 587, 465, 993):
+        cert = served_cert(lab, port)
+        assert "Pebble" in json.dumps(cert["issuer"]), cert
+
+
+def test_forced_renewal_deploys_without_restarting_the_stack_and_keeps_the_tlsa(acme_lab: MailLab) -> None:
+    lab = acme_lab
+    before = {port: served_cert(lab, port)["sha256"] for port in (25, 993)}
+    record = tlsa(lab)
+    pids = (lab.app.read("/var/spool/postfix/pid/master.pid").strip(),
+            lab.app.read("/run/dovecot/master.pid").strip())
+    r = lab.appliance("cert", "renew", "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = {port: served_cert(lab, port)["sha256"] for port in (25, 993)}
+    assert all(after[p] != before[p] for p in before)  # the new certificate is served...
+    assert (lab.app.read("/var/spool/postfix/pid/master.pid").strip(),
+            lab.app.read("/run/dovecot/master.pid").strip()) == pids  # ...by the same daemons
+    assert tlsa(lab) == record  # same key: a published DANE record stays valid
+    assert 80 not in router_mappings(lab)
+
+
+def test_dns01_for_a_user_without_port_80(acme_lab: MailLab) -> None:
+    lab = acme_lab
+    good = lab.app.read("/etc/appliance/settings.toml")
+    lab.write_settings(good.replace('[certs]\n', '[certs]\nchallenge = "dns-01"\n'
+                                    f'dns_server = "{DNS_IP}"\n'
+                                    'tsig_key_file = "/etc/appliance/tsig.key"\n', 1))
+    try:
+        before = served_cert(lab, 993)["sha256"]
+        r = lab.appliance("cert", "issue", "--force")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert served_cert(lab, 993)["sha256"] != before
+        knot = (lab.lab.logs / "dns-knotd.out").read_text()
+        assert "DDNS" in knot or "update" in knot.lower(), knot[-1500:]
+        assert 80 not in router_mappings(lab)
+        # the challenge record is gone again
+        r = lab.lan2.run(["kdig", f"@{DNS_IP}", "+short", "TXT", f"_acme-challenge.{MAIL_HOST}"])
+        assert r.stdout.strip() == ""
+    finally:
+        lab.write_settings(good)
