@@ -139,6 +139,7 @@ def _decoded_header(value: str) -> str:
 def _walk_texts(msg: Message) -> Iterable[str]:
     """Every header (decoded) and every leaf payload (decoded) of a message, nested ones too."""
     for part in msg.walk():
+        yield from (t for t in (part.preamble, part.epilogue) if t)
         for k, v in part.items():
             yield f"{k}: {v}"
             if "=?" in str(v):
@@ -147,17 +148,21 @@ def _walk_texts(msg: Message) -> Iterable[str]:
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 yield payload.decode("utf-8", "surrogateescape")
-            elif isinstance(part.get_payload(), str):
-                yield part.get_payload()
+            elif isinstance(text := part.get_payload(), str):
+                yield text
 
 
 def redact_message(raw: bytes, r: Redactor) -> bytes:
     """The message with every local part of the user's domains redacted, part by part: headers
     (encoded words too), bodies inside their encoding (base64, quoted-printable: decoded,
-    redacted, encoded again), nested messages; then the raw text once more for what lies
-    outside any part (preamble, epilogue, broken MIME)."""
+    redacted, encoded again), nested messages, preambles and epilogues. Whatever this cannot
+    reach (an address split across two encoded words) is caught by `leaks` afterwards."""
     msg = message_from_bytes(raw, policy=compat32)
     for part in msg.walk():
+        if part.preamble:
+            part.preamble = r.text(part.preamble)
+        if part.epilogue:
+            part.epilogue = r.text(part.epilogue)
         items = part.items()
         new = [(k, r.text(str(v))) for k, v in items]
         if new != [(k, str(v)) for k, v in items]:
@@ -168,20 +173,23 @@ def redact_message(raw: bytes, r: Redactor) -> bytes:
         if part.is_multipart():
             continue
         cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-        if cte in ("base64", "quoted-printable"):
-            data = part.get_payload(decode=True)
-            if not isinstance(data, bytes):
-                continue
-            red_b = r.raw(data)
-            if red_b != data:
-                enc = (base64.encodebytes(red_b) if cte == "base64"
-                       else quopri.encodestring(red_b)).decode("ascii")
-                part.set_payload(enc)
-        elif isinstance(part.get_payload(), str):
-            part.set_payload(r.text(part.get_payload()))
+        if cte not in ("", "7bit", "8bit", "binary", "base64", "quoted-printable"):
+            continue  # uuencode and the like: `leaks` decides whether the report may go
+        data = part.get_payload(decode=True)
+        if not isinstance(data, bytes):
+            continue
+        red_b = r.raw(data)
+        if red_b == data:
+            continue
+        if cte == "base64":
+            part.set_payload(base64.encodebytes(red_b).decode("ascii"))
+        elif cte == "quoted-printable":
+            part.set_payload(quopri.encodestring(red_b).decode("ascii"))
+        else:  # as the parser keeps 8-bit text: bytes as surrogate escapes
+            part.set_payload(red_b.decode("ascii", "surrogateescape"))
     buf = BytesIO()
     BytesGenerator(buf, mangle_from_=False, maxheaderlen=0, policy=compat32).flatten(msg)
-    return r.raw(buf.getvalue())
+    return buf.getvalue()
 
 
 # --- The feedback-report fields -------------------------------------------------------------------
@@ -249,8 +257,6 @@ def build_report(raw: bytes, domains: Iterable[str], key: bytes, *, compat: bool
     if ip:
         fields.append(("Source-IP", ip))
     fields += [("Reported-Domain", d) for d in reported]
-    if red_msg.get("Message-ID"):
-        fields.append(("Original-Envelope-Id", str(red_msg.get("Message-ID")).strip()))
     feedback = "\n".join(f"{k}: {v}" for k, v in fields)
 
     human = "\n".join([
@@ -271,6 +277,8 @@ def build_report(raw: bytes, domains: Iterable[str], key: bytes, *, compat: bool
     boundary = "arf-" + secrets.token_hex(12)
     while boundary.encode() in red:
         boundary = "arf-" + secrets.token_hex(12)
+    msgid = f"arf.{secrets.token_hex(16)}"
+    r.made.add(msgid)  # our own Message-ID: random, names nobody
     sender = reporter or f"postmaster@{domains[0]}"
     reported_subject = _decoded_header(str(red_msg.get("Subject") or ""))
     head = [
@@ -278,7 +286,7 @@ def build_report(raw: bytes, domains: Iterable[str], key: bytes, *, compat: bool
         f"To: {'abuse@' + reported[0] if reported else 'undisclosed-recipients:;'}",
         f"Subject: {Header('Abuse report: ' + reported_subject[:120], 'utf-8').encode()}",
         f"Date: {email.utils.formatdate(now, localtime=False)}",
-        f"Message-ID: {email.utils.make_msgid('arf', domain=domains[0])}",
+        f"Message-ID: <{msgid}@{domains[0]}>",
         "Auto-Submitted: auto-generated",
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=feedback-report; boundary="{boundary}"',
@@ -305,10 +313,11 @@ def build_report(raw: bytes, domains: Iterable[str], key: bytes, *, compat: bool
 
 
 def leaks(data: bytes, r: Redactor) -> list[str]:
-    """Addresses of the redacted domains still in clear anywhere in `data`, decoded or not."""
-    found = r.leaks(data.decode("utf-8", "surrogateescape"))
-    msg = message_from_bytes(data, policy=compat32)
-    for t in _walk_texts(msg):
+    """Addresses of the redacted domains still in clear anywhere in `data`: every header, raw
+    and decoded, every part decoded, preambles and epilogues. (Not the raw quoted-printable
+    text: a redacted local part's "=" reads "=3D" there, which is not a leak.)"""
+    found: list[str] = []
+    for t in _walk_texts(message_from_bytes(data, policy=compat32)):
         found += r.leaks(t)
     return found
 

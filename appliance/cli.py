@@ -203,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     from .fail2ban import register as register_bans  # issue #8: `appliance bans|unban`
 
     register_bans(sub)
+    from .arf import register as register_arf  # issue #10: `appliance report-spam`
+
+    register_arf(sub)
     return p
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from . import system
+from . import system, typoguard_policy
 from .errors import ValidationError
 from .services import Service, _pidfile_alive
 
@@ -136,6 +136,8 @@ def notify(c: Config, user: str, limit: str) -> None:
 
 
 def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str, str | None]:
+    if attrs.get("protocol_state") == "RCPT":  # issue #10: the typo-domain guard, per recipient
+        return typoguard_policy.at_rcpt(attrs), None
     user = attrs.get("sasl_username", "")
     if not user:  # not authenticated (port 25): not ours to count
         return "DUNNO", None
@@ -143,7 +145,10 @@ def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str,
         n = int(attrs.get("recipient_count", "0") or 0)
     except ValueError:
         n = 0
-    return limiter.decide(user, n, now)
+    action, limit = limiter.decide(user, n, now)
+    if action == "DUNNO":  # issue #10: a near-miss recipient domain holds the message
+        action = typoguard_policy.at_end(attrs)
+    return action, limit
 
 
 async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:

@@ -75,6 +75,7 @@ def main() -> int:
     lab = MailLab(work, REPO)
     sizes = ((4096, a.messages), (1 << 20, a.large))
     rate: dict[tuple[str, int], float] = {}
+    dev: Device | None = None
     try:
         lab.up()
         lab.app.run(["postconf", "-e", "message_size_limit = 4194304"])
@@ -107,6 +108,8 @@ def main() -> int:
                       f"proxy CPU {cpu_ms:.1f} ms/msg (without gpg)")
         print(f"target at 4 KiB: on/off >= 0.70 -> {rate[('on', 4096)] / rate[('off', 4096)]:.2f}")
     finally:
+        if dev is not None:
+            dev.close()
         lab.down()
     return 0
 

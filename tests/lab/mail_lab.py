@@ -164,6 +164,7 @@ def knot_conf(root: str, tsig_secret: str) -> str:
           - domain: {DOMAIN}
             acl: acme_update
           - domain: {REMOTE}
+            dnssec-signing: on  # DNSSEC for DANE tests (tests/lab/test_dane.py)
           - domain: 113.0.203.in-addr.arpa
         """)
 

@@ -124,6 +124,7 @@ def device(lab: MailLab) -> Iterator[tuple[Device, Path]]:
     import_key(lab, d)
     yield d, secret
     lab.appliance("key", "remove", ALICE)
+    d.close()
 
 
 def import_key(lab: MailLab, d: Device) -> None:

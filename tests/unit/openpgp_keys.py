@@ -51,3 +51,8 @@ class Device:
 
     def decrypt(self, data: bytes) -> bytes:
         return self.gpg("--decrypt", input=data).stdout
+
+    def close(self) -> None:
+        """Stop the gpg-agent that key generation started for this home (it would outlive us)."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],
+                       capture_output=True, check=False, timeout=30)

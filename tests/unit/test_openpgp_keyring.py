@@ -32,14 +32,15 @@ encrypt = "required"
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory: pytest.TempPathFactory) -> Device:
+def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
     d = Device(tmp_path_factory.mktemp("device") / "gnupg")
     d.make(f"Alice <{ALICE}>")
     d.make("Alice signing only <alice+sign@example.org>", encrypt=False)
     d.make("Alice old <alice+old@example.org>", faked_time="20200101T000000")  # expired 2021
     d.revoke(d.make("Alice revoked <alice+rev@example.org>"))
     d.make("Mallory <mallory@example.net>")
-    return d
+    yield d
+    d.close()
 
 
 @pytest.fixture
@@ -129,6 +130,7 @@ def test_other_refusals(env: Path, device: Device) -> None:
 def test_reimport_replaces_the_old_key(env: Path, device: Device, tmp_path: Path) -> None:
     other = Device(tmp_path / "second-device")
     new = other.make(f"Alice new <{ALICE}>")
+    other.close()
     assert run(env, "import", ALICE, keyfile(env, device.export(ALICE)))[0] == 0
     assert run(env, "import", ALICE, keyfile(env, other.export(ALICE), "new.asc"))[0] == 0
     index = keyring.read_index(env / "box-gnupg")
@@ -149,6 +151,7 @@ def test_wkd_publishes_only_the_users_own_user_id(env: Path, tmp_path: Path) -> 
     other = Device(tmp_path / "third-device")
     fpr = other.make(f"Alice <{ALICE}>")
     other.gpg("--quick-add-uid", fpr, "Alice at work <alice@work.example>")
+    other.close()
     assert run(env, "import", ALICE, keyfile(env, other.export(ALICE)))[0] == 0
     published = env / "wkd/.well-known/openpgpkey/example.org/hu" / wkd.wkd_hash(ALICE)
     assert keyring.inspect(published.read_bytes())[0].uids == (f"Alice <{ALICE}>",)

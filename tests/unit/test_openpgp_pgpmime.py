@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -33,10 +34,11 @@ def original() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory: pytest.TempPathFactory) -> Device:
+def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
     d = Device(tmp_path_factory.mktemp("device") / "gnupg")
     d.make(f"Alice <{ALICE}>")
-    return d
+    yield d
+    d.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import asyncio
 import email
 import email.policy
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,10 +88,11 @@ async def lmtp_send(sock: str, rcpts: list[str], data: bytes, times: int = 1) ->
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory: pytest.TempPathFactory) -> Device:
+def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
     d = Device(tmp_path_factory.mktemp("device") / "gnupg")
     d.make(f"Alice <{ALICE}>")
-    return d
+    yield d
+    d.close()
 
 
 @pytest.fixture
