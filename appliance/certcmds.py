@@ -44,7 +44,48 @@ def cmd_cert(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK
 
 
+def cmd_dns(a: argparse.Namespace, env: Any) -> int:
+    import json
+
+    from . import dnsrecords, upnp
+
+    s = settings.load(Path(a.settings))
+    root = system.Root("/")
+    pem = root.read(certs.active_paths(root, s.hostname).fullchain).content
+    known = dnsrecords.Known(public_ipv4=dnsrecords.public_ipv4(s, upnp.load_state(root)),
+                             public_ipv6=s.dns.public_ipv6,
+                             tlsa_311=certs.tlsa_311(pem) if pem else None)
+    records = dnsrecords.expected(s, known)
+    if a.check:
+        findings = dnsrecords.check(records)
+        bad = [f for f in findings if not f.ok]
+        if a.json:
+            env.out(json.dumps([f.as_dict() for f in findings], indent=2))
+        else:
+            for f in findings:
+                env.out(f"{'ok  ' if f.ok else 'FAIL'} {f.record}: {f.detail}"
+                        + (f"\n     fix: {f.fix}" if f.fix else ""))
+            env.out(f"{len(findings) - len(bad)} of {len(findings)} records as they should be")
+        return EXIT_FAILED if bad else EXIT_OK
+    if a.json:
+        env.out(json.dumps([{**r.__dict__} for r in records], indent=2))
+    elif a.table:
+        for r in records:
+            env.out(f"{r.name:40} {r.rtype:6} {r.value}\n    {r.why}")
+    else:
+        env.out(f"; DNS records for {s.domain} (appliance dns). Publish them at your DNS provider.")
+        if known.public_ipv4 is None:
+            env.out("; no public address known: set [dns] public_ipv4 or run `appliance upnp renew`")
+        env.out(dnsrecords.zone_text(records).rstrip())
+    return EXIT_OK
+
+
 def register(sub: Any) -> None:
+    dn = sub.add_parser("dns", help="the DNS records your domain needs; --check compares the published ones")
+    dn.add_argument("--check", action="store_true", help="query DNS and compare values")
+    dn.add_argument("--json", action="store_true")
+    dn.add_argument("--table", action="store_true", help="a table for registrar web forms")
+    dn.set_defaults(func=cmd_dns)
     c = sub.add_parser("cert", help="TLS certificate: issue, renew, show (TLSA), deploy hook")
     cs = c.add_subparsers(dest="action", required=True)
     for name in ("issue", "renew"):

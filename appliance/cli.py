@@ -206,6 +206,9 @@ def parser() -> argparse.ArgumentParser:
     from .arf import register as register_arf  # issue #10: `appliance report-spam`
 
     register_arf(sub)
+    from .privacy import register as register_privacy  # issue #10: `appliance release|typo-guard`
+
+    register_privacy(sub)
     return p
 
 

@@ -47,7 +47,9 @@ def ssh(s: Settings, facts: Facts) -> list[FileSpec]:
 def limits(s: Settings, facts: Facts) -> list[FileSpec]:
     """The outbound kill-switch's configuration (policyd.py); Postfix's master.cf names it."""
     return [FileSpec("etc/appliance/limits.conf.j2", "/etc/appliance/limits.conf",
-                     "appliance-policyd", order=10, extra=(("lim", s.defence.limits),))]
+                     "appliance-policyd", order=10, extra=(("lim", s.defence.limits),)),
+            FileSpec("etc/systemd/system/appliance-policyd.service.j2",
+                     "/etc/systemd/system/appliance-policyd.service", "appliance-policyd", order=20)]
 
 
 FEATURES = [firewall, fail2ban, ssh, limits]

@@ -33,6 +33,10 @@ class Fail2ban(Service):
     logs = ("/var/log/mail.log", "/var/log/dovecot.log", SSHD_LOG)
 
     def validate(self, stage: Path) -> None:
+        if self.root.is_live:
+            # Under systemd too, the jails' log files must exist before fail2ban starts; an
+            # empty log file is what the daemon would create anyway.
+            self._prepare()
         conf = stage / CONFIG_DIR.lstrip("/")
         # Our files are only part of the configuration: add the package's (jail.conf, filters,
         # actions) around them, then let fail2ban's own reader judge the whole.

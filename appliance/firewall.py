@@ -53,7 +53,8 @@ def never_ban(s: Settings, facts: Facts) -> list[str]:
     """fail2ban's ignoreip: loopback, the LAN, the router and the public address (a router that
     hairpins makes every LAN client appear from it)."""
     v4, v6 = lan_networks(s, facts)
-    extra = [public_address(s, facts)] if public_address(s, facts) else []
+    public = public_address(s, facts)
+    extra = [public] if public else []
     a4, a6 = _collapse(["127.0.0.0/8", "::1/128", *v4, *v6, *extra])
     return a4 + a6
 

@@ -129,6 +129,15 @@ def _defence(s: Settings, facts: Facts) -> list[FileSpec]:
 FEATURES.append(_defence)
 
 
+def _privacy(s: Settings, facts: Facts) -> list[FileSpec]:
+    from .privacy import feature  # issue #10: typo guard, log retention
+
+    return feature(s, facts)
+
+
+FEATURES.append(_privacy)
+
+
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
     """Templates with StrictUndefined: a missing variable is an error, never an empty string."""
     loaders: list[jinja2.BaseLoader] = []

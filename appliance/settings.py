@@ -16,6 +16,8 @@ from typing import Any
 
 from .defence_settings import KNOWN_LAN_EXTRA, SECTIONS, Defence
 from .defence_settings import parse as parse_defence
+from .privacy import Privacy
+from .privacy import parse as parse_privacy
 from .errors import SettingsError
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
@@ -47,7 +49,8 @@ KNOWN_USER = {"address", "password_hash", "aliases", "encrypt"}
 ENCRYPT_MODES = ("when-key", "required")
 KNOWN_LAN = {"interface", "prefixes"} | KNOWN_LAN_EXTRA
 KNOWN_TOP |= set(SECTIONS)  # [firewall], [fail2ban], [ssh], [limits]: defence_settings.py
-KNOWN_TOP |= {"certs"}  # issue #6
+KNOWN_TOP |= {"certs", "dns"}  # issues #6, #9
+KNOWN_TOP |= {"privacy"}  # issue #10: privacy.py
 MAX_SIZE_MB = 1024
 
 
@@ -95,6 +98,13 @@ class TunnelSection:
 
 
 @dataclass(frozen=True)
+class DnsSection:
+    # The public addresses to publish, when the router cannot tell (no UPnP) or to override it.
+    public_ipv4: str | None = None
+    public_ipv6: str | None = None
+
+
+@dataclass(frozen=True)
 class CertsSection:
     """Let's Encrypt (or another ACME CA) through certbot."""
 
@@ -136,8 +146,10 @@ class Settings:
     lan: LanOverride = LanOverride()
     upnp: UpnpSection = UpnpSection()
     certs: CertsSection = CertsSection()
+    dns: DnsSection = DnsSection()
     reachability: ReachabilitySection = ReachabilitySection()
     defence: Defence = Defence()  # firewall, fail2ban, SSH, outbound limits (issue #8)
+    privacy: Privacy = Privacy()  # typo guard, log retention (issue #10)
 
     @property
     def message_size_limit_bytes(self) -> int:
@@ -222,13 +234,15 @@ def parse(data: dict[str, Any], path: str | None = None) -> Settings:
     upnp = _parse_upnp(data.get("upnp", {}), c)
     reach = _parse_reachability(data.get("reachability", {}), c)
     certs = _parse_certs(data.get("certs", {}), c)
+    dns_section = _parse_dns(data.get("dns", {}), c)
     defence = parse_defence(data, c.add)
+    privacy = parse_privacy(data, c.add)
 
     if c.problems:
         raise SettingsError(c.problems, path)
     return Settings(domain=domain, hostname=hostname, users=users, message_size_limit_mb=size,
                     postmaster=postmaster, relay=relay, lan=lan, upnp=upnp, reachability=reach,
-                    defence=defence, certs=certs)
+                    defence=defence, certs=certs, privacy=privacy, dns=dns_section)
 
 
 def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
@@ -409,6 +423,20 @@ def _parse_tunnel(raw: dict[str, Any], c: _Collector) -> TunnelSection | None:
     if c.problems:
         return None
     return TunnelSection("wireguard", endpoint, key, pk, str(box_if), str(vps_ip))
+
+
+def _parse_dns(raw: Any, c: _Collector) -> DnsSection:
+    t = _table(raw, "dns", {"public_ipv4", "public_ipv6"}, c)
+    got: dict[str, str | None] = {}
+    for key, version in (("public_ipv4", 4), ("public_ipv6", 6)):
+        v = t.get(key)
+        ok = isinstance(v, str) and _is_ip(v) and ipaddress.ip_address(v).version == version
+        if v is not None and not ok:
+            c.add(f"dns.{key}", v, f"is not an IPv{version} address",
+                  "give your public address, or leave it out to ask the router")
+            v = None
+        got[key] = v
+    return DnsSection(got["public_ipv4"], got["public_ipv6"])
 
 
 def _parse_certs(raw: Any, c: _Collector) -> CertsSection:

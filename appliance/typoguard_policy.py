@@ -85,7 +85,8 @@ class _Cache:
         stamp = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
         if self.value is None or stamp != self.stamp:
             try:
-                cfg = parse_conf(paths[0].read_text()) if paths[0].exists() else GuardConfig(False, "hashed", "")
+                cfg = (parse_conf(paths[0].read_text()) if paths[0].exists()
+                       else GuardConfig(False, "hashed", ""))
                 salt = paths[2].read_bytes() if paths[2].exists() else None
                 hist = (parse_history(paths[1].read_text(), salt) if paths[1].exists()
                         else tg.History(salt=salt))

@@ -39,7 +39,8 @@ def policy_overhead(lab: MailLab) -> None:
 import socket, time
 s = socket.create_connection(('127.0.0.1', 10031))
 f = s.makefile('rwb')
-req = b'request=smtpd_access_policy\\nprotocol_state=END-OF-MESSAGE\\nsasl_username=bench@example.test\\nrecipient_count=1\\n\\n'
+req = (b'request=smtpd_access_policy\\nprotocol_state=END-OF-MESSAGE\\n'
+       b'sasl_username=bench@example.test\\nrecipient_count=1\\n\\n')
 t = time.perf_counter()
 for i in range({N}):
     f.write(req); f.flush()

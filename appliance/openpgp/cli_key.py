@@ -26,6 +26,10 @@ def add_parser(sub: Any) -> None:
         x = ks.add_parser(name)
         x.add_argument("user")
         x.add_argument("--json", action="store_true")
+    x = ks.add_parser("generate", help="make a key pair for USER (no key yet): the secret key "
+                      "goes to OUTFILE, passphrase-protected, and is then deleted from the box")
+    x.add_argument("user")
+    x.add_argument("outfile")
     x = ks.add_parser("list", help="every user: encrypted, plaintext, or waiting for a key")
     x.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_key)
@@ -82,6 +86,21 @@ def cmd_key(a: argparse.Namespace, env: Any) -> int:
         new = ring.import_key(user.address, data)
         env.out(f"imported key {new.fingerprint} for {user.address} (expires {_date(new.expires)})")
         env.out(f"{user.address}: {storage(user, new.fingerprint)}")
+        return EXIT_OK
+    if a.action == "generate":
+        from ..cli import _read_password
+        from .generate import generate
+
+        if user.address in ring.index():
+            raise KeyError_(f"{user.address} has a key already; `appliance key remove "
+                            f"{user.address}` first if you really want a new one")
+        env.err("Passphrase for the exported secret key (at least 12 characters):")
+        made, out = generate(ring, user.address, _read_password(env), Path(a.outfile))
+        env.out(f"generated key {made.fingerprint} for {user.address} (expires {_date(made.expires)})")
+        env.out(f"the secret key was written once to {out} (mode 0600), protected by your "
+                "passphrase; import it on the user's devices, then delete that file")
+        env.out("the box keeps no secret key: it was deleted with its temporary GnuPG home")
+        env.out(f"{user.address}: {storage(user, made.fingerprint)}")
         return EXIT_OK
     if a.action == "remove":
         gone = ring.remove(user.address)

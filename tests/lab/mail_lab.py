@@ -36,6 +36,8 @@ FORWARDED = (25, 465, 587, 993)
 ALICE, ALICE_PW = f"alice@{DOMAIN}", "alice-secret-1"
 BOB_LOCAL, BOB_PW = f"bob@{DOMAIN}", "bob-secret-22"
 REMOTE_USER = f"carol@{REMOTE}"
+# A domain and its one-letter slip, both served by the remote MX (typo guard, issue #10).
+TYPO_DOMAINS = ("army.mil", "army.ml")
 
 
 def hash_pw(pw: str) -> str:
@@ -166,10 +168,18 @@ def knot_conf(root: str, tsig_secret: str) -> str:
           - domain: {REMOTE}
             dnssec-signing: on  # DNSSEC for DANE tests (tests/lab/test_dane.py)
           - domain: 113.0.203.in-addr.arpa
+          - domain: army.mil
+          - domain: army.ml
         """)
 
 
 ZONES = {
+    **{d: f"""$ORIGIN {d}.
+$TTL 60
+@   SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 60 60 600 60
+@   NS  ns1.{DOMAIN}.
+@   MX  10 mx.{REMOTE}.
+""" for d in TYPO_DOMAINS},
     DOMAIN: f"""$ORIGIN {DOMAIN}.
 $TTL 60
 @     SOA ns1 hostmaster 1 60 60 600 60
@@ -205,7 +215,7 @@ inet_interfaces = all
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 maillog_file = /var/log/mail.log
-virtual_mailbox_domains = {REMOTE}
+virtual_mailbox_domains = {REMOTE}, {", ".join(TYPO_DOMAINS)}
 virtual_mailbox_maps = texthash:/etc/postfix/vmailbox
 virtual_mailbox_base = /var/vmail
 virtual_minimum_uid = 8
@@ -358,7 +368,8 @@ table ip hairpin {{
     def _start_remote_mx(self) -> None:
         mx = self.mx
         mx.write("/etc/postfix/main.cf", REMOTE_MAIN_CF)
-        mx.write("/etc/postfix/vmailbox", f"{REMOTE_USER} {REMOTE}/carol/\n")
+        mx.write("/etc/postfix/vmailbox", f"{REMOTE_USER} {REMOTE}/carol/\n"
+                 + "".join(f"ops@{d} {d}/ops/\n" for d in TYPO_DOMAINS))
         mx.run(["postconf", "-F", "*/*/chroot = n"])
         mx.run(["mkdir", "-p", "/var/vmail"])
         mx.run(["chown", "mail:mail", "/var/vmail"])

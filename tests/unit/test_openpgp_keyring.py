@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,40 @@ def test_wkd_publishes_only_the_users_own_user_id(env: Path, tmp_path: Path) -> 
     assert run(env, "import", ALICE, keyfile(env, other.export(ALICE)))[0] == 0
     published = env / "wkd/.well-known/openpgpkey/example.org/hu" / wkd.wkd_hash(ALICE)
     assert keyring.inspect(published.read_bytes())[0].uids == (f"Alice <{ALICE}>",)
+
+
+def test_generate_exports_secret_once_and_keeps_only_the_public_key(env: Path, tmp_path: Path) -> None:
+    out_file = tmp_path / "alice-secret.asc"
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--settings", str(env / "settings.toml"), "key", "generate", ALICE, str(out_file)],
+                    cli.Env(stdin=io.StringIO("a long passphrase 1\n"), stdout=out, stderr=err))
+    assert code == 0, err.getvalue()
+    text = out.getvalue()
+    assert "the box keeps no secret key" in text and "stored encrypted (PGP/MIME)" in text
+    assert out_file.stat().st_mode & 0o777 == 0o600
+    secret = out_file.read_bytes()
+    assert b"PRIVATE KEY BLOCK" in secret
+    # The box's keyring has no secret key; the exported one opens only with the passphrase.
+    listing = subprocess.run(["gpg", "--homedir", str(env / "box-gnupg"), "--batch", "--no-autostart",
+                              "--list-secret-keys"], capture_output=True, text=True)
+    assert listing.stdout.strip() == ""
+    user = Device(tmp_path / "users-device")
+    user.gpg("--import", input=secret)
+    fpr = keyring.read_index(env / "box-gnupg")[ALICE].fingerprint
+    enc = subprocess.run(["gpg", "--homedir", str(env / "box-gnupg"), *keyring.GPG_BASE, "-a", "-e",
+                          "-r", fpr], input=b"hello", capture_output=True, check=True).stdout
+    assert user.gpg("--decrypt", input=enc, check=False).returncode != 0  # no passphrase
+    ok = subprocess.run(["gpg", "--homedir", str(user.home), "--batch", "--pinentry-mode", "loopback",
+                         "--passphrase", "a long passphrase 1", "--decrypt"], input=enc,
+                        capture_output=True)
+    user.close()
+    assert ok.stdout == b"hello"
+    # Refusals: a second key, a short passphrase.
+    code = cli.main(["--settings", str(env / "settings.toml"), "key", "generate", ALICE,
+                     str(tmp_path / "x.asc")], cli.Env(stdin=io.StringIO("a long passphrase 1\n"),
+                                                        stdout=io.StringIO(), stderr=err))
+    assert code == 2 and "has a key already" in err.getvalue()
+    code = cli.main(["--settings", str(env / "settings.toml"), "key", "generate", "bob@example.org",
+                     str(tmp_path / "y.asc")], cli.Env(stdin=io.StringIO("short\n"),
+                                                        stdout=io.StringIO(), stderr=err))
+    assert code == 2 and "shorter than 12" in err.getvalue() and not (tmp_path / "y.asc").exists()

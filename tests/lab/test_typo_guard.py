@@ -1,0 +1,131 @@
+"""The typo-domain guard (issue #10) against the real Postfix and policy service in the lab:
+alice has corresponded with army.mil; mail she submits to army.ml is held, she gets a notice
+naming both domains, `appliance release` sends it on; mail to army.mil is never held; a broken
+guard defers (4xx), never drops.
+
+The lab DNS serves army.mil and army.ml (tests/lab/mail_lab.py: TYPO_DOMAINS), both with the
+remote MX (203.0.113.25) as their mail exchanger: nothing leaves the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MailLab
+from .netlab import wait_for
+
+HISTORY = "/var/lib/appliance/typoguard/history"
+ALICE_MAILDIR = f"/var/vmail/{DOMAIN}/alice/Maildir"
+
+
+def submit(lab: MailLab, rcpt: str, subject: str) -> tuple[int, str]:
+    """alice submits one message on 587 from the LAN client: (SMTP code, text)."""
+    code = f"""
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP({APP_IP!r}, 587, timeout=30); s.starttls(context=ctx); s.login({ALICE!r}, {ALICE_PW!r})
+try:
+    s.sendmail({ALICE!r}, [{rcpt!r}], 'Subject: {subject}\\r\\nTo: {rcpt}\\r\\n\\r\\norders\\r\\n')
+    print(250, 'ok')
+except smtplib.SMTPRecipientsRefused as e:
+    (c, t), = e.recipients.values(); print(c, t.decode())
+except smtplib.SMTPResponseException as e:
+    print(e.smtp_code, e.smtp_error.decode())
+s.quit()
+"""
+    r = lab.lan2.python(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    c, _, text = r.stdout.strip().partition(" ")
+    return int(c), text
+
+
+def queue(lab: MailLab) -> list[dict]:
+    out = lab.app.run(["postqueue", "-j"], check=False).stdout
+    return [json.loads(x) for x in out.splitlines() if x.strip()]
+
+
+def remote_got(lab: MailLab, domain: str, subject: str) -> bool:
+    return any(subject in p.read_text(errors="replace")
+               for p in lab.maildir_files(lab.mx, f"/var/vmail/{domain}/ops"))
+
+
+@pytest.fixture
+def guarded(lab: MailLab) -> Iterator[MailLab]:
+    r = lab.appliance("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lab.app.run(["rm", "-f", HISTORY])
+    r = lab.appliance("typo-guard", "learn", "army.mil")  # alice wrote to army.mil before
+    assert r.returncode == 0 and "army.mil" in r.stdout, r.stdout + r.stderr
+    try:
+        yield lab
+    finally:
+        lab.app.run(["postsuper", "-d", "ALL", "hold"], check=False)
+        lab.app.run(["rm", "-f", HISTORY])
+
+
+def test_near_miss_is_held_notice_sent_release_delivers(guarded: MailLab) -> None:
+    lab = guarded
+    code, text = submit(lab, "ops@army.ml", "typo-guard-1")
+    assert code == 250, text  # accepted from the client: held on the box, not refused
+
+    def held() -> list[dict]:
+        return [q for q in queue(lab) if q["queue_name"] == "hold"
+                and any(r["address"] == "ops@army.ml" for r in q["recipients"])]
+
+    wait_for("the message in the hold queue", lambda: bool(held()), timeout=20)
+    qid = held()[0]["queue_id"]
+    assert not remote_got(lab, "army.ml", "typo-guard-1")
+
+    def notice() -> str:
+        for p in lab.maildir_files(lab.app, ALICE_MAILDIR):
+            t = p.read_text(errors="replace")
+            if "Held: your message to army.ml" in t:
+                return t
+        return ""
+
+    wait_for("alice's notice", lambda: bool(notice()), timeout=30)
+    t = notice()
+    assert "army.mil" in t and f"appliance release {qid}" in t
+    assert re.search(r"army\.ml looks like army\.mil", t)
+
+    r = lab.appliance("release", qid)
+    assert r.returncode == 0 and f"released {qid}" in r.stdout, r.stdout + r.stderr
+    wait_for("delivery to army.ml after release", lambda: remote_got(lab, "army.ml", "typo-guard-1"),
+             timeout=60)
+    # Released once: the domain is remembered, the next message is not held.
+    code, text = submit(lab, "ops@army.ml", "typo-guard-2")
+    assert code == 250, text
+    wait_for("second message delivered", lambda: remote_got(lab, "army.ml", "typo-guard-2"), timeout=60)
+    assert not any(q["queue_name"] == "hold" for q in queue(lab))
+
+
+def test_known_domain_is_not_held(guarded: MailLab) -> None:
+    lab = guarded
+    code, text = submit(lab, "ops@army.mil", "typo-guard-3")
+    assert code == 250, text
+    wait_for("delivery to army.mil", lambda: remote_got(lab, "army.mil", "typo-guard-3"), timeout=60)
+    assert not any(q["queue_name"] == "hold" for q in queue(lab))
+
+
+def test_release_refuses_what_is_not_held(guarded: MailLab) -> None:
+    r = guarded.appliance("release", "NOSUCHID123")
+    assert r.returncode == 2 and "no message NOSUCHID123" in r.stderr, r.stdout + r.stderr
+    r = guarded.appliance("release", "../etc")
+    assert r.returncode == 2 and "not a Postfix queue ID" in r.stderr
+
+
+def test_broken_guard_defers_never_drops(guarded: MailLab) -> None:
+    lab = guarded
+    lab.app.write(HISTORY, "this is not a history file\n", mode=0o644)
+    code, text = submit(lab, "ops@army.mil", "typo-guard-4")
+    assert code == 451 and "typo-domain guard" in text, (code, text)
+    assert not remote_got(lab, "army.mil", "typo-guard-4")
+    lab.app.run(["rm", "-f", HISTORY])
+    code, text = submit(lab, "ops@army.mil", "typo-guard-4")  # the client's retry
+    assert code == 250, text
+    wait_for("delivery after the guard is fixed", lambda: remote_got(lab, "army.mil", "typo-guard-4"),
+             timeout=60)
