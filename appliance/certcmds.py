@@ -26,7 +26,8 @@ def cmd_cert(a: argparse.Namespace, env: Any) -> int:
         # when their configuration is unchanged (a renewal keeps the same paths).
         from .cli import run_apply  # the apply pipeline lives with the CLI entry point
 
-        report = run_apply(Path(a.settings), root, False, env, also_reload=("postfix", "dovecot"))
+        also = ("postfix", "dovecot") + (("nginx",) if s.web.enabled else ())
+        report = run_apply(Path(a.settings), root, False, env, also_reload=also)
         env.out(f"deployed: reloaded {', '.join(report.reloaded)}")
         return EXIT_OK
     if a.action == "dns-hook":

@@ -22,6 +22,7 @@ from pathlib import Path
 from . import system, tls, upnp
 from .errors import ApplianceError
 from .settings import Settings
+from .web import web_names
 
 LIVE = "/etc/letsencrypt/live"
 
@@ -76,6 +77,7 @@ def certbot_argv(s: Settings, settings_path: str, force: bool = False) -> list[s
     argv = [
         "certbot", "certonly", "--non-interactive", "--agree-tos",
         "--server", s.certs.acme_server, "--cert-name", s.hostname, "-d", s.hostname,
+        *[arg for name in web_names(s) for arg in ("-d", name)],
         "--key-type", "ecdsa", "--reuse-key",
         "--deploy-hook", _agent_command(settings_path, "cert", "deploy"),
     ]

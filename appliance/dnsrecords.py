@@ -63,6 +63,14 @@ def expected(s: Settings, k: Known) -> list[Record]:
         Record(_fq(f"_smtp._tls.{s.domain}"), "TXT", f'"v=TLSRPTv1; rua=mailto:{pm}"',
                "TLS-RPT: senders report TLS failures delivering to you"),
     ]
+    if s.web.enabled and s.web.mta_sts_mode != "none":
+        from .web import mta_sts_id
+
+        if k.public_ipv4:
+            out.append(Record(_fq(f"mta-sts.{s.domain}"), "A", k.public_ipv4,
+                              "where senders fetch your MTA-STS policy (HTTPS)"))
+        out.append(Record(_fq(f"_mta-sts.{s.domain}"), "TXT", f'"v=STSv1; id={mta_sts_id(s)}"',
+                          "MTA-STS: senders must use verified TLS to your MX (RFC 8461)"))
     if k.tlsa_311:
         out.append(Record(_fq(f"_25._tcp.{s.hostname}"), "TLSA", f"3 1 1 {k.tlsa_311}",
                           "DANE: senders verify your certificate's key (needs DNSSEC on your zone)"))

@@ -95,7 +95,9 @@ class Nftables(Service):
             return "table inet appliance is not loaded: " + res.output
         want = self.root.read(RULES_PATH).content or b""
         ports = re.search(rb"tcp dport \{ ([0-9, ]+) \} accept", want)
-        if ports and not re.search(r"tcp dport \{ " + re.escape(ports.group(1).decode()) + r" \} accept",
-                                   res.stdout):
+        # nft lists set elements sorted: compare the port sets, not their text.
+        loaded = [set(m.replace(" ", "").split(",")) for m in
+                  re.findall(r"tcp dport \{ ([0-9, ]+) \} accept", res.stdout)]
+        if ports and set(ports.group(1).decode().replace(" ", "").split(",")) not in loaded:
             return "the loaded rules differ from " + RULES_PATH
         return None

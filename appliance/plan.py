@@ -111,6 +111,15 @@ def _upnp(s: Settings, facts: Facts) -> list[FileSpec]:
 FEATURES.append(_upnp)
 
 
+def _web(s: Settings, facts: Facts) -> list[FileSpec]:
+    from .web import web_feature  # issue #6: MTA-STS policy over HTTPS
+
+    return web_feature(s, facts)
+
+
+FEATURES.append(_web)
+
+
 def _openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
     from .openpgp.feature import openpgp  # issue #7 (imports FileSpec from here)
 

@@ -228,6 +228,12 @@ class Policyd(Service):
                 parse_config(conf.read_text())
             except (ValueError, TypeError) as e:
                 raise ValidationError(self.name, "limits.conf check", str(e)) from None
+        guard = stage / typoguard_policy.CONF.lstrip("/")  # issue #10
+        if guard.exists():
+            try:
+                typoguard_policy.parse_conf(guard.read_text())
+            except typoguard_policy.GuardError as e:
+                raise ValidationError(self.name, "typoguard.conf check", str(e)) from None
 
     def running(self) -> bool:
         return _pidfile_alive(self.root, PIDFILE)

@@ -23,7 +23,8 @@ from typing import Any
 from . import system
 from . import typoguard as tg
 from . import typoguard_policy as tp
-from .errors import EXIT_OK, EXIT_USAGE, ApplianceError
+from .errors import EXIT_OK, EXIT_USAGE, ApplianceError, ValidationError
+from .services import Service
 
 Add = Callable[[str, Any, str, str], None]
 KEYS = {"typo_guard", "typo_history", "log_retention_days"}
@@ -61,12 +62,57 @@ def parse(data: dict[str, Any], add: Add) -> Privacy:
 
 
 def feature(s: Any, facts: Any) -> list[Any]:
-    """Plan feature: the guard's configuration, read by the policy service (appliance-policyd)."""
+    """Plan feature: the guard's configuration, read by the policy service (appliance-policyd),
+    and the submission header checks."""
     from .plan import FileSpec
 
     p: Privacy = getattr(s, "privacy", Privacy())
-    return [FileSpec("etc/appliance/typoguard.conf.j2", tp.CONF, "appliance-policyd", 0o644,
-                     order=20, extra=(("p", p),))]
+    return [
+        FileSpec("etc/appliance/typoguard.conf.j2", tp.CONF, "appliance-policyd", 0o644,
+                 order=20, extra=(("p", p),)),
+        # master.cf names it (the submission ports' own cleanup service): written before it.
+        FileSpec("etc/postfix/submission_header_checks.j2", "/etc/postfix/submission_header_checks",
+                 "postfix", order=10),
+        FileSpec("etc/logrotate.d/appliance.j2", LOGROTATE_CONF, "logrotate", 0o644, order=50,
+                 extra=(("logs", RETAINED_LOGS), ("days", p.log_retention_days))),
+    ]
+
+
+# Every log the box writes that records who talked to whom: mail (Postfix, Dovecot), auth
+# (sshd, issue #8) and the outbound policy service. Debian's fail2ban package rotates its own
+# log (/etc/logrotate.d/fail2ban); naming it here too would be a duplicate entry.
+RETAINED_LOGS = ("/var/log/mail.log", "/var/log/dovecot.log", "/var/log/sshd.log",
+                 "/var/log/appliance-policyd.log")
+LOGROTATE_CONF = "/etc/logrotate.d/appliance"
+
+
+class Logrotate(Service):
+    """Not a daemon: Debian's daily logrotate timer (or cron.daily) reads the file. Validated
+    with `logrotate --debug` (parses, rotates nothing); nothing to reload."""
+
+    name = "logrotate"
+    unit = "logrotate.timer"
+
+    def validate(self, stage: Path) -> None:
+        conf = stage / LOGROTATE_CONF.lstrip("/")
+        if not conf.exists():
+            return
+        res = system.run(["logrotate", "--debug", "--state", str(stage / "logrotate.status"),
+                          str(conf)], check=False, timeout=60)
+        if res.returncode == 127:
+            raise ValidationError(self.name, "logrotate --debug",
+                                  "logrotate is not installed: apt-get install logrotate")
+        if res.returncode != 0 or re.search(r"^error:", res.output, re.MULTILINE):
+            raise ValidationError(self.name, "logrotate --debug", res.output)
+
+    def running(self) -> bool:
+        return True
+
+    def direct_reload(self) -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
+        return None
 
 
 # --- The history (root) --------------------------------------------------------------------------

@@ -145,6 +145,7 @@ class Postfix(Service):
     config_dir = "/etc/postfix"
     # The map files the templates reference, validated as texthash tables.
     maps = ("vmailbox", "virtual", "sender_login", "sasl_passwd")
+    regexp_maps = ("submission_header_checks",)  # issue #10
 
     def validate(self, stage: Path) -> None:
         conf = str(stage / "etc/postfix")
@@ -160,6 +161,12 @@ class Postfix(Service):
                 # exit 1 = key not found (fine); anything else, or a warning, is a broken map.
                 if res.returncode not in (0, 1) or _WARNING.search(res.stderr):
                     raise ValidationError(self.name, f"postmap texthash:{m}", res.output)
+        for m in self.regexp_maps:  # a bad pattern is only a warning of postmap's: refuse it
+            path = stage / "etc/postfix" / m
+            if path.exists():
+                res = self._tool(["postmap", "-c", conf, "-q", "Subject: validate", f"regexp:{path}"])
+                if res.returncode not in (0, 1) or _WARNING.search(res.stderr):
+                    raise ValidationError(self.name, f"postmap regexp:{m}", res.output)
 
     def running(self) -> bool:
         # The master's PID file, not `postfix status`: that runs postfix-script, whose log
@@ -218,16 +225,16 @@ def _log_tail(root: system.Root, path: str = "/var/log/mail.log", lines: int = 5
 
 
 def all_services(root: system.Root) -> dict[str, Service]:
-    from .openpgp.service import PgpProxy  # issue #7; after Postfix, which makes private/
-
-    from .relay_service import WgRelay  # issue #5: the tunnel to the user's relay VPS
-    from .upnp_feature import UpnpTimer  # issue #5: renewal timer
-
     from .fail2ban import Fail2ban  # issue #8; after Postfix and Dovecot, whose logs it reads
     from .firewall import Nftables
+    from .openpgp.service import PgpProxy  # issue #7; after Postfix, which makes private/
     from .policyd import Policyd
+    from .privacy import Logrotate  # issue #10: log retention
+    from .relay_service import WgRelay  # issue #5: the tunnel to the user's relay VPS
     from .ssh import Sshd
+    from .upnp_feature import UpnpTimer  # issue #5: renewal timer
+    from .web import Nginx  # issue #6
 
     return {s.name: s for s in (Postfix(root), Dovecot(root), PgpProxy(root), WgRelay(root),
                                 Nftables(root), Sshd(root), Fail2ban(root), UpnpTimer(root),
-                                Policyd(root))}
+                                Policyd(root), Nginx(root), Logrotate(root))}

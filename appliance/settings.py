@@ -16,9 +16,9 @@ from typing import Any
 
 from .defence_settings import KNOWN_LAN_EXTRA, SECTIONS, Defence
 from .defence_settings import parse as parse_defence
+from .errors import SettingsError
 from .privacy import Privacy
 from .privacy import parse as parse_privacy
-from .errors import SettingsError
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
 
@@ -49,7 +49,7 @@ KNOWN_USER = {"address", "password_hash", "aliases", "encrypt"}
 ENCRYPT_MODES = ("when-key", "required")
 KNOWN_LAN = {"interface", "prefixes"} | KNOWN_LAN_EXTRA
 KNOWN_TOP |= set(SECTIONS)  # [firewall], [fail2ban], [ssh], [limits]: defence_settings.py
-KNOWN_TOP |= {"certs", "dns"}  # issues #6, #9
+KNOWN_TOP |= {"certs", "dns", "web"}  # issues #6, #9
 KNOWN_TOP |= {"privacy"}  # issue #10: privacy.py
 MAX_SIZE_MB = 1024
 
@@ -95,6 +95,15 @@ class TunnelSection:
     private_key_file: str
     box_address: str  # e.g. 10.77.0.2/30
     vps_address: str  # e.g. 10.77.0.1
+
+
+@dataclass(frozen=True)
+class WebSection:
+    """The small HTTPS server (nginx): the MTA-STS policy at mta-sts.<domain>."""
+
+    enabled: bool = False
+    mta_sts_mode: str = "testing"  # RFC 8461: start in testing, enforce once `dns --check` passes
+    mta_sts_max_age: int = 86400
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,7 @@ class Settings:
     upnp: UpnpSection = UpnpSection()
     certs: CertsSection = CertsSection()
     dns: DnsSection = DnsSection()
+    web: WebSection = WebSection()
     reachability: ReachabilitySection = ReachabilitySection()
     defence: Defence = Defence()  # firewall, fail2ban, SSH, outbound limits (issue #8)
     privacy: Privacy = Privacy()  # typo guard, log retention (issue #10)
@@ -235,6 +245,7 @@ def parse(data: dict[str, Any], path: str | None = None) -> Settings:
     reach = _parse_reachability(data.get("reachability", {}), c)
     certs = _parse_certs(data.get("certs", {}), c)
     dns_section = _parse_dns(data.get("dns", {}), c)
+    web = _parse_web(data.get("web", {}), c)
     defence = parse_defence(data, c.add)
     privacy = parse_privacy(data, c.add)
 
@@ -242,7 +253,7 @@ def parse(data: dict[str, Any], path: str | None = None) -> Settings:
         raise SettingsError(c.problems, path)
     return Settings(domain=domain, hostname=hostname, users=users, message_size_limit_mb=size,
                     postmaster=postmaster, relay=relay, lan=lan, upnp=upnp, reachability=reach,
-                    defence=defence, certs=certs, privacy=privacy, dns=dns_section)
+                    defence=defence, certs=certs, privacy=privacy, dns=dns_section, web=web)
 
 
 def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
@@ -423,6 +434,25 @@ def _parse_tunnel(raw: dict[str, Any], c: _Collector) -> TunnelSection | None:
     if c.problems:
         return None
     return TunnelSection("wireguard", endpoint, key, pk, str(box_if), str(vps_ip))
+
+
+def _parse_web(raw: Any, c: _Collector) -> WebSection:
+    t = _table(raw, "web", {"enabled", "mta_sts_mode", "mta_sts_max_age"}, c)
+    enabled = t.get("enabled", False)
+    if not isinstance(enabled, bool):
+        c.add("web.enabled", enabled, "is not true or false", "write enabled = true or false")
+        enabled = False
+    mode = t.get("mta_sts_mode", "testing")
+    if mode not in ("testing", "enforce", "none"):
+        c.add("web.mta_sts_mode", mode, "is not an MTA-STS mode",
+              'use "testing" first, "enforce" once `appliance dns --check` passes, or "none"')
+        mode = "testing"
+    age = t.get("mta_sts_max_age", 86400)
+    if isinstance(age, bool) or not isinstance(age, int) or not 300 <= age <= 31557600:
+        c.add("web.mta_sts_max_age", age, "is not a duration in seconds",
+              "use 86400 (a day) while testing, 604800 (a week) or more when enforcing")
+        age = 86400
+    return WebSection(enabled, mode, age)
 
 
 def _parse_dns(raw: Any, c: _Collector) -> DnsSection:

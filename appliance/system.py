@@ -371,7 +371,7 @@ async def run_bytes_async(argv: Sequence[str], *, input: bytes, timeout: float,
         return BytesResult(tuple(argv), 126, b"", f"{argv[0]}: {e.strerror}")
     try:
         out, err = await asyncio.wait_for(p.communicate(input), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             p.kill()
         await p.wait()

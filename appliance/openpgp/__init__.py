@@ -3,5 +3,7 @@
 keyring.py  the agent's GnuPG home and the address -> key index
 pgpmime.py  RFC 3156 PGP/MIME with protected headers (pure: bytes in, bytes out)
 proxy.py    the LMTP proxy between Postfix and Dovecot that encrypts per recipient
-policy.py   the per-user storage policy file the plan writes and the proxy reads
+service.py  the proxy as a Service (validate, start/reload, probe); feature.py its plan part
+cli_key.py  `appliance key import|show|remove|list|generate`; generate.py key pairs on request
+wkd.py      the Web Key Directory file tree (serving: issue #6's web server)
 """

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .. import system
-from .keyring import Entry, Keyring, KeyError_
+from .keyring import Entry, KeyError_, Keyring
 
 MIN_PASSPHRASE = 12
 

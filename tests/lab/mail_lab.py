@@ -286,7 +286,8 @@ class MailLab:
 
         for h in (self.app, self.mx):
             # What Debian's postfix and dovecot packages create under /var on a real box.
-            h.run(["mkdir", "-p", "/var/spool/postfix", "/var/lib/postfix", "/var/lib/dovecot"])
+            h.run(["mkdir", "-p", "/var/spool/postfix", "/var/lib/postfix", "/var/lib/dovecot",
+                    "/var/lib/nginx", "/var/log/nginx"])
             h.run(["chown", "postfix:postfix", "/var/lib/postfix"])
         self._start_dns()
         self._start_remote_mx()

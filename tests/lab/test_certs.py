@@ -153,3 +153,71 @@ def test_dns01_for_a_user_without_port_80(acme_lab: MailLab) -> None:
         assert r.stdout.strip() == ""
     finally:
         lab.write_settings(good)
+
+
+def test_mta_sts_enforced_by_a_remote_sender_and_a_stripped_starttls_defers(acme_lab: MailLab) -> None:
+    """The remote MX runs Debian's postfix-mta-sts-resolver: it fetches our policy over HTTPS
+    (trusting pebble's root) and then demands verified TLS to our MX."""
+    from .test_dns_records import publish
+
+    lab = acme_lab
+    good = lab.app.read("/etc/appliance/settings.toml")
+    lab.write_settings(good + '\n[web]\nenabled = true\nmta_sts_mode = "enforce"\n'
+                       '\n[firewall]\nweb = true\n')
+    try:
+        r = lab.appliance("upnp", "renew", "--extra", "443")
+        assert r.returncode == 0, r.stdout
+        r = lab.appliance("apply")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = lab.appliance("dns")
+        publish(lab, [x for x in r.stdout.splitlines() if "mta-sts" in x])
+        r = lab.appliance("cert", "issue", "--force")  # adds mta-sts.example.test to the certificate
+        assert r.returncode == 0, r.stdout + r.stderr
+        root = pebble_root(lab)
+        lab.mx.write("/etc/pebble-root.pem", root)
+        r = lab.mx.run(["/usr/bin/python3", "-c", """
+import ssl, urllib.request
+ctx = ssl.create_default_context(cafile='/etc/pebble-root.pem')
+print(urllib.request.urlopen('https://mta-sts.example.test/.well-known/mta-sts.txt', context=ctx,
+                             timeout=10).read().decode())"""], check=False)
+        assert "mode: enforce" in r.stdout and f"mx: {MAIL_HOST}" in r.stdout, r.stderr
+        # The sending side: MTA-STS resolver + Postfix asking it for every destination.
+        lab.mx.write("/etc/mta-sts-daemon.yml", "host: 127.0.0.1\nport: 8461\ncache:\n  type: internal\n")
+        lab.mx.spawn("mta-sts", ["mta-sts-daemon", "-c", "/etc/mta-sts-daemon.yml"],
+                     env={"SSL_CERT_FILE": "/etc/pebble-root.pem"})
+        wait_for("mta-sts-daemon", lambda: lab.tcp_open(lab.mx, "127.0.0.1", 8461), timeout=15)
+        lab.mx.run(["postconf", "-e", "smtp_tls_policy_maps=socketmap:inet:127.0.0.1:8461:postfix",
+                    "smtp_tls_CAfile=/etc/pebble-root.pem"])
+        lab.mx.run(["postfix", "reload"])
+
+        def send(tag: str) -> None:
+            r = lab.mx.run(["/usr/sbin/sendmail", "-f", "carol@remote.test", "alice@example.test"],
+                           input=f"Subject: sts {tag}\n\nbody\n")
+            assert r.returncode == 0
+
+        send("one")
+        wait_for("delivered with verified TLS", lambda: "Verified TLS connection established to "
+                 f"{MAIL_HOST}" in lab.mx.read("/var/log/mail.log"), timeout=30)
+        # A middlebox on the router strips STARTTLS from our EHLO answer.
+        lab.rtr.spawn("strip", ["/usr/bin/python3", str(Path(__file__).with_name("strip_starttls.py")),
+                                "--to", "198.18.0.10", "--lifetime", "120"])
+        lab.rtr.run(["nft", "-f", "-"], input="""table inet strip {
+  chain prerouting {
+    type nat hook prerouting priority dstnat - 10; policy accept;
+    iifname "wan0" tcp dport 25 redirect to :10025
+  }
+}
+""")
+        wait_for("middlebox", lambda: lab.tcp_open(lab.rtr, "127.0.0.1", 10025), timeout=10)
+        before = lab.app.read("/var/log/mail.log").count("client=")
+        send("two")
+        log = wait_for("the enforcing sender defers", lambda: [
+            line for line in lab.mx.read("/var/log/mail.log").splitlines()
+            if "status=deferred" in line and "alice@example.test" in line], timeout=30)
+        assert any("TLS is required" in line or "STARTTLS" in line for line in log), log  # type: ignore[union-attr]
+        assert lab.app.read("/var/log/mail.log").count("client=") == before  # nothing got through
+    finally:
+        lab.rtr.run(["nft", "delete", "table", "inet", "strip"], check=False)
+        lab.mx.run(["postconf", "-X", "smtp_tls_policy_maps", "smtp_tls_CAfile"], check=False)
+        lab.mx.run(["postfix", "reload"], check=False)
+        lab.write_settings(good)

@@ -78,7 +78,7 @@ ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode 
 done = []
 def imap():
     try:
-        M = imaplib.IMAP4_SSL({target!r}, 993, ssl_context=ctx, timeout=20)
+        M = imaplib.IMAP4_SSL({target!r}, 993, ssl_context=ctx, timeout=10)
         try:
             M.login({user!r}, 'wrong-password')
         except imaplib.IMAP4.error:
@@ -87,7 +87,7 @@ def imap():
         pass
 def smtp():
     try:
-        s = smtplib.SMTP({target!r}, 587, timeout=20)
+        s = smtplib.SMTP({target!r}, 587, timeout=10)
         s.starttls(context=ctx); s.ehlo('x.invalid')
         try:
             s.login({user!r}, 'wrong-password')
@@ -96,7 +96,7 @@ def smtp():
     except Exception:
         pass
 ts = [threading.Thread(target=f) for f in [imap] * {n} + [smtp] * {n}]
-[t.start() for t in ts]; [t.join(40) for t in ts]
+[t.start() for t in ts]; [t.join(30) for t in ts]
 print('imap', done.count('imap'), 'smtp', done.count('smtp'))
 """
 
@@ -117,13 +117,15 @@ def port_open(host: Host, ip: str, port: int) -> bool:
 
 
 def banned(lab: MailLab) -> dict[str, tuple[str, int]]:
-    """address -> (jail, ban duration in s), from `fail2ban-client get JAIL banip --with-time`."""
+    """address -> (a jail, longest ban duration in s over all jails), from
+    `fail2ban-client get JAIL banip --with-time`. With bantime.overalljails one offence can be
+    banned by two jails (IMAP and SMTP failures), the second ban already counted as a repeat."""
     out: dict[str, tuple[str, int]] = {}
     for jail in ("postfix", "dovecot", "sshd"):
         r = lab.app.run(["fail2ban-client", "get", jail, "banip", "--with-time"], check=False)
         for line in r.stdout.splitlines():
             m = re.match(r"^(\S+)\s+\S+ \S+ \+ (\d+) =", line.strip())
-            if m:
+            if m and int(m.group(2)) > out.get(m.group(1), ("", -1))[1]:
                 out[m.group(1)] = (jail, int(m.group(2)))
     return out
 
@@ -136,31 +138,38 @@ def test_wan_attacker_is_banned_on_every_mail_port_then_longer_on_a_second_offen
         defended: MailLab) -> None:
     lab = defended
     assert port_open(lab.att, WAN_IP, 993)
-    r = lab.att.python(attack_code(WAN_IP), timeout=120)
-    assert r.returncode == 0, r.stderr
-    wait_for("the attacker banned", lambda: ATT_IP in banned(lab), timeout=30)
-    jail, first = banned(lab)[ATT_IP]
-    # `appliance bans` says who, which jail, since when.
-    r = lab.appliance("bans")
-    assert r.returncode == 0 and ATT_IP in r.stdout and jail in r.stdout, r.stdout + r.stderr
-    for port in (25, 465, 587, 993):
-        assert not port_open(lab.att, WAN_IP, port), f"port {port} still open to a banned address"
-    # The owner on the LAN is unaffected.
-    assert can_read_mail(lab.lan2, APP_IP)
+    try:
+        r = lab.att.python(attack_code(WAN_IP), timeout=120)
+        assert r.returncode == 0, r.stderr
+        wait_for("the attacker banned", lambda: ATT_IP in banned(lab), timeout=30)
+        # `appliance bans` says who, which jail, since when.
+        r = lab.appliance("bans")
+        assert r.returncode == 0 and ATT_IP in r.stdout, r.stdout + r.stderr
+        assert re.search(r"(postfix|dovecot) +since \d{4}-", r.stdout), r.stdout
+        for port in (25, 465, 587, 993):
+            assert not port_open(lab.att, WAN_IP, port), f"port {port} open to a banned address"
+        # The owner on the LAN is unaffected.
+        assert can_read_mail(lab.lan2, APP_IP)
+        # Let every jail's ban settle (IMAP failures may still be arriving), then note the longest.
+        time.sleep(2)
+        first = banned(lab)[ATT_IP][1]
 
-    # The ban expires by itself ...
-    wait_for("the ban to expire", lambda: ATT_IP not in banned(lab), timeout=first + 20)
-    wait_for("port 993 open again", lambda: port_open(lab.att, WAN_IP, 993), timeout=10)
-    # ... and a second offence bans longer (bantime.increment).
-    r = lab.att.python(attack_code(WAN_IP), timeout=120)
-    wait_for("the attacker banned again", lambda: ATT_IP in banned(lab), timeout=30)
-    second = banned(lab)[ATT_IP][1]
-    assert second > first, (first, second)
-    # `appliance unban` lifts it.
-    r = lab.appliance("unban", ATT_IP)
-    assert r.returncode == 0, r.stderr
-    assert ATT_IP not in banned(lab)
-    wait_for("port 993 open after unban", lambda: port_open(lab.att, WAN_IP, 993), timeout=10)
+        # The ban expires by itself ...
+        wait_for("the ban to expire", lambda: ATT_IP not in banned(lab), timeout=first + 20)
+        wait_for("port 993 open again", lambda: port_open(lab.att, WAN_IP, 993), timeout=10)
+        # ... and a second offence bans longer (bantime.increment).
+        r = lab.att.python(attack_code(WAN_IP), timeout=120)
+        wait_for("the attacker banned again", lambda: ATT_IP in banned(lab), timeout=30)
+        time.sleep(2)
+        second = banned(lab)[ATT_IP][1]
+        assert second > first, (first, second)
+        # `appliance unban` lifts it.
+        r = lab.appliance("unban", ATT_IP)
+        assert r.returncode == 0 and f"unbanned {ATT_IP}" in r.stdout, r.stdout + r.stderr
+        assert ATT_IP not in banned(lab)
+        wait_for("port 993 open after unban", lambda: port_open(lab.att, WAN_IP, 993), timeout=10)
+    finally:
+        lab.app.run(["fail2ban-client", "unban", ATT_IP], check=False)
 
 
 def test_lan_client_is_never_banned_and_still_reads_mail(defended: MailLab) -> None:
@@ -240,8 +249,9 @@ def test_broken_firewall_is_refused_and_the_running_rules_stay(defended: MailLab
         assert port_open(lab.att, WAN_IP, 993)
     finally:
         lab.app.run(["rm", "-f", override])
+    # Without the override the shipped rules are what is on disk already: nothing to change.
     r = lab.appliance("apply")
-    assert r.returncode == 0 and "changed 0 file(s)" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "appliance.nft" not in r.stdout, r.stdout + r.stderr
 
 
 def test_mail_from_the_wan_still_flows_with_the_firewall_up(defended: MailLab) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +20,24 @@ from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MailLab
 from .netlab import wait_for
 
 HISTORY = "/var/lib/appliance/typoguard/history"
+POLICYD_PID = "/run/appliance-policyd.pid"
 ALICE_MAILDIR = f"/var/vmail/{DOMAIN}/alice/Maildir"
+
+
+def restart_policyd(lab: MailLab) -> None:
+    """The policy service counts each user's submissions in memory (issue #8's outbound limits):
+    the mail these tests submit must not count against later tests. Restart it the way the
+    agent starts it (no init system in the lab), so its counters start from zero again."""
+    pid = int(lab.app.read(POLICYD_PID).split()[0])
+    lab.app.run(["kill", str(pid)], check=False)
+    wait_for("the policy service stopped",
+             lambda: lab.app.run(["kill", "-0", str(pid)], check=False).returncode != 0, timeout=10)
+    r = lab.app.run([sys.executable, "-m", "appliance.policyd", "--daemon", POLICYD_PID,
+                     "--log", "/var/log/appliance-policyd.log"], check=False,
+                    env={"PYTHONPATH": str(lab.repo)})
+    assert r.returncode == 0, r.stderr
+    wait_for("the policy service listening", lambda: lab.tcp_open(lab.app, "127.0.0.1", 10031),
+             timeout=10)
 
 
 def submit(lab: MailLab, rcpt: str, subject: str) -> tuple[int, str]:
@@ -65,6 +83,7 @@ def guarded(lab: MailLab) -> Iterator[MailLab]:
     finally:
         lab.app.run(["postsuper", "-d", "ALL", "hold"], check=False)
         lab.app.run(["rm", "-f", HISTORY])
+        restart_policyd(lab)
 
 
 def test_near_miss_is_held_notice_sent_release_delivers(guarded: MailLab) -> None:

@@ -20,7 +20,8 @@ def test_complete_set_with_values() -> None:
     assert got[("example.org.", "MX")] == "10 mail.example.org."
     assert got[("mail.example.org.", "A")] == "203.0.113.9"
     assert got[("example.org.", "TXT")] == '"v=spf1 mx -all"'
-    assert got[("_dmarc.example.org.", "TXT")] == '"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.org"'
+    dmarc = '"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.org"'
+    assert got[("_dmarc.example.org.", "TXT")] == dmarc
     assert got[("_smtp._tls.example.org.", "TXT")].startswith('"v=TLSRPTv1;')
     assert got[("_25._tcp.mail.example.org.", "TLSA")] == "3 1 1 " + "ab" * 32
     assert got[("_submissions._tcp.example.org.", "SRV")] == "0 1 465 mail.example.org."
