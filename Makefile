@@ -10,7 +10,7 @@ APT_RUNTIME := python3 python3-venv python3-jinja2 python3-tomlkit python3-gnupg
 # The real daemons the lab runs, and the tools it uses.
 APT_LAB := postfix dovecot-imapd dovecot-lmtpd knot knot-dnsutils nftables procps \
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
-           pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client
+           pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean

@@ -150,6 +150,19 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def remove_tree(path: Path) -> None:
+    """Remove an old rootfs; first unmount what an interrupted mmdebstrap left
+    mounted in it (its /proc, /sys, /dev), never deleting through a mount."""
+    if not path.exists():
+        return
+    prefix = str(path.resolve()) + "/"
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if line.split()[4].startswith(prefix)]
+    for mount in sorted(mounts, reverse=True):
+        run(["umount", "--lazy", mount])
+    run(["rm", "-rf", "--one-file-system", str(path)])
+
+
 # -- stages ---------------------------------------------------------------
 
 def stage_base(cfg: Config) -> Path:
@@ -194,8 +207,7 @@ def stage_base(cfg: Config) -> Path:
 def stage_provision(cfg: Config, base: Path) -> Path:
     """Extract the base, run the playbook through the chroot connection."""
     rootfs = cfg.work / "rootfs"
-    if rootfs.exists():
-        shutil.rmtree(rootfs)
+    remove_tree(rootfs)
     debs = cfg.cache_dir / f"debs-{cfg.arch}"
     debs.mkdir(parents=True, exist_ok=True)
     extra_vars = {

@@ -221,3 +221,33 @@ print(urllib.request.urlopen('https://mta-sts.example.test/.well-known/mta-sts.t
         lab.mx.run(["postconf", "-X", "smtp_tls_policy_maps", "smtp_tls_CAfile"], check=False)
         lab.mx.run(["postfix", "reload"], check=False)
         lab.write_settings(good)
+
+
+@pytest.mark.parametrize("port,starttls", [(25, "smtp"), (587, "smtp"), (465, None), (993, None),
+                                           (443, None)])
+def test_testssl_finds_nothing_high_or_critical(acme_lab: MailLab, port: int, starttls: str | None) -> None:
+    """Protocols, cipher suites, server preferences and known vulnerabilities (testssl.sh -p -s -P
+    -U). Certificate trust is checked above against pebble's root; testssl.sh does not know that
+    root, and pebble's certificates carry no OCSP/CRL address, so certificate findings are not
+    what this test judges."""
+    lab = acme_lab
+    if port == 443:
+        good = lab.app.read("/etc/appliance/settings.toml")
+        lab.write_settings(good + '\n[web]\nenabled = true\n\n[firewall]\nweb = true\n')
+        assert lab.appliance("apply").returncode == 0
+    try:
+        out = f"/var/tmp/testssl-{port}.json"
+        argv = ["testssl", "--quiet", "--warnings", "off", "--color", "0", "--jsonfile", out,
+                "--ip", "198.18.0.10", "-p", "-s", "-P", "-U"]
+        argv += ["-t", starttls] if starttls else []
+        name = "mta-sts.example.test" if port == 443 else MAIL_HOST  # the name nginx serves
+        lab.lan2.run([*argv, f"{name}:{port}"], check=False, timeout=400)
+        findings = json.loads(lab.lan2.path(out).read_text())
+        assert findings, "testssl.sh produced no findings at all"
+        bad = [f"{f['id']}: {f['finding']}" for f in findings
+               if f.get("severity") in ("HIGH", "CRITICAL") and not f["id"].startswith("scanProblem")]
+        assert not bad, bad
+        assert any(f["id"] == "TLS1_2" for f in findings)  # the scan really reached the service
+    finally:
+        if port == 443:
+            lab.write_settings(good)
