@@ -6,11 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # The agent's runtime libraries come from Debian, as on the box (python3-* from Debian 12).
 APT_RUNTIME := python3 python3-venv python3-jinja2 python3-tomlkit python3-gnupg \
-               python3-dnspython python3-miniupnpc openssl ca-certificates iproute2 util-linux
+               python3-dnspython python3-miniupnpc python3-cryptography openssl ca-certificates \
+               iproute2 util-linux logrotate
 # The real daemons the lab runs, and the tools it uses.
 APT_LAB := postfix dovecot-imapd dovecot-lmtpd knot knot-dnsutils nftables procps \
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
-           pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh
+           pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
+           fail2ban openssh-server openssh-client lynis logrotate
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean
@@ -60,8 +62,12 @@ lint: venv
 	$(PY) -m mypy appliance
 	$(PY) tests/check_privileged.py appliance
 
+# Each script builds its own lab and prints figures with a same-run baseline; none asserts.
 bench: deps
 	$(PY) bench/run.py
+	$(PY) bench/openpgp.py
+	$(PY) bench/lan_defence.py
+	$(PY) bench/privacy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -60,7 +60,7 @@ def never_ban(s: Settings, facts: Facts) -> list[str]:
 
 
 def wan_tcp_ports(s: Settings) -> list[int]:
-    return list(MAIL_PORTS) + (list(WEB_PORTS) if s.defence.web else [])
+    return list(MAIL_PORTS) + (list(WEB_PORTS) if s.defence.web or s.web.enabled else [])
 
 
 class Nftables(Service):

@@ -90,7 +90,8 @@ def test_remote_mx_delivers_through_the_relay_and_the_box_sees_the_real_client(
         lab: MailLab, vps: Host) -> None:
     tag = uuid.uuid4().hex[:12]
     pcap = "/var/tmp/relay-public.pcap"
-    vps.spawn("tcpdump", ["tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-s", "0", "-w", pcap, "tcp", "port", "25"])
+    vps.spawn("tcpdump", ["tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-s", "0", "-w", pcap,
+                          "tcp", "port", "25"])
     log = lab.lab.logs / "vps-tcpdump.out"
     wait_for("tcpdump listening", lambda: "listening on eth0" in log.read_text(), timeout=10)
     r = lab.mx.python(smtp_code("127.0.0.1", 25, f"""
@@ -137,3 +138,18 @@ s.quit()"""))
 
     wait_for("outbound message at the remote MX", arrived, timeout=30)
     assert f"connect from unknown[{VPS_IP}]" in lab.mx.read("/var/log/mail.log")
+
+
+def test_fail2ban_on_the_box_bans_the_attackers_real_address_through_the_relay(
+        lab: MailLab, vps: Host) -> None:
+    from .test_lan_defence import attack_code, banned, settle_unban
+
+    try:
+        r = lab.att.python(attack_code(VPS_IP), timeout=120)
+        assert "smtp" in r.stdout, r.stdout + r.stderr
+        wait_for("the attacker banned by its own address", lambda: ATT_IP in banned(lab), timeout=60)
+        assert VPS_IP not in banned(lab)  # the relay itself is never the one banned
+        r = lab.appliance("bans")
+        assert ATT_IP in r.stdout, r.stdout
+    finally:
+        settle_unban(lab, ATT_IP)
