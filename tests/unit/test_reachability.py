@@ -103,3 +103,10 @@ def test_upnp_units_renew_at_half_the_lease_and_unmap_at_shutdown(tmp_path) -> N
         bad = [line for line in r.stderr.splitlines()
                if "appliance-upnp" in line and "/usr/bin/appliance" not in line]
         assert not bad, r.stderr
+
+
+def test_igd_not_connected_is_not_reachable() -> None:
+    v = evaluate(Evidence("198.18.0.10", "not-connected", "Disconnected", None))
+    assert v.verdict == "not-reachable"
+    assert any("not connected" in r for r in v.reasons)
+    assert "forward TCP ports" in v.next_step
