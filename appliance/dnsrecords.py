@@ -71,6 +71,9 @@ def expected(s: Settings, k: Known) -> list[Record]:
                               "where senders fetch your MTA-STS policy (HTTPS)"))
         out.append(Record(_fq(f"_mta-sts.{s.domain}"), "TXT", f'"v=STSv1; id={mta_sts_id(s)}"',
                           "MTA-STS: senders must use verified TLS to your MX (RFC 8461)"))
+    if s.web.enabled:
+        out.append(Record(_fq(f"openpgpkey.{s.domain}"), "CNAME", host,
+                          "Web Key Directory: mail clients find your users' public OpenPGP keys"))
     if k.tlsa_311:
         out.append(Record(_fq(f"_25._tcp.{s.hostname}"), "TLSA", f"3 1 1 {k.tlsa_311}",
                           "DANE: senders verify your certificate's key (needs DNSSEC on your zone)"))

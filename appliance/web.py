@@ -1,5 +1,6 @@
 """The appliance's small HTTPS server (Debian's nginx, configured whole by the agent): the MTA-STS
-policy (RFC 8461) at https://mta-sts.<domain>/.well-known/mta-sts.txt, nothing else.
+policy (RFC 8461) at https://mta-sts.<domain>/.well-known/mta-sts.txt and the users' public
+OpenPGP keys (Web Key Directory, advanced method) at https://openpgpkey.<domain>/, nothing else.
 
 Port 443 only: port 80 belongs to certbot's standalone challenge server for the minutes it runs.
 """
@@ -31,8 +32,11 @@ def mta_sts_id(s: Settings) -> str:
     return hashlib.sha256(mta_sts_policy(s).encode()).hexdigest()[:20]
 
 
+WKD = "/var/lib/appliance/wkd"  # the OpenPGP Web Key Directory tree (appliance/openpgp/wkd.py)
+
+
 def web_names(s: Settings) -> list[str]:
-    return [f"mta-sts.{s.domain}"] if s.web.enabled else []
+    return [f"mta-sts.{s.domain}", f"openpgpkey.{s.domain}"] if s.web.enabled else []
 
 
 def web_feature(s: Settings, facts: Facts) -> list[FileSpec]:
@@ -43,7 +47,8 @@ def web_feature(s: Settings, facts: Facts) -> list[FileSpec]:
                  f"{WWW}/mta-sts/.well-known/mta-sts.txt", "nginx", order=10,
                  extra=(("policy", mta_sts_policy(s)),)),
         FileSpec("etc/nginx/nginx.conf.j2", "/etc/nginx/nginx.conf", "nginx", order=90,
-                 extra=(("www", WWW), ("names", web_names(s)))),
+                 extra=(("www", WWW), ("wkd", WKD), ("mta_sts", f"mta-sts.{s.domain}"),
+                        ("openpgpkey", f"openpgpkey.{s.domain}"))),
     ]
 
 

@@ -251,3 +251,46 @@ def test_testssl_finds_nothing_high_or_critical(acme_lab: MailLab, port: int, st
     finally:
         if port == 443:
             lab.write_settings(good)
+
+
+def test_wkd_a_client_finds_the_users_public_key(acme_lab: MailLab) -> None:
+    """gpg on a LAN client, trusting pebble's root, finds alice's key through the appliance's
+    Web Key Directory (advanced method, https://openpgpkey.example.test/)."""
+    from tests.unit.openpgp_keys import Device
+
+    from .mail_lab import ALICE, APP_IP
+    from .test_dns_records import publish
+
+    lab = acme_lab
+    good = lab.app.read("/etc/appliance/settings.toml")
+    lab.write_settings(good + "\n[web]\nenabled = true\n")
+    device = Device(lab.workdir / "alice-wkd-device")
+    try:
+        fpr = device.make(f"Alice <{ALICE}>")
+        lab.app.write("/var/tmp/alice.asc", device.gpg("--armor", "--export", ALICE).stdout.decode())
+        r = lab.appliance("key", "import", ALICE, "/var/tmp/alice.asc")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert lab.appliance("apply").returncode == 0
+        r = lab.appliance("dns")
+        publish(lab, [x for x in r.stdout.splitlines() if "openpgpkey" in x or "mta-sts" in x])
+        r = lab.appliance("cert", "issue", "--force")  # adds openpgpkey.example.test
+        assert r.returncode == 0, r.stdout + r.stderr
+        # The client: its own GnuPG home; the system trust store of its view gets pebble's root;
+        # the LAN name resolves to the box (split horizon, as the home router's DNS would).
+        root = pebble_root(lab)
+        bundle = lab.lan2.read("/etc/ssl/certs/ca-certificates.crt")
+        lab.lan2.write("/etc/ssl/certs/ca-certificates.crt", bundle + root)
+        lab.lan2.write("/etc/hosts", f"127.0.0.1 localhost\n{APP_IP} {MAIL_HOST} openpgpkey.example.test\n")
+        home = "/var/tmp/wkd-client"
+        lab.lan2.run(["mkdir", "-m", "700", "-p", home])
+        lab.lan2.write(f"{home}/dirmngr.conf", "standard-resolver\n")
+        r = lab.lan2.run(["gpg", "--homedir", home, "--batch", "--auto-key-locate", "clear,wkd",
+                          "--locate-external-keys", ALICE], check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        listed = lab.lan2.run(["gpg", "--homedir", home, "--with-colons", "--list-keys", ALICE]).stdout
+        assert fpr in listed
+    finally:
+        lab.lan2.run(["gpgconf", "--homedir", "/var/tmp/wkd-client", "--kill", "all"], check=False)
+        lab.appliance("key", "remove", ALICE)
+        lab.write_settings(good)
+        device.close()  # its gpg-agent
