@@ -94,6 +94,14 @@ class Service:
     def running(self) -> bool:
         raise NotImplementedError
 
+    def active(self) -> bool:
+        """Whether the service runs: systemd's word where systemd manages it (a unit's daemon
+        may keep no PID file there), else the service's own check."""
+        if self.root.is_live and self.unit and Path("/run/systemd/system").is_dir():
+            res = system.run(["systemctl", "is-active", "--quiet", self.unit], check=False)
+            return res.returncode == 0
+        return self.running()
+
     def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
         """After a reload: None if the service runs with its new configuration, else why not.
 
@@ -113,14 +121,14 @@ class Service:
             # Errors follow the acknowledgement within the same reload pass; allow a moment.
             if acked_at is not None and time.monotonic() - acked_at > 0.3:
                 missing = set(self.ports) - system.listening_tcp_ports()
-                if not missing and self.running():
+                if not missing and self.active():
                     return None
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         if acked_at is None:
             return f"{self.name} did not confirm the reload in {self.log_path} within {settle:.0f} s"
-        if not self.running():
+        if not self.active():
             return f"{self.name} is not running after the reload"
         return f"{self.name} is not listening on port(s) {', '.join(map(str, sorted(missing)))}"
 

@@ -115,8 +115,11 @@ def prepare_card(work: Path, xz: Path) -> tuple[Path, Path]:
 def extract_kernel(arch: str, work: Path, disk: Path) -> tuple[Path, Path]:
     kernel, initrd = work / "vmlinuz", work / "initrd.img"
     if arch == "arm64":
-        # What the Pi firmware loads: raspi-firmware's copies on the FAT partition.
-        for name, dest in (("vmlinuz", kernel), ("initrd.img", initrd)):
+        # What the Pi firmware loads: the kernel and initramfs config.txt names on FAT.
+        config = must(["mtype", "-i", fat(disk), "::/config.txt"], env=mtools_env())
+        names = (re.search(r"^kernel=(\S+)", config, re.M).group(1),
+                 re.search(r"^initramfs (\S+)", config, re.M).group(1))
+        for name, dest in zip(names, (kernel, initrd)):
             must(["mcopy", "-o", "-n", "-i", fat(disk), f"::/{name}", str(dest)],
                  env=mtools_env())
         return kernel, initrd
