@@ -12,7 +12,7 @@ APT_RUNTIME := python3 python3-venv python3-jinja2 python3-tomlkit python3-gnupg
 APT_LAB := postfix dovecot-imapd dovecot-lmtpd knot knot-dnsutils nftables procps \
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
            pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
-           fail2ban openssh-server openssh-client lynis logrotate
+           fail2ban openssh-server openssh-client lynis logrotate ansible-lint
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean
@@ -55,7 +55,7 @@ lab: deps
 	$(PY) -m pytest -q tests/lab
 
 test: deps
-	$(PY) -m pytest -q tests/unit tests/lab $(TEST_EXTRA)
+	$(PY) -m pytest -q tests/unit tests/image/test_provisioning.py tests/lab $(TEST_EXTRA)
 
 lint: venv
 	$(PY) -m ruff check appliance tests bench

@@ -3,7 +3,7 @@
 #   make image                      Raspberry Pi image (arm64): build/mail-appliance-<version>-arm64.img.xz
 #   make image ARCH=amd64           PC/VM image with the same roles
 #   make image-test [ARCH=...]      boot the built image under qemu and check it
-#   make image-ci                   the CI path (see image/README-section.md)
+#   make image-ci                   the CI path (README: "How the image is tested")
 #   make provisioning-lint          ansible-playbook --syntax-check + ansible-lint
 #
 # Variables (environment or command line):

@@ -119,7 +119,7 @@ def extract_kernel(arch: str, work: Path, disk: Path) -> tuple[Path, Path]:
         config = must(["mtype", "-i", fat(disk), "::/config.txt"], env=mtools_env())
         names = (re.search(r"^kernel=(\S+)", config, re.M).group(1),
                  re.search(r"^initramfs (\S+)", config, re.M).group(1))
-        for name, dest in zip(names, (kernel, initrd)):
+        for name, dest in zip(names, (kernel, initrd), strict=True):
             must(["mcopy", "-o", "-n", "-i", fat(disk), f"::/{name}", str(dest)],
                  env=mtools_env())
         return kernel, initrd
@@ -267,7 +267,7 @@ def main() -> int:
         res.check("ssh login with the key from authorized_keys", r.returncode in (0, 1) and
                   len(parts) == 5, r.stderr.strip()[-300:])
         if len(parts) == 5:
-            remote = dict(zip(("state", "hostname", "log", "analyze", "df"), parts))
+            remote = dict(zip(("state", "hostname", "log", "analyze", "df"), parts, strict=True))
             print("guest says:\n" + r.stdout, flush=True)
             state = remote["state"].strip()
             res.check("no failed units", state.splitlines()[0] == "running", state)
