@@ -170,7 +170,7 @@ def test_mta_sts_enforced_by_a_remote_sender_and_a_stripped_starttls_defers(acme
         r = lab.appliance("apply")
         assert r.returncode == 0, r.stdout + r.stderr
         r = lab.appliance("dns")
-        publish(lab, [x for x in r.stdout.splitlines() if "mta-sts" in x])
+        publish(lab, [x for x in r.stdout.splitlines() if "mta-sts" in x or "openpgpkey" in x])
         r = lab.appliance("cert", "issue", "--force")  # adds mta-sts.example.test to the certificate
         assert r.returncode == 0, r.stdout + r.stderr
         root = pebble_root(lab)
