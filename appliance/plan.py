@@ -7,6 +7,7 @@ and loop. One template per config file, under templates/ mirroring the target pa
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,63 +89,38 @@ def mail_core(s: Settings, facts: Facts) -> list[FileSpec]:
     ]
 
 
-# Each feature contributes the files it needs: a pure function (settings, facts) -> [FileSpec].
-# A feature adds itself here; its templates live under templates/ at their target paths.
-FEATURES: list[Callable[[Settings, Facts], list[FileSpec]]] = [mail_core]
+Feature = Callable[[Settings, Facts], list[FileSpec]]
 
 
-def _relay(s: Settings, facts: Facts) -> list[FileSpec]:
-    from .relay import relay_feature  # issue #5 (imports FileSpec from here)
+def _lazy(module: str, name: str) -> Feature:
+    """A feature that lives in its own module, imported when first used: those modules import
+    FileSpec from here, so plan cannot import them at load time."""
 
-    return relay_feature(s, facts)
+    def feature(s: Settings, facts: Facts) -> list[FileSpec]:
+        found: Feature = getattr(importlib.import_module(f"appliance.{module}"), name)
+        return found(s, facts)
 
-
-FEATURES.append(_relay)
-
-
-def _upnp(s: Settings, facts: Facts) -> list[FileSpec]:
-    from .upnp_feature import upnp_units  # issue #5
-
-    return upnp_units(s, facts)
-
-
-FEATURES.append(_upnp)
-
-
-def _web(s: Settings, facts: Facts) -> list[FileSpec]:
-    from .web import web_feature  # issue #6: MTA-STS policy over HTTPS
-
-    return web_feature(s, facts)
-
-
-FEATURES.append(_web)
-
-
-def _openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
-    from .openpgp.feature import openpgp  # issue #7 (imports FileSpec from here)
-
-    return openpgp(s, facts)
-
-
-FEATURES.append(_openpgp)
+    feature.__name__ = f"{module}.{name}"
+    return feature
 
 
 def _defence(s: Settings, facts: Facts) -> list[FileSpec]:
-    from .defence import FEATURES as defence_features  # issue #8: firewall, fail2ban, SSH
+    from .defence import FEATURES as defence_features  # firewall, fail2ban, SSH, limits
 
     return [spec for feature in defence_features for spec in feature(s, facts)]
 
 
-FEATURES.append(_defence)
-
-
-def _privacy(s: Settings, facts: Facts) -> list[FileSpec]:
-    from .privacy import feature  # issue #10: typo guard, log retention
-
-    return feature(s, facts)
-
-
-FEATURES.append(_privacy)
+# Each feature contributes the files it needs: a pure function (settings, facts) -> [FileSpec].
+# A feature adds itself here; its templates live under templates/ at their target paths.
+FEATURES: list[Feature] = [
+    mail_core,
+    _lazy("relay", "relay_feature"),  # issue #5: smarthost password, tunnel to the user's VPS
+    _lazy("upnp_feature", "upnp_units"),  # issue #5: mapping renewal timer
+    _lazy("web", "web_feature"),  # issue #6: MTA-STS policy and WKD over HTTPS
+    _lazy("openpgp.feature", "openpgp"),  # issue #7: encryption at rest
+    _defence,  # issue #8
+    _lazy("privacy", "feature"),  # issue #10: typo guard, log retention
+]
 
 
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
