@@ -12,7 +12,8 @@ APT_RUNTIME := python3 python3-venv python3-jinja2 python3-tomlkit python3-gnupg
 APT_LAB := postfix dovecot-imapd dovecot-lmtpd knot knot-dnsutils nftables procps \
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
            pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
-           fail2ban openssh-server openssh-client lynis logrotate ansible-lint
+           fail2ban openssh-server openssh-client lynis logrotate ansible-lint \
+           rspamd dovecot-sieve python3-dkim
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean
@@ -68,6 +69,7 @@ bench: deps
 	$(PY) bench/openpgp.py
 	$(PY) bench/lan_defence.py
 	$(PY) bench/privacy.py
+	$(PY) bench/spam.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

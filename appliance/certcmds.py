@@ -45,17 +45,28 @@ def cmd_cert(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK
 
 
+def known_facts(s: settings.Settings, root: system.Root) -> Any:
+    """What the records depend on, read from the box: public address, served certificate, DKIM
+    keys. `appliance dns` and `appliance status` both compute the records from this."""
+    from . import dkim, dnsrecords, upnp
+
+    pem = root.read(certs.active_paths(root, s.hostname).fullchain).content
+    keys = dkim.load(root)
+    return dnsrecords.Known(public_ipv4=dnsrecords.public_ipv4(s, upnp.load_state(root)),
+                            public_ipv6=s.dns.public_ipv6,
+                            tlsa_311=certs.tlsa_311(pem) if pem else None,
+                            dkim=tuple((sel, dkim.public_key_b64(root, sel))
+                                       for sel in keys.published()))
+
+
 def cmd_dns(a: argparse.Namespace, env: Any) -> int:
     import json
 
-    from . import dnsrecords, upnp
+    from . import dnsrecords
 
     s = settings.load(Path(a.settings))
     root = system.Root("/")
-    pem = root.read(certs.active_paths(root, s.hostname).fullchain).content
-    known = dnsrecords.Known(public_ipv4=dnsrecords.public_ipv4(s, upnp.load_state(root)),
-                             public_ipv6=s.dns.public_ipv6,
-                             tlsa_311=certs.tlsa_311(pem) if pem else None)
+    known = known_facts(s, root)
     records = dnsrecords.expected(s, known)
     if a.check:
         findings = dnsrecords.check(records)
@@ -81,7 +92,50 @@ def cmd_dns(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK
 
 
+def cmd_dkim(a: argparse.Namespace, env: Any) -> int:
+    """`appliance dkim show|rollover|activate|forget` (appliance/dkim.py has the life of a key)."""
+    from . import dkim, dnsrecords
+
+    s = settings.load(Path(a.settings))
+    root = system.Root("/")
+    if a.action == "rollover":
+        sel = dkim.rollover(root, s.spam.dkim_key_bits)
+        env.out(f"made a new key, selector {sel}; mail is still signed with {dkim.load(root).active}.")
+        env.out("Publish this record, wait an hour, then run `appliance dkim activate`:")
+    elif a.action == "activate":
+        sel = dkim.load(root).next or ""
+        name = f"{sel}._domainkey.{s.domain}"
+        import dns.resolver
+
+        try:
+            found = [b"".join(r.strings).decode() for r in dns.resolver.resolve(name, "TXT", lifetime=10)]
+        except Exception:  # noqa: BLE001 - any lookup failure means "not visible yet"
+            found = []
+        values = [v.split("p=", 1)[1].replace(" ", "") for v in found if "p=" in v]
+        keys = dkim.activate(root, values)
+        from .cli import run_apply
+
+        run_apply(Path(a.settings), root, False, env)
+        env.out(f"signing with {keys.active} now; keep {', '.join(keys.retired)} published for a "
+                "week, then run `appliance dkim forget` and remove its record")
+        return EXIT_OK
+    elif a.action == "forget":
+        gone = dkim.forget(root)
+        env.out(f"forgot {', '.join(gone) or 'nothing'}; remove the matching _domainkey records")
+        return EXIT_OK
+    keys = dkim.load(root)
+    records = dnsrecords.expected(s, known_facts(s, root))
+    env.out(f"; signing: {keys.active or 'no key yet'}; waiting: {keys.next or '-'}; "
+            f"retired: {', '.join(keys.retired) or '-'}")
+    env.out(dnsrecords.zone_text([r for r in records if "._domainkey." in r.name]).rstrip())
+    return EXIT_OK
+
+
 def register(sub: Any) -> None:
+    k = sub.add_parser("dkim", help="DKIM key: show its record, roll it over")
+    k.add_argument("action", choices=["show", "rollover", "activate", "forget"], nargs="?",
+                   default="show")
+    k.set_defaults(func=cmd_dkim)
     dn = sub.add_parser("dns", help="the DNS records your domain needs; --check compares the published ones")
     dn.add_argument("--check", action="store_true", help="query DNS and compare values")
     dn.add_argument("--json", action="store_true")

@@ -20,6 +20,7 @@ from . import (
     __version__,
     certcmds,
     certs,
+    dkim,
     facts,
     netcmds,
     plan,
@@ -57,11 +58,15 @@ def run_apply(settings_path: Path, root: system.Root, dry_run: bool, env: Env,
               also_reload: tuple[str, ...] = ()) -> Report:
     s = settings.load(root.host(settings_path) if not root.is_live else settings_path)
     f = facts.gather(s.lan) if root.is_live else facts.Facts(hostname=s.hostname)
-    f = dataclasses.replace(f, relay_password=relay.read_password(s))
-    tmpl = plan.environment(root.host(plan.OVERRIDE_DIR))
-    desired = plan.build(s, f, tmpl, cert=certs.active_paths(root, s.hostname))
     if not dry_run and tls.ensure_self_signed(root, s.hostname):
         env.err(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
+    if not dry_run and root.is_live and dkim.ensure_active(root, s.spam.dkim_key_bits):
+        env.err(f"created the DKIM key {dkim.load(root).active} for {s.domain}: publish its "
+                "record (`appliance dns`)")
+    f = dataclasses.replace(f, relay_password=relay.read_password(s),
+                            dkim_selector=dkim.load(root).active)
+    tmpl = plan.environment(root.host(plan.OVERRIDE_DIR))
+    desired = plan.build(s, f, tmpl, cert=certs.active_paths(root, s.hostname))
     manager = services.detect_manager(root)
     return apply(root, desired, services.all_services(root), manager, dry_run=dry_run,
                  log=lambda m: env.err(f"appliance: {m}"), also_reload=also_reload)
@@ -209,6 +214,9 @@ def parser() -> argparse.ArgumentParser:
     from .privacy import register as register_privacy  # issue #10: `appliance release|typo-guard`
 
     register_privacy(sub)
+    from .status import register as register_status  # issue #9: `appliance status`
+
+    register_status(sub)
     return p
 
 

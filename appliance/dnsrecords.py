@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .dkim import record_text
 from .settings import Settings
 
 
@@ -35,6 +36,8 @@ class Known:
     public_ipv6: str | None = None
     tlsa_311: str | None = None  # of the certificate Postfix serves
     sending_ipv4: str | None = None  # where outbound SMTP leaves (the relay VPS), if not the box
+    # (selector, base64 public key) of each DKIM key to publish, the signing one first.
+    dkim: tuple[tuple[str, str], ...] = ()
 
 
 def _fq(name: str) -> str:
@@ -60,6 +63,12 @@ def expected(s: Settings, k: Known) -> list[Record]:
                "may send as your domain; everyone else fails (-all)"),
         Record(_fq(f"_dmarc.{s.domain}"), "TXT", f'"v=DMARC1; p=quarantine; rua=mailto:{pm}"',
                "DMARC: mail failing SPF and DKIM goes to spam; reports to your postmaster"),
+    ]
+    for n, (selector, p) in enumerate(k.dkim):
+        out.append(Record(_fq(f"{selector}._domainkey.{s.domain}"), "TXT", record_text(p),
+                          "DKIM: receivers check your mail's signature with this key"
+                          + ("" if n == 0 else " (a key being rolled over: keep it published)")))
+    out += [
         Record(_fq(f"_smtp._tls.{s.domain}"), "TXT", f'"v=TLSRPTv1; rua=mailto:{pm}"',
                "TLS-RPT: senders report TLS failures delivering to you"),
     ]

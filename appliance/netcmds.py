@@ -11,6 +11,11 @@ from typing import Any
 from . import reachability, relay, settings, system, upnp
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
+# No UPnP router answered: common at home (UPnP off, or ports forwarded by hand), so not a failure
+# of the renewal unit (SuccessExitStatus=4 there, or the box would show "degraded" forever);
+# `appliance status` and `appliance reachability` report what it means for reachability.
+EXIT_NO_ROUTER = 4
+
 
 def _cfg(a: argparse.Namespace) -> upnp.UpnpSettings:
     s = settings.load(Path(a.settings))
@@ -52,7 +57,7 @@ def cmd_upnp(a: argparse.Namespace, env: Any) -> int:
     except upnp.UpnpError as e:
         env.err(f"appliance: upnp: {e}. Forward TCP {', '.join(map(str, upnp.MAIL_PORTS))} by hand "
                 "in the router, or see `appliance reachability`")
-        return EXIT_FAILED
+        return EXIT_NO_ROUTER
     if a.action == "renew":
         rep = upnp.renew(igd, cfg, extra)
     elif a.action == "remove":

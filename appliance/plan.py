@@ -120,6 +120,8 @@ FEATURES: list[Feature] = [
     _lazy("openpgp.feature", "openpgp"),  # issue #7: encryption at rest
     _defence,  # issue #8
     _lazy("privacy", "feature"),  # issue #10: typo guard, log retention
+    _lazy("spamfilter", "feature"),  # issue #9: rspamd (DKIM, SPF/DMARC, Junk)
+    _lazy("status", "status_units"),  # issue #9: the daily status mail
 ]
 
 

@@ -20,7 +20,7 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
-from . import system
+from . import system, typoguard_reply
 from . import typoguard as tg
 from . import typoguard_policy as tp
 from .errors import EXIT_OK, EXIT_USAGE, ApplianceError, ValidationError
@@ -65,8 +65,11 @@ def feature(s: Any, facts: Any) -> list[Any]:
     """Plan feature: the guard's configuration, read by the policy service (appliance-policyd),
     and the submission header checks."""
     from .plan import FileSpec
+    from .release_agent import TRANSPORT
 
     p: Privacy = getattr(s, "privacy", Privacy())
+    release = (("release_domain", typoguard_reply.release_domain(s.domain)),
+               ("release_transport", TRANSPORT))
     return [
         FileSpec("etc/appliance/typoguard.conf.j2", tp.CONF, "appliance-policyd", 0o644,
                  order=20, extra=(("p", p),)),
@@ -75,14 +78,22 @@ def feature(s: Any, facts: Any) -> list[Any]:
                  "postfix", order=10),
         FileSpec("etc/logrotate.d/appliance.j2", LOGROTATE_CONF, "logrotate", 0o644, order=50,
                  extra=(("logs", RETAINED_LOGS), ("days", p.log_retention_days))),
+        # Release by reply: main.cf names both maps (written before it); the agent's unit.
+        FileSpec("etc/postfix/transport.j2", "/etc/postfix/transport", "postfix", order=10,
+                 extra=release),
+        FileSpec("etc/postfix/release_access.j2", "/etc/postfix/release_access", "postfix",
+                 order=10, extra=release),
+        FileSpec("etc/systemd/system/appliance-release.service.j2",
+                 "/etc/systemd/system/appliance-release.service", "appliance-release", order=20),
     ]
 
 
 # Every log the box writes that records who talked to whom: mail (Postfix, Dovecot), auth
-# (sshd, issue #8) and the outbound policy service. Debian's fail2ban package rotates its own
-# log (/etc/logrotate.d/fail2ban); naming it here too would be a duplicate entry.
+# (sshd, issue #8), the outbound policy service and the release agent. Debian's fail2ban
+# package rotates its own log (/etc/logrotate.d/fail2ban); naming it here too would be a
+# duplicate entry.
 RETAINED_LOGS = ("/var/log/mail.log", "/var/log/dovecot.log", "/var/log/sshd.log",
-                 "/var/log/appliance-policyd.log")
+                 "/var/log/appliance-policyd.log", "/var/log/appliance-release.log")
 LOGROTATE_CONF = "/etc/logrotate.d/appliance"
 
 
@@ -201,15 +212,22 @@ def domains_in_maildirs(base: Path, own: str, limit: int = 20000) -> set[str]:
 _QID = re.compile(r"^[0-9A-Za-z]{6,20}$")
 
 
-def _held(qid: str) -> dict[str, Any]:
+def queue_entries() -> list[dict[str, Any]]:
+    """The mail queue as `postqueue -j` lists it (one JSON object a message)."""
     res = system.run(["postqueue", "-j"], check=False, timeout=60)
     if res.returncode != 0:
         raise ApplianceError(f"cannot read the mail queue: {res.output}")
+    out = []
     for line in res.stdout.splitlines():
         try:
-            q = json.loads(line)
+            out.append(json.loads(line))
         except ValueError:
             continue
+    return out
+
+
+def _held(qid: str) -> dict[str, Any]:
+    for q in queue_entries():
         if q.get("queue_id") == qid:
             if q.get("queue_name") != "hold":
                 raise UsageError(f"message {qid} is not held (it is in the {q.get('queue_name')} queue)")
@@ -222,17 +240,24 @@ class UsageError(ApplianceError):
     exit_code = EXIT_USAGE
 
 
+def release_held(q: dict[str, Any], settings_path: Path) -> list[str]:
+    """Send a held message on (postsuper -H, then postqueue -i) and remember its recipients'
+    domains. `q` is its entry in `postqueue -j`. Returns the domains newly remembered. Used by
+    `appliance release` and by the release agent (a reply to the notice)."""
+    qid = str(q["queue_id"])
+    domains = sorted({r["address"].rpartition("@")[2] for r in q.get("recipients", [])
+                      if "@" in r.get("address", "")})
+    res = system.run(["postsuper", "-H", qid], check=False, timeout=60)
+    if res.returncode != 0:
+        raise ApplianceError(f"postsuper -H {qid} failed: {res.output}")
+    system.run(["postqueue", "-i", qid], check=False, timeout=60)  # deliver it now
+    return learn(domains, _mode(settings_path)) if domains else []
+
+
 def cmd_release(a: argparse.Namespace, env: Any) -> int:
     if not _QID.match(a.queue_id):
         raise UsageError(f"{a.queue_id!r} is not a Postfix queue ID (letters and digits, e.g. 4Xyz1234AbC)")
-    q = _held(a.queue_id)
-    domains = sorted({r["address"].rpartition("@")[2] for r in q.get("recipients", [])
-                      if "@" in r.get("address", "")})
-    res = system.run(["postsuper", "-H", a.queue_id], check=False, timeout=60)
-    if res.returncode != 0:
-        raise ApplianceError(f"postsuper -H {a.queue_id} failed: {res.output}")
-    system.run(["postqueue", "-i", a.queue_id], check=False, timeout=60)  # deliver it now
-    added = learn(domains, _mode(Path(a.settings))) if domains else []
+    added = release_held(_held(a.queue_id), Path(a.settings))
     env.out(f"released {a.queue_id}" + (f"; remembered {', '.join(added)}" if added else ""))
     return EXIT_OK
 

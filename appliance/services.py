@@ -40,8 +40,10 @@ class Systemd(Manager):
                 res = system.run(["systemctl", "enable", service.unit], check=False)
             if res.returncode != 0:
                 return res
-        # reload-or-restart: starts a stopped service too (first boot), reloads a running one.
-        return system.run(["systemctl", "reload-or-restart", service.unit], check=False)
+        # reload-or-restart: starts a stopped service too (first boot), reloads a running one;
+        # a change a reload cannot pick up (rspamd's listening sockets) restarts it.
+        verb = "restart" if service.needs_restart() else "reload-or-restart"
+        return system.run(["systemctl", verb, service.unit], check=False)
 
 
 class Direct(Manager):
@@ -90,6 +92,10 @@ class Service:
 
     def direct_reload(self) -> system.Result:
         raise NotImplementedError
+
+    def needs_restart(self) -> bool:
+        """Whether the new configuration needs a restart rather than a reload."""
+        return False
 
     def running(self) -> bool:
         raise NotImplementedError
@@ -152,7 +158,8 @@ class Postfix(Service):
     ports = (25, 465, 587)
     config_dir = "/etc/postfix"
     # The map files the templates reference, validated as texthash tables.
-    maps = ("vmailbox", "virtual", "sender_login", "sasl_passwd")
+    maps = ("vmailbox", "virtual", "sender_login", "sasl_passwd",
+            "transport", "release_access")  # issue #10: release by reply
     regexp_maps = ("submission_header_checks",)  # issue #10
 
     def validate(self, stage: Path) -> None:
@@ -203,6 +210,11 @@ class Dovecot(Service):
     def validate(self, stage: Path) -> None:
         conf = str(stage / "etc/dovecot/dovecot.conf")
         self._fail_on(self._tool(["doveconf", "-n", "-c", conf]), "doveconf -n")
+        # Sieve scripts (issue #9: Junk filing and learning), compiled with the staged settings
+        # into throw-away binaries: a syntax error fails the apply, not a delivery.
+        for script in sorted((stage / "etc/dovecot/sieve").glob("*.sieve")):
+            res = self._tool(["sievec", "-c", conf, str(script), str(script.with_suffix(".svbin"))])
+            self._fail_on(res, f"sievec {script.name}")
         users = stage / "etc/dovecot/users"
         if users.exists():
             for n, line in enumerate(users.read_text().splitlines(), 1):
@@ -239,10 +251,14 @@ def all_services(root: system.Root) -> dict[str, Service]:
     from .policyd import Policyd
     from .privacy import Logrotate  # issue #10: log retention
     from .relay_service import WgRelay  # issue #5: the tunnel to the user's relay VPS
+    from .release_agent import ReleaseAgent  # issue #10; after Postfix, which makes private/
+    from .spamfilter import Rspamd  # issue #9; first: Postfix defers mail while it is down
     from .ssh import Sshd
+    from .status import StatusTimer  # issue #9: the daily status mail
     from .upnp_feature import UpnpTimer  # issue #5: renewal timer
     from .web import Nginx  # issue #6
 
-    return {s.name: s for s in (Postfix(root), Dovecot(root), PgpProxy(root), WgRelay(root),
+    return {s.name: s for s in (Rspamd(root), Postfix(root), Dovecot(root), PgpProxy(root), WgRelay(root),
                                 Nftables(root), Sshd(root), Fail2ban(root), UpnpTimer(root),
-                                Policyd(root), Nginx(root), Logrotate(root))}
+                                Policyd(root), Nginx(root), Logrotate(root),
+                                ReleaseAgent(root), StatusTimer(root))}

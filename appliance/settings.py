@@ -19,6 +19,8 @@ from .defence_settings import parse as parse_defence
 from .errors import SettingsError
 from .privacy import Privacy
 from .privacy import parse as parse_privacy
+from .status_settings import Status
+from .status_settings import parse as parse_status
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
 
@@ -51,6 +53,11 @@ KNOWN_LAN = {"interface", "prefixes"} | KNOWN_LAN_EXTRA
 KNOWN_TOP |= set(SECTIONS)  # [firewall], [fail2ban], [ssh], [limits]: defence_settings.py
 KNOWN_TOP |= {"certs", "dns", "web"}  # issues #6, #9
 KNOWN_TOP |= {"privacy"}  # issue #10: privacy.py
+KNOWN_TOP |= {"spam"}  # issue #9: rspamd
+KNOWN_TOP |= {"status"}  # issue #9: `appliance status`, status_settings.py
+# "full": rspamd's scanner with Bayes learning from the Junk folder; "light": DKIM signing and
+# SPF/DKIM/DMARC checks only, for 512 MB boards (docs/spam.md has the figures).
+SPAM_MODES = ("full", "light")
 MAX_SIZE_MB = 1024
 
 
@@ -107,6 +114,14 @@ class WebSection:
 
 
 @dataclass(frozen=True)
+class SpamSection:
+    """rspamd as Postfix's milter: DKIM signing, SPF/DKIM/DMARC checks, spam scoring (issue #9)."""
+
+    mode: str = "full"
+    dkim_key_bits: int = 2048
+
+
+@dataclass(frozen=True)
 class DnsSection:
     # The public addresses to publish, when the router cannot tell (no UPnP) or to override it.
     public_ipv4: str | None = None
@@ -157,9 +172,11 @@ class Settings:
     certs: CertsSection = CertsSection()
     dns: DnsSection = DnsSection()
     web: WebSection = WebSection()
+    spam: SpamSection = SpamSection()
     reachability: ReachabilitySection = ReachabilitySection()
     defence: Defence = Defence()  # firewall, fail2ban, SSH, outbound limits (issue #8)
     privacy: Privacy = Privacy()  # typo guard, log retention (issue #10)
+    status: Status = Status()  # blocklists, daily mail (issue #9)
 
     @property
     def message_size_limit_bytes(self) -> int:
@@ -246,14 +263,17 @@ def parse(data: dict[str, Any], path: str | None = None) -> Settings:
     certs = _parse_certs(data.get("certs", {}), c)
     dns_section = _parse_dns(data.get("dns", {}), c)
     web = _parse_web(data.get("web", {}), c)
+    spam = _parse_spam(data.get("spam", {}), c)
     defence = parse_defence(data, c.add)
     privacy = parse_privacy(data, c.add)
+    status = parse_status(data, c.add)
 
     if c.problems:
         raise SettingsError(c.problems, path)
     return Settings(domain=domain, hostname=hostname, users=users, message_size_limit_mb=size,
                     postmaster=postmaster, relay=relay, lan=lan, upnp=upnp, reachability=reach,
-                    defence=defence, certs=certs, privacy=privacy, dns=dns_section, web=web)
+                    defence=defence, certs=certs, privacy=privacy, dns=dns_section, web=web, spam=spam,
+                    status=status)
 
 
 def _parse_users(raw: Any, domain: str, c: _Collector) -> tuple[User, ...]:
@@ -453,6 +473,21 @@ def _parse_web(raw: Any, c: _Collector) -> WebSection:
               "use 86400 (a day) while testing, 604800 (a week) or more when enforcing")
         age = 86400
     return WebSection(enabled, mode, age)
+
+
+def _parse_spam(raw: Any, c: _Collector) -> SpamSection:
+    t = _table(raw, "spam", {"mode", "dkim_key_bits"}, c)
+    mode = t.get("mode", "full")
+    if mode not in SPAM_MODES:
+        c.add("spam.mode", mode, "is not a filter mode",
+              'use "full" (1 GB boards and up) or "light" (512 MB boards: DKIM, SPF, DMARC only)')
+        mode = "full"
+    bits = t.get("dkim_key_bits", 2048)
+    if bits not in (2048, 3072, 4096):
+        c.add("spam.dkim_key_bits", bits, "is not a DKIM RSA key size",
+              "use 2048 (fits one DNS TXT string set everywhere), 3072 or 4096")
+        bits = 2048
+    return SpamSection(mode, bits)
 
 
 def _parse_dns(raw: Any, c: _Collector) -> DnsSection:

@@ -379,6 +379,24 @@ async def run_bytes_async(argv: Sequence[str], *, input: bytes, timeout: float,
     return BytesResult(tuple(argv), p.returncode or 0, out, err.decode(errors="replace"))
 
 
+def start_coprocess(argv: Sequence[str], *, env: dict[str, str],
+                    pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+    """A long-running helper of a daemon (the OpenPGP proxy's `gpg --server`), talked to over
+    an inherited socket in `pass_fds`: stdin/stdout /dev/null, stderr the daemon's (its log).
+    Raises FileNotFoundError / PermissionError when argv[0] cannot be run."""
+    return subprocess.Popen(  # noqa: S603 - argv list, no shell
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+        pass_fds=tuple(pass_fds), close_fds=True)
+
+
+def stop_coprocess(p: subprocess.Popen) -> None:
+    """Kill a `start_coprocess` child and reap it (SIGKILL: it holds no state worth saving)."""
+    with contextlib.suppress(ProcessLookupError, OSError):
+        p.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(timeout=5)
+
+
 def daemonize(pidfile: str, log_path: str) -> None:
     """Detach the calling process (double fork), stdout/stderr to `log_path`, write `pidfile`.
 

@@ -12,11 +12,19 @@ Postfix asks the policy service (appliance/policyd.py, 127.0.0.1:10031) at each 
 
 The policy service runs as `nobody`: it only reads /etc/appliance/typoguard.conf and the
 history (root:nogroup 0640). Learning and releasing are root commands (appliance/privacy.py).
+
+The notice is normally sent by the release agent (appliance/release_agent.py, root), which
+alone holds the secret that makes the notice's reply address (release by reply): the policy
+service hands it the queue ID, sender and verdicts over /run/appliance-release.sock. If the
+agent is not there, the policy service sends the notice itself, without a reply address.
 """
 
 from __future__ import annotations
 
+import email.utils
+import json
 import smtplib
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ STATE_DIR = "/var/lib/appliance/typoguard"
 HISTORY = f"{STATE_DIR}/history"
 SALT = f"{STATE_DIR}/salt"
 NOTIFY_VIA = ("127.0.0.1", 25)
+RELEASE_AGENT_SOCKET = "/run/appliance-release.sock"  # appliance/release_agent.py
 MAX_PENDING = 1000
 
 
@@ -139,6 +148,15 @@ def at_rcpt(attrs: dict[str, str]) -> str:
     return "DUNNO"
 
 
+def recheck(domain: str, cache: _Cache, root: Path = Path("/")) -> tg.Verdict:
+    """The guard's verdict on one domain now, from its files under `root` (the release agent
+    checks that a notice it is asked to send is for a real near miss)."""
+    cfg, hist = cache.get(root)
+    if cfg.domain:
+        hist = _with_own(hist, cfg.domain)
+    return tg.check(domain, hist)
+
+
 def _with_own(hist: tg.History, own: str) -> tg.History:
     if hist.knows(tg.normalize(own)):
         return hist
@@ -155,35 +173,73 @@ def at_end(attrs: dict[str, str]) -> str:
     qid = attrs.get("queue_id", "")
     sender = attrs.get("sender") or attrs.get("sasl_username", "")
     try:
-        notify(sender, qid, verdicts)
+        if not hand_to_release_agent(sender, qid, verdicts):
+            notify(sender, qid, verdicts)
     except Exception as e:  # noqa: BLE001 - the hold stands even if the notice cannot go out
         _log(f"could not send the notice to {sender}: {type(e).__name__}: {e}")
     first = verdicts[0]
     return f"HOLD typo guard: {first.domain} looks like {first.known}; release: appliance release {qid}"
 
 
-def notice_text(qid: str, verdicts: list[tg.Verdict]) -> tuple[str, str]:
+def notice_text(qid: str, verdicts: list[tg.Verdict], reply_to: str = "") -> tuple[str, str]:
     lines = [f"  - {v.domain} looks like {v.known}: {v.reason}." for v in verdicts]
     subject = f"Held: your message to {verdicts[0].domain} (did you mean {verdicts[0].known}?)"
+    by_reply = (
+        "If the address is right, REPLY to this notice from your mail program, logged\n"
+        "in as yourself (what you write does not matter and is not kept). The reply\n"
+        f"goes to\n\n    {reply_to}\n\n"
+        "and releases the message; you get a confirmation. Or, on the box:\n\n"
+    ) if reply_to else "If the address is right, release it on the box with:\n\n"
     body = (
         "Your mail server has held a message you just sent, because a recipient's domain is\n"
         "one slip away from a domain you correspond with, and you have never written to it:\n\n"
         + "\n".join(lines) + "\n\n"
         f"The message (queue ID {qid}) has not left the box.\n\n"
-        f"If the address is right, release it on the box with:\n\n    appliance release {qid}\n\n"
+        + by_reply + f"    appliance release {qid}\n\n"
         "(the domain is then remembered and not held again). If it is a typo, send the message\n"
         f"again to the right address; the held copy can be deleted with `postsuper -d {qid}`.\n")
     return subject, body
 
 
-def notify(sender: str, qid: str, verdicts: list[tg.Verdict]) -> None:
+def notify(sender: str, qid: str, verdicts: list[tg.Verdict], reply_to: str = "") -> None:
     """The sender's notice, through our own Postfix (port 25, local delivery)."""
-    subject, body = notice_text(qid, verdicts)
+    subject, body = notice_text(qid, verdicts, reply_to)
+    send_notice(sender, subject, body, reply_to)
+
+
+def send_notice(sender: str, subject: str, body: str, reply_to: str = "") -> None:
     m = EmailMessage()
     m["From"] = f"MAILER-DAEMON@{sender.rpartition('@')[2]}" if "@" in sender else "MAILER-DAEMON"
     m["To"] = sender
     m["Subject"] = subject
+    # A well-formed message: the spam filter (issue #9) must not file the notice as Junk.
+    m["Date"] = email.utils.formatdate(localtime=True)
+    m["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
+    if reply_to:
+        m["Reply-To"] = reply_to
     m["Auto-Submitted"] = "auto-replied"
     m.set_content(body)
     with smtplib.SMTP(*NOTIFY_VIA, timeout=20) as s:
         s.send_message(m, from_addr="", to_addrs=[sender])
+
+
+def hand_to_release_agent(sender: str, qid: str, verdicts: list[tg.Verdict],
+                          path: str = RELEASE_AGENT_SOCKET) -> bool:
+    """Ask the release agent to send the notice with its reply address. False when the agent
+    is not there (the caller sends a notice without one); raises when it refused the request."""
+    req = {"queue_id": qid, "sender": sender,
+           "verdicts": [{"domain": v.domain, "known": v.known, "kind": v.kind, "reason": v.reason}
+                        for v in verdicts]}
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(path)
+    except OSError:
+        return False
+    with s:
+        s.sendall(json.dumps(req).encode() + b"\n")
+        answer = s.makefile("rb").readline(4096).decode(errors="replace").strip()
+    if answer != "ok":
+        _log(f"the release agent refused the notice for {qid}: {answer or 'no answer'}")
+        return False
+    return True

@@ -4,7 +4,7 @@ Asserts nothing. Needs root (it builds the lab, like `make lab`).
   1. first apply and no-op apply of the real agent, vs. bare interpreter start-up in the same view
   2. end-to-end delivery: N messages of 4 KiB from the WAN with Postfix's smtp-source until all
      are in the mailbox, vs. the same load into smtp-sink (SMTP only, no queue, no delivery)
-  3. PSS (not RSS) of Postfix + Dovecot, idle and at peak during the delivery run
+  3. PSS (not RSS) of Postfix + Dovecot (+ rspamd), idle and at peak during the delivery run
 """
 
 from __future__ import annotations
@@ -67,7 +67,11 @@ def tree_mem(root_pid: int) -> tuple[int, int, int]:
 def mem_snapshot(lab: MailLab) -> dict[str, tuple[int, int, int]]:
     pf = int(lab.app.path("/var/spool/postfix/pid/master.pid").read_text().split()[0])
     dv = int(lab.app.path("/run/dovecot/master.pid").read_text().split()[0])
-    return {"postfix": tree_mem(pf), "dovecot": tree_mem(dv)}
+    snap = {"postfix": tree_mem(pf), "dovecot": tree_mem(dv)}
+    rs = lab.app.path("/run/rspamd/rspamd.pid")
+    if rs.exists():  # issue #9: the milter every message passes
+        snap["rspamd"] = tree_mem(int(rs.read_text().split()[0]))
+    return snap
 
 
 def fmt_mem(snap: dict[str, tuple[int, int, int]]) -> str:
@@ -80,8 +84,10 @@ def fmt_mem(snap: dict[str, tuple[int, int, int]]) -> str:
 
 # --- delivery --------------------------------------------------------------------------------------
 def maildir_count(lab: MailLab) -> int:
+    """Delivered messages: the INBOX and Junk (rspamd may score the generated mail as spam)."""
     base = lab.app.path(f"/var/vmail/{DOMAIN}/alice/Maildir")
-    return sum(len(os.listdir(base / d)) for d in ("new", "cur") if (base / d).is_dir())
+    return sum(len(os.listdir(base / f / d)) for f in (".", ".Junk") for d in ("new", "cur")
+               if (base / f / d).is_dir())
 
 
 def smtp_source(lab: MailLab, target: str, n: int, size: int) -> float:

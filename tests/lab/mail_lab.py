@@ -32,12 +32,33 @@ DNS_IP = "203.0.113.53"
 ACME_IP = "203.0.113.40"
 ATT_IP = "198.51.100.66"
 FORWARDED = (25, 465, 587, 993)
+DNSBL_ZONE = "dnsbl.test"  # the lab's own DNS blocklist (issue #9, `appliance status`)
 
 ALICE, ALICE_PW = f"alice@{DOMAIN}", "alice-secret-1"
 BOB_LOCAL, BOB_PW = f"bob@{DOMAIN}", "bob-secret-22"
 REMOTE_USER = f"carol@{REMOTE}"
 # A domain and its one-letter slip, both served by the remote MX (typo guard, issue #10).
 TYPO_DOMAINS = ("army.mil", "army.ml")
+
+
+PLAIN_BODY = ("Hello, the minutes of Tuesday's meeting are below. We agreed on the budget for "
+              "the garden project, the schedule for the spring cleaning, and who brings what to "
+              "the neighbourhood party next month. Please tell me if anything is missing before "
+              "Friday. Best regards\r\n")
+
+
+def well_formed(sender: str, rcpt: str, subject: str, msgid: str | None = None, extra: str = "",
+                body: str = PLAIN_BODY) -> str:
+    """A message as a real client writes one (From, To, Date, Message-ID, MIME headers). Mail
+    passes rspamd (issue #9): a bare "Subject only" test message scores as the spam it looks
+    like and is filed into Junk."""
+    import email.utils
+    import uuid
+
+    msgid = msgid or f"{uuid.uuid4().hex}@{sender.rpartition('@')[2]}"
+    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+            f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{msgid}>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n{extra}\r\n{body}")
 
 
 def hash_pw(pw: str) -> str:
@@ -170,6 +191,7 @@ def knot_conf(root: str, tsig_secret: str) -> str:
           - domain: 113.0.203.in-addr.arpa
           - domain: army.mil
           - domain: army.ml
+          - domain: {DNSBL_ZONE}  # a lab blocklist (tests/lab/test_status.py)
         """)
 
 
@@ -203,6 +225,12 @@ $TTL 60
 @   NS  ns1.{DOMAIN}.
 2   PTR {MAIL_HOST}.
 25  PTR mx.{REMOTE}.
+""",
+    # A DNS blocklist of the lab's own (not a real list's name), empty until a test lists an address.
+    DNSBL_ZONE: f"""$ORIGIN {DNSBL_ZONE}.
+$TTL 60
+@   SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 60 60 600 60
+@   NS  ns1.{DOMAIN}.
 """,
 }
 
@@ -299,6 +327,8 @@ class MailLab:
         self.app.track_pidfile("appliance-pgp", "/run/appliance-pgp.pid")  # issue #7's proxy
         self.app.track_pidfile("fail2ban", "/run/fail2ban/fail2ban.pid")  # issue #8
         self.app.track_pidfile("sshd", "/run/sshd.pid")  # issue #8
+        self.app.track_pidfile("rspamd", "/run/rspamd/rspamd.pid")  # issue #9
+        self.app.track_pidfile("appliance-release", "/run/appliance-release.pid")  # issue #10
         wait_for("appliance port 25", lambda: self.tcp_open(self.app, APP_IP, 25))
         wait_for("appliance port 993", lambda: self.tcp_open(self.app, APP_IP, 993))
         return self

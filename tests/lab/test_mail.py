@@ -26,6 +26,7 @@ from .mail_lab import (
     WAN_IP,
     MailLab,
     settings_toml,
+    well_formed,
 )
 from .netlab import Host, wait_for
 
@@ -94,7 +95,7 @@ def test_alias_and_postmaster_reach_their_mailboxes(lab: MailLab) -> None:
     trust_appliance_cert(lab, lab.lan2)
     for rcpt in (f"info@{DOMAIN}", f"postmaster@{DOMAIN}", f"abuse@{DOMAIN}"):
         r = lab.att.python(smtp_code(WAN_IP, 25, f"""
-s.sendmail('x@{REMOTE}', [{rcpt!r}], 'Subject: role {tag} {rcpt}\\r\\n\\r\\nbody\\r\\n')
+s.sendmail('x@{REMOTE}', [{rcpt!r}], {well_formed(f"x@{REMOTE}", rcpt, f"role {tag} {rcpt}")!r})
 s.quit()"""))
         assert r.returncode == 0, r.stderr
     # alice is the first user, so the default postmaster: all three land in her INBOX.
@@ -290,7 +291,7 @@ def test_broken_template_fails_validation_rolls_back_and_mail_still_flows(lab: M
     tag = uuid.uuid4().hex[:12]
     trust_appliance_cert(lab, lab.lan2)
     r = lab.att.python(smtp_code(WAN_IP, 25, f"""
-s.sendmail('x@{REMOTE}', [{ALICE!r}], 'Subject: after-rollback {tag}\\r\\n\\r\\nstill here\\r\\n')
+s.sendmail('x@{REMOTE}', [{ALICE!r}], {well_formed(f"x@{REMOTE}", ALICE, f"after-rollback {tag}")!r})
 s.quit()"""))
     assert r.returncode == 0, r.stderr
     r = lab.lan2.python(imap_fetch_code(ALICE, ALICE_PW, f"after-rollback {tag}"), timeout=60)

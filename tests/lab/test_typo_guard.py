@@ -9,6 +9,7 @@ remote MX (203.0.113.25) as their mail exchanger: nothing leaves the lab.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -148,3 +149,164 @@ def test_broken_guard_defers_never_drops(guarded: MailLab) -> None:
     assert code == 250, text
     wait_for("delivery after the guard is fixed", lambda: remote_got(lab, "army.mil", "typo-guard-4"),
              timeout=60)
+
+
+# --- Release by reply (issue #10): the notice's Reply-To releases the message ------------------
+BOB_MAILDIR = f"/var/vmail/{DOMAIN}/bob/Maildir"
+REPLY_RE = re.compile(r"^Reply-To: (release\+([0-9A-Za-z]+)-([a-z2-7]{16})@release\.example\.test)$",
+                      re.MULTILINE)
+
+
+def submit_as(lab: MailLab, user: str, pw: str, rcpt: str, subject: str, body: str) -> tuple[int, str]:
+    """`user` submits one message on 587 from the LAN client: (SMTP code, text)."""
+    code = f"""
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP({APP_IP!r}, 587, timeout=30); s.starttls(context=ctx); s.login({user!r}, {pw!r})
+try:
+    s.sendmail({user!r}, [{rcpt!r}], 'Subject: {subject}\\r\\nTo: {rcpt}\\r\\n\\r\\n{body}\\r\\n')
+    print(250, 'ok')
+except smtplib.SMTPRecipientsRefused as e:
+    (c, t), = e.recipients.values(); print(c, t.decode())
+except smtplib.SMTPResponseException as e:
+    print(e.smtp_code, e.smtp_error.decode())
+s.quit()
+"""
+    r = lab.lan2.python(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    c, _, text = r.stdout.strip().partition(" ")
+    return int(c), text
+
+
+def rcpt_code(host: object, ip: str, rcpt: str) -> tuple[int, str]:
+    """Port 25, no AUTH: (code, text) of RCPT TO."""
+    code = f"""
+import smtplib
+s = smtplib.SMTP({ip!r}, 25, timeout=30); s.ehlo('client.test'); s.mail({ALICE!r})
+c, t = s.rcpt({rcpt!r}); print(c, t.decode()); s.quit()
+"""
+    r = host.python(code, timeout=60)  # type: ignore[attr-defined]
+    assert r.returncode == 0, r.stderr
+    c, _, text = r.stdout.strip().partition(" ")
+    return int(c), text
+
+
+def mail_with(lab: MailLab, maildir: str, *needles: str) -> str:
+    for p in lab.maildir_files(lab.app, maildir):
+        t = p.read_text(errors="replace")
+        if all(n in t for n in needles):
+            return t
+    return ""
+
+
+def test_reply_to_the_notice_releases_only_for_its_sender(guarded: MailLab) -> None:
+    from .mail_lab import BOB_LOCAL, BOB_PW, WAN_IP
+
+    lab = guarded
+    code, text = submit(lab, "ops@army.ml", "typo-guard-reply-1")
+    assert code == 250, text
+
+    def held() -> list[dict]:
+        return [q for q in queue(lab) if q["queue_name"] == "hold"
+                and any(r["address"] == "ops@army.ml" for r in q["recipients"])]
+
+    wait_for("the message in the hold queue", lambda: bool(held()), timeout=20)
+    qid = held()[0]["queue_id"]
+    wait_for("alice's notice with a reply address",
+             lambda: bool(REPLY_RE.search(mail_with(lab, ALICE_MAILDIR, "Held: your message", qid))),
+             timeout=30)
+    notice = mail_with(lab, ALICE_MAILDIR, "Held: your message", qid)
+    m = REPLY_RE.search(notice)
+    assert m and m.group(2) == qid, notice
+    reply_to, token = m.group(1), m.group(3)
+    assert reply_to in notice.split("\n\n", 1)[1]  # the body says where a reply goes
+
+    # Bob, though logged in on 587, cannot release alice's message with her address.
+    code, text = submit_as(lab, BOB_LOCAL, BOB_PW, reply_to, "Re: held", "reply-marker-bob")
+    assert code == 250, text
+    wait_for("bob told why nothing was released",
+             lambda: bool(mail_with(lab, BOB_MAILDIR, f"Not released: message {qid}")), timeout=30)
+    assert f"only {ALICE}" in mail_with(lab, BOB_MAILDIR, f"Not released: message {qid}")
+    # A wrong token, from alice herself: nothing released, alice told.
+    wrong = reply_to.replace(f"-{token}@", "-" + ("a" if token[0] != "a" else "b") + token[1:] + "@")
+    code, text = submit_as(lab, ALICE, ALICE_PW, wrong, "Re: held", "reply-marker-wrong")
+    assert code == 250, text
+    wait_for("alice told the address is not valid",
+             lambda: bool(mail_with(lab, ALICE_MAILDIR, f"Not released: message {qid}", "not valid")),
+             timeout=30)
+    # From the internet (port 25 through the router) and from the box itself on port 25: refused.
+    c, t = rcpt_code(lab.mx, WAN_IP, reply_to)
+    assert 500 <= c < 600, (c, t)
+    c, t = rcpt_code(lab.app, "127.0.0.1", reply_to)
+    assert c == 550 and "587 or 465" in t, (c, t)
+    assert [q["queue_id"] for q in held()] == [qid]
+    assert not remote_got(lab, "army.ml", "typo-guard-reply-1")
+
+    # Alice replies to the notice: released, delivered to the remote MX, confirmed to her.
+    code, text = submit_as(lab, ALICE, ALICE_PW, reply_to, "Re: held", "reply-marker-alice")
+    assert code == 250, text
+    wait_for("delivery to army.ml after the reply",
+             lambda: remote_got(lab, "army.ml", "typo-guard-reply-1"), timeout=60)
+    wait_for("alice's confirmation", lambda: bool(mail_with(lab, ALICE_MAILDIR, "Released:", qid)),
+             timeout=30)
+    assert not held()
+    # The replies themselves were never stored in a mailbox, never sent on, and none is queued.
+    for host, base in ((lab.app, f"/var/vmail/{DOMAIN}"), (lab.mx, "/var/vmail")):
+        out = host.run(["grep", "-rl", "reply-marker-", base], check=False).stdout
+        assert out == "", out
+    with contextlib.suppress(TimeoutError):
+        wait_for("the queue empty", lambda: not queue(lab), timeout=30)
+    assert not queue(lab), (queue(lab), lab.app.read("/var/log/appliance-release.log"))
+
+
+RELEASE_PID = "/run/appliance-release.pid"
+
+
+def start_release_agent(lab: MailLab) -> None:
+    """Start the release agent the way the agent does without an init system."""
+    r = lab.app.run([sys.executable, "-m", "appliance.release_agent", "--daemon", RELEASE_PID,
+                     "--log", "/var/log/appliance-release.log"], check=False,
+                    env={"PYTHONPATH": str(lab.repo)})
+    assert r.returncode == 0, r.stderr
+    wait_for("the release agent's socket",
+             lambda: lab.app.path("/var/spool/postfix/private/appliance-release").is_socket(),
+             timeout=10)
+
+
+def test_reply_while_the_release_agent_is_down_is_deferred_then_releases(guarded: MailLab) -> None:
+    """A failing release handler defers the reply (Postfix keeps it and retries): no bounce, no
+    release, nothing lost; once the agent is back the queued reply releases the message."""
+    lab = guarded
+    code, text = submit(lab, "ops@army.ml", "typo-guard-reply-2")
+    assert code == 250, text
+    wait_for("the message in the hold queue",
+             lambda: any(q["queue_name"] == "hold" for q in queue(lab)), timeout=20)
+    qid = next(q["queue_id"] for q in queue(lab) if q["queue_name"] == "hold")
+    wait_for("alice's notice with a reply address",
+             lambda: REPLY_RE.search(mail_with(lab, ALICE_MAILDIR, "Held: your message", qid)),
+             timeout=30)
+    m = REPLY_RE.search(mail_with(lab, ALICE_MAILDIR, "Held: your message", qid))
+    assert m
+    pid = int(lab.app.read(RELEASE_PID).split()[0])
+    lab.app.run(["kill", str(pid)])
+    try:
+        wait_for("the release agent stopped",
+                 lambda: lab.app.run(["kill", "-0", str(pid)], check=False).returncode != 0, timeout=10)
+        lab.app.run(["rm", "-f", "/var/spool/postfix/private/appliance-release"])
+        code, text = submit_as(lab, ALICE, ALICE_PW, m.group(1), "Re: held", "reply-marker-later")
+
+        def reply_deferred() -> bool:
+            return any(q["queue_name"] == "deferred" and q["recipients"]
+                       and q["recipients"][0]["address"] == m.group(1) for q in queue(lab))
+
+        assert code == 250, text
+        wait_for("the reply deferred", reply_deferred, timeout=30)
+        assert [q["queue_id"] for q in queue(lab) if q["queue_name"] == "hold"] == [qid]
+        assert not mail_with(lab, ALICE_MAILDIR, "Undelivered Mail")  # no bounce
+    finally:
+        start_release_agent(lab)
+    lab.app.run(["postqueue", "-f"])
+    wait_for("delivery to army.ml once the agent is back",
+             lambda: remote_got(lab, "army.ml", "typo-guard-reply-2"), timeout=60)
+    wait_for("alice's confirmation", lambda: bool(mail_with(lab, ALICE_MAILDIR, "Released:", qid)),
+             timeout=30)

@@ -1,0 +1,159 @@
+"""rspamd as Postfix's milter (issue #9): DKIM signing of the user's mail, SPF/DKIM/DMARC checks
+of incoming mail, spam scoring into the Junk folder, and learning from what the user moves.
+
+Where it sits: Postfix hands every message (port 25, submission, and local mail) to rspamd's
+proxy worker over the milter protocol before accepting it, with `milter_default_action =
+tempfail`, so a stopped or broken rspamd defers mail (4xx) and never lets it through unchecked
+or loses it. The proxy scans by itself (`self_scan`): no separate "normal" worker, one process
+less. Hyperscan is off: it multiplies rspamd's memory by five for speed a home box does not need
+(`make bench` prints both figures).
+
+Two modes ([spam] mode):
+- "full": the whole scanner, Bayes in a SQLite file (no Redis to run), learning through the
+  controller when a user moves mail into or out of Junk (Dovecot IMAPSieve, see dovecot.conf).
+- "light": for 512 MB boards: DKIM signing and SPF/DKIM/DMARC checks only; no controller, no
+  Bayes, the other modules off.
+
+Nothing phones a vendor: fuzzy_check (which sends message hashes to rspamd.com) and
+rspamd_update (rules fetched from rspamd.com) are off in both modes. DNS blocklist queries go
+through the box's resolver, as any MTA's do.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+from . import dkim, system
+from .errors import ValidationError
+from .facts import Facts
+from .plan import FileSpec
+from .services import Service, _pidfile_alive
+from .settings import Settings
+
+SERVICE = "rspamd"
+MILTER = "inet:127.0.0.1:11332"
+CONTROLLER = "127.0.0.1:11334"
+LOCAL_D = "/etc/rspamd/local.d"
+SIEVE_DIR = "/etc/dovecot/sieve"
+
+# Off in light mode: everything but what DKIM, SPF, DMARC and the milter headers need.
+LIGHT_OFF = (
+    "antivirus", "arc", "asn", "bimi", "clickhouse", "dcc", "elastic", "emails", "external_relay",
+    "external_services", "force_actions", "forged_recipients", "greylist", "hfilter",
+    "history_redis", "http_headers", "maillist", "metadata_exporter", "metric_exporter", "mid",
+    "mime_types", "mx_check", "neural", "once_received", "p0f", "phishing",
+    "ratelimit", "rbl", "replies", "reputation", "spamassassin", "spamtrap", "trie",
+    "url_redirector", "whitelist",
+)
+# Off always: they would send data about the user's mail to a third party, or fetch code.
+ALWAYS_OFF = ("fuzzy_check", "rspamd_update")
+
+
+def feature(s: Settings, facts: Facts) -> list[FileSpec]:
+    light = s.spam.mode == "light"
+    ctx = (("light", light), ("controller", CONTROLLER),
+           ("dkim_selector", facts.dkim_selector),
+           ("dkim_key", dkim.key_path(facts.dkim_selector) if facts.dkim_selector else ""))
+    specs = [FileSpec(f"etc/rspamd/local.d/{name}.j2", f"{LOCAL_D}/{name}", SERVICE, extra=ctx)
+             for name in ("options.inc", "logging.inc", "worker-proxy.inc", "worker-normal.inc",
+                          "worker-controller.inc", "actions.conf", "dkim_signing.conf",
+                          "dmarc.conf", "milter_headers.conf", "classifier-bayes.conf",
+                          "settings.conf")]
+    off = ALWAYS_OFF + (LIGHT_OFF if light else ())
+    specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE)
+              for m in off]
+    # Dovecot's side: Junk filing at delivery; in full mode, learning when the user moves mail.
+    sieve = ["junk-filter.sieve"] + ([] if light else ["learn-spam.sieve", "learn-ham.sieve"])
+    specs += [FileSpec(f"etc/dovecot/sieve/{name}.j2", f"{SIEVE_DIR}/{name}", "dovecot",
+                       order=20, extra=ctx) for name in sieve]
+    if not light:
+        specs += [FileSpec(f"etc/dovecot/sieve/{name}.j2", f"{SIEVE_DIR}/{name}", "dovecot",
+                           mode=0o755, order=20, extra=ctx)
+                  for name in ("rspamd-learn-spam", "rspamd-learn-ham")]
+    return specs
+
+
+class Rspamd(Service):
+    name = SERVICE
+    unit = "rspamd.service"
+    log_path = "/var/log/rspamd/rspamd.log"
+    pidfile = "/run/rspamd/rspamd.pid"
+    # rspamd logs nothing at notice level when it (re)loads its configuration (the banner goes to
+    # stderr before the log opens), so the probe below waits for the processes and ports.
+    # Only the main process's own words: a worker may log a passing error (two workers creating
+    # the Bayes files at once) without the configuration being wrong; configtest judged that.
+    reload_errors = re.compile(r"#\d+\(main\).*(cannot (load|parse|open) config|fatal)")
+    ports = (11332,)
+
+    def validate(self, stage: Path) -> None:
+        local = stage / "etc/rspamd"
+        if not local.is_dir():
+            return
+        # The package's rspamd.conf with the staged local.d in place of the live one.
+        res = system.run(["rspamadm", f"--var=LOCAL_CONFDIR={local}", "configtest", "-s",
+                          "-c", "/etc/rspamd/rspamd.conf"], check=False)
+        if res.returncode != 0 or "syntax OK" not in res.stdout:
+            raise ValidationError(self.name, "rspamadm configtest", res.output)
+
+    def running(self) -> bool:
+        return _pidfile_alive(self.root, self.pidfile)
+
+    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
+        """Running, its milter (and controller) listening, and no configuration error logged,
+        held for a second: after a SIGHUP the old workers answer until the new ones are up."""
+        ports = self._ports()
+        deadline = time.monotonic() + settle
+        good_since: float | None = None
+        while time.monotonic() < deadline:
+            new = self.root.read_from(self.log_path, log_offset)
+            bad = [line for line in new.splitlines() if self.reload_errors.search(line)]
+            if bad:
+                return "\n".join(bad[-5:])
+            if self.active() and ports <= system.listening_tcp_ports():
+                good_since = good_since or time.monotonic()
+                if time.monotonic() - good_since >= 1.0:
+                    return None
+            else:
+                good_since = None
+            time.sleep(0.1)
+        if not self.active():
+            return f"{self.name} is not running (see {self.log_path})"
+        return f"{self.name} is not listening on port(s) {', '.join(map(str, sorted(ports)))}"
+
+    def _controller(self) -> bool:
+        conf = self.root.read(f"{LOCAL_D}/worker-controller.inc").content or b""
+        return b"enabled = false" not in conf
+
+    def _ports(self) -> set[int]:
+        return {11332} | ({int(CONTROLLER.rpartition(":")[2])} if self._controller() else set())
+
+    def needs_restart(self) -> bool:
+        """rspamd's main process binds the workers' sockets once: after a SIGHUP that drops the
+        controller (light mode) its port would stay open with nobody serving it, and one that
+        adds it would never listen. A change of mode therefore restarts rspamd."""
+        controller = int(CONTROLLER.rpartition(":")[2])
+        return self.running() and (controller in system.listening_tcp_ports()) != self._controller()
+
+    def direct_reload(self) -> system.Result:
+        if self.running() and self.needs_restart():
+            pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+            system.signal_pid(pid, signal.SIGTERM)
+            for _ in range(100):  # bounded: 10 s for the workers to finish their messages
+                if not system.pid_alive(pid):
+                    break
+                time.sleep(0.1)
+        if self.running():
+            pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+            system.signal_pid(pid, signal.SIGHUP)
+            return system.Result(("kill", "-HUP", str(pid)), 0, "", "")
+        # What Debian's package and unit provide on a real box (the lab's /var and /run are
+        # its own): the state, log and run directories, owned by rspamd's account.
+        uid, gid = self.root.lookup_ids("_rspamd", "_rspamd")
+        for d in ("/var/lib/rspamd", "/var/log/rspamd", "/run/rspamd"):
+            self.root.makedirs(d, mode=0o750, uid=uid, gid=gid)
+        return system.run_daemon(["rspamd", "-c", "/etc/rspamd/rspamd.conf",
+                                  "-u", "_rspamd", "-g", "_rspamd"])
+
