@@ -68,6 +68,20 @@ def cmd_dns(a: argparse.Namespace, env: Any) -> int:
     root = system.Root("/")
     known = known_facts(s, root)
     records = dnsrecords.expected(s, known)
+    if a.push:
+        if not (s.dns.update_server and s.dns.update_key_file):
+            from .errors import ApplianceError
+
+            raise ApplianceError("--push needs [dns] update_server and update_key_file (a TSIG key "
+                                 "your DNS server accepts RFC 2136 updates with); nothing was sent")
+        secret = Path(s.dns.update_key_file).read_text().strip()
+        skipped = dnsrecords.push(records, s.domain, s.dns.update_server, s.dns.update_key_name,
+                                  secret)
+        env.out(f"updated zone {s.domain} on {s.dns.update_server}: "
+                f"{len(records) - len(skipped)} records as they should be")
+        for x in skipped:
+            env.out(f"not pushed: {x}")
+        return EXIT_OK
     if a.check:
         findings = dnsrecords.check(records)
         bad = [f for f in findings if not f.ok]
@@ -140,6 +154,8 @@ def register(sub: Any) -> None:
     dn.add_argument("--check", action="store_true", help="query DNS and compare values")
     dn.add_argument("--json", action="store_true")
     dn.add_argument("--table", action="store_true", help="a table for registrar web forms")
+    dn.add_argument("--push", action="store_true",
+                    help="update your own DNS server (RFC 2136, TSIG; [dns] update_server)")
     dn.set_defaults(func=cmd_dns)
     c = sub.add_parser("cert", help="TLS certificate: issue, renew, show (TLSA), deploy hook")
     cs = c.add_subparsers(dest="action", required=True)

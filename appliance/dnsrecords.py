@@ -197,3 +197,45 @@ def public_ipv4(s: Settings, upnp_state: dict[str, Any] | None) -> str | None:
     if upnp_state and upnp_state.get("external_ip"):
         return str(upnp_state["external_ip"])
     return None
+
+
+# --- pushing to a DNS server the user runs (RFC 2136) --------------------------------------------
+def push(records: list[Record], zone: str, server: str, key_name: str, secret: str,
+         resolver: Any = None) -> list[str]:
+    """Bring the zone's records to what they should be with one TSIG-signed RFC 2136 update.
+
+    Only names inside `zone` (a PTR lives in the ISP's zone: it is left out and reported). TXT
+    records are matched by their kind (v=spf1, v=DMARC1, v=DKIM1, ...): a wrong one of the same
+    kind is replaced, other TXT records at the same name (site verifications) are kept. Other
+    types replace the whole set of that type at that name. Returns what was left out."""
+    import dns.query
+    import dns.rcode
+    import dns.resolver
+    import dns.tsigkeyring
+    import dns.update
+
+    resolver = resolver or dns.resolver.Resolver()
+    keyring = dns.tsigkeyring.from_text({key_name: ("hmac-sha256", secret)})
+    update = dns.update.Update(zone, keyring=keyring, keyalgorithm="hmac-sha256")
+    origin = _fq(zone)
+    skipped = []
+    for r in records:
+        if not (r.name == origin or r.name.endswith("." + origin)):
+            skipped.append(f"{r.name} {r.rtype} {r.value} (not in zone {zone}: ask its owner)")
+            continue
+        if r.rtype == "TXT":
+            prefix = r.value.strip('"').split()[0].split(";")[0].lower()
+            for have in _lookup(resolver, r.name, "TXT"):
+                if _norm("TXT", have).startswith(prefix) and _norm("TXT", have) != _norm("TXT", r.value):
+                    update.delete(r.name, "TXT", have)
+            update.add(r.name, r.ttl, "TXT", r.value)  # adding an existing record is a no-op
+        else:
+            update.replace(r.name, r.ttl, r.rtype, r.value)
+    answer = dns.query.tcp(update, server, timeout=10)
+    if answer.rcode() != 0:
+        from .errors import ApplianceError
+
+        raise ApplianceError(f"the DNS server {server} refused the update of zone {zone}: "
+                             f"{dns.rcode.to_text(answer.rcode())}; check the TSIG key "
+                             f"({key_name}) and that the server's ACL lets it update these types")
+    return skipped

@@ -159,7 +159,7 @@ table inet lab {{
 """
 
 
-def knot_conf(root: str, tsig_secret: str) -> str:
+def knot_conf(root: str, tsig_secret: str, update_secret: str = "") -> str:
     return textwrap.dedent(f"""\
         server:
             rundir: "{root}/run"
@@ -173,11 +173,17 @@ def knot_conf(root: str, tsig_secret: str) -> str:
           - id: acme-update
             algorithm: hmac-sha256
             secret: {tsig_secret}
+          - id: appliance-update  # `appliance dns --push` (any record type)
+            algorithm: hmac-sha256
+            secret: {update_secret or tsig_secret}
         acl:
           - id: acme_update
             key: acme-update
             action: update
             update-type: [TXT]
+          - id: appliance_update
+            key: appliance-update
+            action: update
         template:
           - id: default
             storage: "{root}/zones"
@@ -185,7 +191,7 @@ def knot_conf(root: str, tsig_secret: str) -> str:
             zonefile-sync: -1
         zone:
           - domain: {DOMAIN}
-            acl: acme_update
+            acl: [acme_update, appliance_update]
           - domain: {REMOTE}
             dnssec-signing: on  # DNSSEC for DANE tests (tests/lab/test_dane.py)
           - domain: 113.0.203.in-addr.arpa
@@ -389,7 +395,8 @@ table ip hairpin {{
         self.dns.run(["mkdir", "-p", f"{root}/zones", f"{root}/db", f"{root}/run"])
         # TSIG key for RFC 2136 updates of the user's zone (certificates' dns-01 challenge).
         self.tsig_secret = base64.b64encode(os.urandom(32)).decode()
-        self.dns.write(f"{root}/knot.conf", knot_conf(root, self.tsig_secret))
+        self.update_secret = base64.b64encode(os.urandom(32)).decode()  # `appliance dns --push`
+        self.dns.write(f"{root}/knot.conf", knot_conf(root, self.tsig_secret, self.update_secret))
         for zone, text in ZONES.items():
             self.dns.write(f"{root}/zones/{zone}.zone", text)
         self.dns.spawn("knotd", ["knotd", "-c", f"{root}/knot.conf"])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .mail_lab import DOMAIN, WAN_IP, MailLab
+from .mail_lab import DNS_IP, DOMAIN, WAN_IP, MailLab
 
 KNOT = ["knotc", "-c", "/var/lib/knot-lab/knot.conf"]
 ZONES = (DOMAIN, "113.0.203.in-addr.arpa")
@@ -83,3 +83,35 @@ def test_each_mistake_is_named_with_its_fix(lab: MailLab, records: list[str], rt
         assert "fix: " in r.stdout and right.split("\t")[4] in r.stdout
     finally:
         publish(lab, [right])
+
+
+def test_push_repairs_the_zone_and_keeps_unrelated_records(lab: MailLab, records: list[str]) -> None:
+    """`appliance dns --push`: one TSIG-signed RFC 2136 update to the lab's knot brings broken and
+    missing records back; a TXT record of another kind at the same name survives; the PTR (the
+    ISP's zone) is reported, not pushed."""
+    spf = line_for(records, "TXT", "v=spf1")
+    dkim = line_for(records, "TXT", "v=DKIM1")
+    mx = line_for(records, "MX")
+    name, ttl, cls, _t, _v = spf.split("\t", 4)
+    publish(lab, ["\t".join([name, ttl, cls, "TXT", '"v=spf1 +all"']),
+                  "\t".join([*mx.split("\t")[:4], "10 mx.elsewhere.example."])])
+    publish(lab, [dkim], remove_only=True)
+    lab.dns.run([*KNOT, "zone-begin", DOMAIN])
+    lab.dns.run([*KNOT, "zone-set", DOMAIN, name, ttl, "TXT", '"site-verification=lab-123"'])
+    lab.dns.run([*KNOT, "zone-commit", DOMAIN])
+    assert lab.appliance("dns", "--check").returncode == 1
+    current = lab.app.read("/etc/appliance/settings.toml")
+    lab.app.write("/etc/appliance/dns-update.key", lab.update_secret + "\n", mode=0o600)
+    lab.write_settings(current.replace("[dns]\n", f'[dns]\nupdate_server = "{DNS_IP}"\n'
+                                       'update_key_file = "/etc/appliance/dns-update.key"\n', 1))
+    try:
+        r = lab.appliance("dns", "--push")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "not pushed: 2.113.0.203.in-addr.arpa. PTR" in r.stdout, r.stdout
+        r = lab.appliance("dns", "--check")
+        assert r.returncode == 0, r.stdout
+        txt = lab.app.run(["kdig", "+short", f"@{DNS_IP}", "TXT", DOMAIN]).stdout
+        assert "site-verification=lab-123" in txt and "+all" not in txt, txt
+    finally:
+        lab.write_settings(current)
+        publish(lab, [spf])  # and the extra TXT record goes with the reset

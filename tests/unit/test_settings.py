@@ -155,3 +155,21 @@ def test_arbitrary_domain_strings_never_crash_the_validator(text: str) -> None:
         assert e.problems and all(":" in p for p in e.problems)
     else:  # pragma: no cover - a valid hash is never generated here
         raise AssertionError(f"accepted {s}")
+
+
+def test_spam_and_dns_push_settings(good: dict) -> None:
+    s = settings.parse(good)
+    assert (s.spam.mode, s.spam.dkim_key_bits) == ("full", 2048)
+    assert s.dns.update_server is None and s.dns.update_key_name == "appliance-update"
+    ok = {**good, "spam": {"mode": "light", "dkim_key_bits": 4096},
+          "dns": {"update_server": "192.0.2.53", "update_key_file": "/etc/appliance/k"}}
+    s = settings.parse(ok)
+    assert (s.spam.mode, s.spam.dkim_key_bits, s.dns.update_server) == ("light", 4096, "192.0.2.53")
+    bad = problems({**good, "spam": {"mode": "heavy", "dkim_key_bits": 1024},
+                    "dns": {"update_server": "ns1.example.org"}})
+    text = "\n".join(bad)
+    assert "spam.mode" in text and '"heavy"' in text and "light" in text
+    assert "spam.dkim_key_bits" in text and "2048" in text
+    assert "dns.update_server" in text and "not an IP address" in text
+    bad = problems({**good, "dns": {"update_server": "192.0.2.53"}})
+    assert any("needs update_key_file" in p for p in bad)
