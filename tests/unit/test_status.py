@@ -321,3 +321,22 @@ def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_pa
     assert got == {"reachable port 25": OK, "reachable port 465": OK, "reachable port 587": FAIL,
                    "reachable port 993": OK, "reachability address": WARN}
     assert status_checks.check_reachability(Context(settings.parse(good), root, None)) == []
+
+
+def test_mta_sts_policy_compared_with_the_settings() -> None:
+    import dataclasses
+
+    from appliance import settings as st
+    from appliance.status_checks import FAIL, OK, compare_mta_sts
+    from appliance.web import mta_sts_policy
+
+    s = st.parse({"domain": "example.org", "web": {"enabled": True, "mta_sts_mode": "enforce"},
+                  "users": [{"address": "a@example.org", "password_hash": "$6$x$" + "y" * 86}]})
+    assert compare_mta_sts(mta_sts_policy(s), s).status == OK  # what the box serves passes
+    wrong_mx = mta_sts_policy(s).replace("mx: mail.example.org", "mx: mx.old-provider.example")
+    r = compare_mta_sts(wrong_mx, s)
+    assert r.status == FAIL and "does not cover mail.example.org" in r.detail and r.fix
+    assert compare_mta_sts(mta_sts_policy(s).replace("mx: mail.example.org", "mx: *.example.org"),
+                           s).status == OK
+    testing = dataclasses.replace(s, web=dataclasses.replace(s.web, mta_sts_mode="testing"))
+    assert "the settings say testing" in compare_mta_sts(mta_sts_policy(s), testing).detail
