@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import system, typoguard_policy
 from .errors import ValidationError
-from .services import Service, _pidfile_alive
+from .services import AgentDaemon
 
 CONF = "/etc/appliance/limits.conf"
 HOST, PORT = "127.0.0.1", 10031
@@ -211,11 +211,13 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
     log("stopped")
 
 
-class Policyd(Service):
+class Policyd(AgentDaemon):
     """The kill-switch as a service the agent configures, validates, (re)starts and probes."""
 
     name = "appliance-policyd"
     unit = "appliance-policyd.service"
+    module = "appliance.policyd"
+    pidfile = PIDFILE
     log_path = LOG
     reload_ack = re.compile(r"appliance-policyd: (started|reloaded)")
     reload_errors = re.compile(r"appliance-policyd: .*(Traceback|Error:)")
@@ -234,18 +236,6 @@ class Policyd(Service):
                 typoguard_policy.parse_conf(guard.read_text())
             except typoguard_policy.GuardError as e:
                 raise ValidationError(self.name, "typoguard.conf check", str(e)) from None
-
-    def running(self) -> bool:
-        return _pidfile_alive(self.root, PIDFILE)
-
-    def direct_reload(self) -> system.Result:
-        if self.running():
-            pid = int((self.root.read(PIDFILE).content or b"0").split()[0])
-            system.signal_pid(pid, signal.SIGHUP)
-            return system.Result(("kill", "-HUP", str(pid)), 0, "", "")
-        return system.run_daemon([sys.executable, "-m", "appliance.policyd",
-                                  "--daemon", PIDFILE, "--log", self.log_path])
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="appliance-policyd", description=__doc__.splitlines()[0])

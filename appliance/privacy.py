@@ -24,7 +24,7 @@ from . import system, typoguard_reply
 from . import typoguard as tg
 from . import typoguard_policy as tp
 from .errors import EXIT_OK, EXIT_USAGE, ApplianceError, ValidationError
-from .services import Service
+from .services import Scheduled
 
 Add = Callable[[str, Any, str, str], None]
 KEYS = {"typo_guard", "typo_history", "log_retention_days"}
@@ -97,7 +97,7 @@ RETAINED_LOGS = ("/var/log/mail.log", "/var/log/dovecot.log", "/var/log/sshd.log
 LOGROTATE_CONF = "/etc/logrotate.d/appliance"
 
 
-class Logrotate(Service):
+class Logrotate(Scheduled):
     """Not a daemon: Debian's daily logrotate timer (or cron.daily) reads the file. Validated
     with `logrotate --debug` (parses, rotates nothing); nothing to reload."""
 
@@ -115,16 +115,6 @@ class Logrotate(Service):
                                   "logrotate is not installed: apt-get install logrotate")
         if res.returncode != 0 or re.search(r"^error:", res.output, re.MULTILINE):
             raise ValidationError(self.name, "logrotate --debug", res.output)
-
-    def running(self) -> bool:
-        return True
-
-    def direct_reload(self) -> system.Result:
-        return system.Result(("true",), 0, "", "")
-
-    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
-        return None
-
 
 # --- The history (root) --------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from . import typoguard as tg
 from . import typoguard_policy as tp
 from . import typoguard_reply as tr
 from .errors import ApplianceError
-from .services import Service, _pidfile_alive
+from .services import AgentDaemon
 
 LMTP_SOCKET = "/var/spool/postfix/private/appliance-release"
 TRANSPORT = "lmtp:unix:private/appliance-release"
@@ -319,30 +319,19 @@ async def serve(agent: Agent, lmtp_path: str = LMTP_SOCKET, notice_path: str = N
     log("stopped")
 
 
-class ReleaseAgent(Service):
+class ReleaseAgent(AgentDaemon):
     """The agent as a service the agent configures, (re)starts and probes."""
 
     name = "appliance-release"
     unit = "appliance-release.service"
+    module = "appliance.release_agent"
+    pidfile = PIDFILE
     log_path = LOG
     reload_ack = re.compile(r"appliance-release: (started|reloaded)")
     reload_errors = re.compile(r"appliance-release: .*(Traceback|Error:)")
 
     def validate(self, stage: Path) -> None:
         return None  # no configuration of its own: typoguard.conf is checked by the policy service
-
-    def running(self) -> bool:
-        return _pidfile_alive(self.root, PIDFILE)
-
-    def direct_reload(self) -> system.Result:
-        if self.running():
-            pid = int((self.root.read(PIDFILE).content or b"0").split()[0])
-            system.signal_pid(pid, signal.SIGHUP)
-            return system.Result(("kill", "-HUP", str(pid)), 0, "", "")
-        # The agent's own interpreter and package: /usr/bin/python3 on the box, the venv in tests.
-        return system.run_daemon([sys.executable, "-m", "appliance.release_agent",
-                                  "--daemon", PIDFILE, "--log", self.log_path])
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="appliance-release", description=__doc__.splitlines()[0])

@@ -8,6 +8,8 @@ Validation is strict: `postconf` exits 0 on an unknown parameter and only warns,
 from __future__ import annotations
 
 import re
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -228,6 +230,43 @@ class Dovecot(Service):
         if self.running():
             return system.run(["doveadm", "reload"], check=False)
         return system.run_daemon(["dovecot"])
+
+
+class Scheduled(Service):
+    """A timer, or files a periodic job reads: without systemd nothing runs that could reload;
+    under systemd the manager (re)starts the unit. Validation is the subclass's, if any."""
+
+    def validate(self, stage: Path) -> None:
+        return None
+
+    def running(self) -> bool:
+        return True
+
+    def direct_reload(self) -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
+        return None
+
+
+class AgentDaemon(Service):
+    """One of the agent's own daemons (`python -m appliance.<module> --daemon PIDFILE --log LOG`),
+    which re-reads its configuration on SIGHUP and logs "<name>: started|reloaded"."""
+
+    module = ""
+    pidfile = ""
+
+    def running(self) -> bool:
+        return _pidfile_alive(self.root, self.pidfile)
+
+    def direct_reload(self) -> system.Result:
+        if self.running():
+            pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+            system.signal_pid(pid, signal.SIGHUP)
+            return system.Result(("kill", "-HUP", str(pid)), 0, "", "")
+        # The agent's own interpreter and package: /usr/bin/python3 on the box, the venv in tests.
+        return system.run_daemon([sys.executable, "-m", self.module,
+                                  "--daemon", self.pidfile, "--log", self.log_path])
 
 
 def _pidfile_alive(root: system.Root, path: str) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import settings, system
 from .errors import EXIT_FAILED, EXIT_OK
-from .services import Service
+from .services import Scheduled
 from .status_checks import CHECKS, FAIL, OK, WARN, Context, Result, make_resolver
 
 STATE_PATH = "/var/lib/appliance/status.json"
@@ -160,20 +160,8 @@ def status_units(s: settings.Settings, facts: Any) -> list[Any]:
     ]
 
 
-class StatusTimer(Service):
+class StatusTimer(Scheduled):
     """Under systemd: (re)start the daily timer. Without systemd there is nothing to reload."""
 
     name = "status"
     unit = "appliance-status.timer"
-
-    def validate(self, stage: Path) -> None:
-        return None  # unit syntax: `systemd-analyze verify` in tests/unit/test_status.py
-
-    def running(self) -> bool:
-        return True
-
-    def direct_reload(self) -> system.Result:
-        return system.Result(("true",), 0, "", "")
-
-    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
-        return None

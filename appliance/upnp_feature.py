@@ -3,12 +3,9 @@ shutdown (no systemd in the lab: `appliance upnp watch` does the renewing there)
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from . import system
 from .facts import Facts
 from .plan import FileSpec
-from .services import Service
+from .services import Scheduled
 from .settings import Settings
 
 UNITS = "/etc/systemd/system"
@@ -26,20 +23,8 @@ def upnp_units(s: Settings, facts: Facts) -> list[FileSpec]:
     ]
 
 
-class UpnpTimer(Service):
+class UpnpTimer(Scheduled):
     """Under systemd: (re)start the renewal timer. Without systemd there is nothing to reload."""
 
     name = "upnp"
     unit = "appliance-upnp-renew.timer"
-
-    def validate(self, stage: Path) -> None:
-        return None  # unit syntax is checked by `systemd-analyze verify` in the tests
-
-    def running(self) -> bool:
-        return True
-
-    def direct_reload(self) -> system.Result:
-        return system.Result(("true",), 0, "", "")
-
-    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
-        return None
