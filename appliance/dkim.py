@@ -85,7 +85,11 @@ def _make_key(root: system.Root, selector: str, bits: int) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    uid, gid = root.lookup_ids("root", READER)
+    try:
+        uid, gid = root.lookup_ids("root", READER)
+    except (KeyError, LookupError):
+        raise DkimError(f"rspamd's account {READER} does not exist: install rspamd "
+                        "(`apt install rspamd`; provisioning does it)") from None
     root.makedirs(KEY_DIR.rpartition("/")[0])
     root.makedirs(KEY_DIR, mode=0o750, uid=uid, gid=gid)
     root.write_atomic(key_path(selector), system.FileState(pem, 0o640, uid, gid))
