@@ -356,29 +356,6 @@ def run_bytes(argv: Sequence[str], *, input: bytes = b"", timeout: float = DEFAU
         return BytesResult(tuple(argv), 124, b"", f"timed out after {timeout:.0f} s")
 
 
-async def run_bytes_async(argv: Sequence[str], *, input: bytes, timeout: float,
-                          env: dict[str, str] | None = None) -> BytesResult:
-    """`run_bytes` for an asyncio daemon: the child is killed when the time is up."""
-    import asyncio
-
-    try:
-        p = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env)
-    except FileNotFoundError:
-        return BytesResult(tuple(argv), 127, b"", f"{argv[0]}: command not found")
-    except PermissionError as e:
-        return BytesResult(tuple(argv), 126, b"", f"{argv[0]}: {e.strerror}")
-    try:
-        out, err = await asyncio.wait_for(p.communicate(input), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            p.kill()
-        await p.wait()
-        return BytesResult(tuple(argv), 124, b"", f"timed out after {timeout:g} s")
-    return BytesResult(tuple(argv), p.returncode or 0, out, err.decode(errors="replace"))
-
-
 def start_coprocess(argv: Sequence[str], *, env: dict[str, str],
                     pass_fds: Sequence[int] = ()) -> subprocess.Popen:
     """A long-running helper of a daemon (the OpenPGP proxy's `gpg --server`), talked to over

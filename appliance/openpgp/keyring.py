@@ -243,6 +243,9 @@ class Keyring:
         root = system.Root("/")
         uid, gid = (os.getuid(), os.getgid()) if os.geteuid() != 0 else (0, 0)
         for rel, content in want.items():
+            # Directories made by us, owned like the files (write_atomic would make them root's,
+            # which fails without root: tests, an admin trying it out).
+            root.makedirs((self.wkd_dir / rel).parent, mode=0o755, uid=uid, gid=gid)
             root.write_atomic(self.wkd_dir / rel, system.FileState(content, 0o644, uid, gid))
         if self.wkd_dir.is_dir():
             for p in self.wkd_dir.rglob("hu/*"):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import system
-from . import keyring, pgpmime
+from . import gpgserver, keyring, pgpmime
 
 CONF = "/etc/appliance/openpgp.conf"
 MODES = ("when-key", "required")
@@ -107,6 +107,10 @@ class Engine:
     def __init__(self, conf_path: str) -> None:
         self.conf = Reloading(conf_path, lambda p: parse_config(p.read_text()))
         self.index: Reloading | None = None
+        self.gpg = gpgserver.Pool()  # long-running gpg processes (no gpg start per message)
+
+    def close(self) -> None:
+        self.gpg.close()
 
     def config(self) -> Config:
         c: Config = self.conf.get()
@@ -159,28 +163,33 @@ class Engine:
                            f"import the extended key with `appliance key import {rcpt} FILE`")
         if entry.fingerprint in cache:
             return cache[entry.fingerprint]
-        started = time.monotonic()
-        res = await system.run_bytes_async(
-            pgpmime.encrypt_argv(c.gpg, c.home, entry.fingerprint), input=prepared.inner,
-            timeout=c.timeout, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
-        if res.returncode != 0 or b"-----BEGIN PGP MESSAGE-----" not in res.stdout:
-            why = res.stderr.strip().splitlines()[-1:] or [f"exit {res.returncode}"]
-            raise Deferred(f"encryption to {entry.fingerprint} failed: {why[0][:200]}")
-        out = pgpmime.assemble(prepared, res.stdout)
-        log(f"encrypted {len(raw)} bytes for {rcpt} to {entry.fingerprint} in "
-            f"{(time.monotonic() - started) * 1000:.0f} ms")
+        try:
+            armored, waited, took = await self.gpg.encrypt(c.gpg, c.home, entry.fingerprint,
+                                                           prepared.inner, c.timeout)
+        except gpgserver.GpgError as e:
+            raise Deferred(f"encryption to {entry.fingerprint} failed: {str(e)[:200]}") from None
+        if not armored.startswith(b"-----BEGIN PGP MESSAGE-----"):
+            raise Deferred(f"encryption to {entry.fingerprint} failed: gpg gave no armored message")
+        out = pgpmime.assemble(prepared, armored)
+        log(f"encrypted {len(raw)} bytes for {rcpt} to {entry.fingerprint} in {took:.1f} ms"
+            + (f" (after {waited:.0f} ms waiting for a free gpg)" if waited >= 1 else ""))
         cache[entry.fingerprint] = out
         return out
 
 
 # --- LMTP -----------------------------------------------------------------------------------------
-def dot_stuff(data: bytes) -> bytes:
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    data = data.replace(b"\r\n.", b"\r\n..")
+def dot_stuffed(data: bytes) -> tuple[bytes, bytes]:
+    """(the data dot-stuffed, the end-of-data line): two pieces, so a large message is not
+    copied once more only to append five bytes; no copy at all when no line starts with '.'."""
+    if b"\r\n." in data:
+        data = data.replace(b"\r\n.", b"\r\n..")
     if data.startswith(b"."):
         data = b"." + data
-    return data + b".\r\n"
+    return data, (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+def dot_stuff(data: bytes) -> bytes:
+    return b"".join(dot_stuffed(data))
 
 
 async def read_reply(r: asyncio.StreamReader) -> str:
@@ -267,7 +276,12 @@ class Downstream:
             if not rep.startswith("354"):
                 replies.update({x: rep for x in accepted})
                 continue
-            w.write(dot_stuff(data))
+            body, end = dot_stuffed(data)
+            if len(body) < 1 << 16:
+                w.write(body + end)  # one send
+            else:  # no copy of a large message only to append five bytes (3.11's writelines joins)
+                w.write(body)
+                w.write(end)
             await w.drain()
             for x in accepted:
                 replies[x] = await asyncio.wait_for(read_reply(r), 300)
@@ -338,7 +352,9 @@ class Session:
             data = await self.r.readuntil(b"\r\n.\r\n")
         except asyncio.IncompleteReadError:
             raise ConnectionError("client went away during DATA") from None
-        data = data[:-3].replace(b"\r\n..", b"\r\n.")
+        data = data[:-3]
+        if b"\r\n.." in data:  # a scan; a copy only when some line was dot-stuffed
+            data = data.replace(b"\r\n..", b"\r\n.")
         return data[1:] if data.startswith(b"..") else data
 
     async def handle(self, data: bytes) -> list[str]:
@@ -414,25 +430,20 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: log("reloaded: configuration is re-read "
-                                                       "whenever its file changes"))
+
+    def hup() -> None:
+        engine.gpg.reset()  # fresh gpg processes (they are also replaced when gpg or keys change)
+        log("reloaded: configuration is re-read whenever its file changes")
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
     if ready:
         ready.set()
-    async with server:
-        await stop.wait()
+    try:
+        async with server:
+            await stop.wait()
+    finally:
+        engine.close()
     log("stopped")
-
-
-def _child_watcher() -> None:
-    """Python 3.11's default watches each gpg child with a thread of its own; a pidfd is cheaper
-    (and the default from 3.12 on)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with contextlib.suppress(AttributeError, NotImplementedError, OSError):
-            watcher = asyncio.PidfdChildWatcher()
-            asyncio.set_child_watcher(watcher)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,7 +461,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.daemon:
         system.daemonize(a.daemon, a.log)
     system.drop_privileges(a.user)
-    _child_watcher()
     asyncio.run(serve(a.config))
     return 0
 

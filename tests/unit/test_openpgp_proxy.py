@@ -164,10 +164,11 @@ def test_one_dovecot_connection_per_postfix_session(setup) -> None:  # type: ign
 
 @pytest.mark.parametrize("fault, why", [
     ("gpg = /nonexistent/gpg", "encryption to .* failed: /nonexistent/gpg: command not found"),
-    ("home = /nonexistent-home", "encryption to .* failed"),
+    ("home = {tmp}/other-home", "encryption to .* failed"),
 ])
 def test_faults_defer_and_store_nothing(setup, fault: str, why: str) -> None:  # type: ignore[no-untyped-def]
     conf, ring = setup
+    fault = fault.format(tmp=conf.parent)
     key, value = fault.split(" = ")
     text = conf.read_text()
     if key == "home":  # the index still names the key; the keyring itself is gone
@@ -246,7 +247,10 @@ def test_malformed_mime_is_encrypted_correctly_or_deferred(setup, device: Device
         except proxy.Deferred as e:
             return str(e)
 
-    out = asyncio.run(go())
+    try:
+        out = asyncio.run(go())
+    finally:
+        engine.close()  # its gpg workers
     event("deferred" if isinstance(out, str) else "left alone" if prepared is None else "encrypted")
     if isinstance(out, str):
         assert isinstance(prepared, proxy.pgpmime.Malformed)
