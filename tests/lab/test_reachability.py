@@ -214,7 +214,7 @@ def test_router_without_upnp_gets_manual_forwarding_instructions() -> None:
         # The renewal timer's run: no router to ask is exit 4, which its unit does not count as
         # a failure (a box behind such a router is not "degraded"); status reports it instead.
         r = lab.appliance("upnp", "renew")
-        assert r.returncode == 4 and "no UPnP router" in r.stderr, r.stderr
+        assert r.returncode == 4 and "UPnP router" in r.stderr, r.stderr
         r = lab.appliance("reachability")
         assert r.returncode == 1
         assert "verdict: not-reachable" in r.stdout
