@@ -92,6 +92,17 @@ def run_daemon(argv: Sequence[str], *, timeout: float = 60) -> Result:
         return Result(tuple(argv), rc, out.read(), "")
 
 
+def process_start_time(pid: int) -> float | None:
+    """When a process started (epoch seconds), or None if it is gone."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
