@@ -98,8 +98,10 @@ class Rspamd(Service):
         local = stage / "etc/rspamd"
         if not local.is_dir():
             return
-        # The package's rspamd.conf with the staged local.d in place of the live one.
-        res = system.run(["rspamadm", f"--var=LOCAL_CONFDIR={local}", "configtest", "-s",
+        # The package's rspamd.conf with the staged local.d in place of the live one. Not strict
+        # (-s): that also fails when /etc/resolv.conf names no server yet (a first boot without
+        # network), which says nothing about the files; syntax errors fail either way.
+        res = system.run(["rspamadm", f"--var=LOCAL_CONFDIR={local}", "configtest",
                           "-c", "/etc/rspamd/rspamd.conf"], check=False)
         if res.returncode != 0 or "syntax OK" not in res.stdout:
             raise ValidationError(self.name, "rspamadm configtest", res.output)
