@@ -68,9 +68,11 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
                           "worker-controller.inc", "actions.conf", "dkim_signing.conf",
                           "dmarc.conf", "milter_headers.conf", "classifier-bayes.conf",
                           "settings.conf")]
-    off = ALWAYS_OFF + (LIGHT_OFF if light else ())
-    specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE)
-              for m in off]
+    # Every module file is written in both modes (the agent replaces files, it never deletes
+    # them): in full mode the light-mode ones say nothing, so switching back turns them on.
+    specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,
+                       extra=(("off", light or m in ALWAYS_OFF),))
+              for m in ALWAYS_OFF + LIGHT_OFF]
     # Dovecot's side: Junk filing at delivery; in full mode, learning when the user moves mail.
     sieve = ["junk-filter.sieve"] + ([] if light else ["learn-spam.sieve", "learn-ham.sieve"])
     specs += [FileSpec(f"etc/dovecot/sieve/{name}.j2", f"{SIEVE_DIR}/{name}", "dovecot",

@@ -134,3 +134,18 @@ def test_smarthost_fails_closed_and_keeps_the_password_secret(good: dict) -> Non
     without = {x.path: x for x in build({**good, "relay": {}}).files}
     assert "s3cret" not in without["/etc/postfix/sasl_passwd"].content.decode()
     assert "relayhost" not in without["/etc/postfix/main.cf"].content.decode()
+
+
+def test_light_mode_files_are_rewritten_not_left_behind(good: dict) -> None:
+    """The agent never deletes files: switching light -> full must rewrite each module file."""
+    from appliance.spamfilter import ALWAYS_OFF, LIGHT_OFF
+
+    light = files(build({**good, "spam": {"mode": "light"}}))
+    full = files(build(good))
+    for m in LIGHT_OFF:
+        path = f"/etc/rspamd/local.d/{m}.conf"
+        assert "enabled = false;" in light[path] and "enabled = false;" not in full[path]
+    for m in ALWAYS_OFF:  # phoning rspamd.com is off in both modes
+        assert "enabled = false;" in full[f"/etc/rspamd/local.d/{m}.conf"]
+    assert "imap_sieve" in full["/etc/dovecot/dovecot.conf"]
+    assert "imap_sieve" not in light["/etc/dovecot/dovecot.conf"]
