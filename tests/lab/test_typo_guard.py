@@ -43,23 +43,7 @@ def restart_policyd(lab: MailLab) -> None:
 
 def submit(lab: MailLab, rcpt: str, subject: str) -> tuple[int, str]:
     """alice submits one message on 587 from the LAN client: (SMTP code, text)."""
-    code = f"""
-import smtplib, ssl
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-s = smtplib.SMTP({APP_IP!r}, 587, timeout=30); s.starttls(context=ctx); s.login({ALICE!r}, {ALICE_PW!r})
-try:
-    s.sendmail({ALICE!r}, [{rcpt!r}], 'Subject: {subject}\\r\\nTo: {rcpt}\\r\\n\\r\\norders\\r\\n')
-    print(250, 'ok')
-except smtplib.SMTPRecipientsRefused as e:
-    (c, t), = e.recipients.values(); print(c, t.decode())
-except smtplib.SMTPResponseException as e:
-    print(e.smtp_code, e.smtp_error.decode())
-s.quit()
-"""
-    r = lab.lan2.python(code, timeout=60)
-    assert r.returncode == 0, r.stderr
-    c, _, text = r.stdout.strip().partition(" ")
-    return int(c), text
+    return submit_as(lab, ALICE, ALICE_PW, rcpt, subject, "orders")
 
 
 def queue(lab: MailLab) -> list[dict]:
