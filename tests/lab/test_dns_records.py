@@ -47,6 +47,15 @@ def records(lab: MailLab) -> Iterator[list[str]]:
         lab.write_settings(good)
 
 
+def break_record(lab: MailLab, right: str, bad_value: str | None) -> None:
+    """Publish a wrong value in place of the zone-file line `right`, or remove it (None)."""
+    if bad_value is None:
+        publish(lab, [right], remove_only=True)
+    else:
+        name, ttl, cls, rtype, _value = right.split("\t", 4)
+        publish(lab, ["\t".join([name, ttl, cls, rtype, bad_value])])
+
+
 def line_for(records: list[str], rtype: str, contains: str = "") -> str:
     return next(x for x in records if x.split("\t")[3] == rtype and contains in x)
 
@@ -69,12 +78,9 @@ def test_published_records_round_trip(lab: MailLab, records: list[str]) -> None:
 def test_each_mistake_is_named_with_its_fix(lab: MailLab, records: list[str], rtype: str,
                                             contains: str, bad_value: str | None, expect: str) -> None:
     right = line_for(records, rtype, contains)
-    name, ttl, cls, _t, _v = right.split("\t", 4)
+    name = right.split("\t", 1)[0]
     try:
-        if bad_value is None:
-            publish(lab, [right], remove_only=True)
-        else:
-            publish(lab, ["\t".join([name, ttl, cls, rtype, bad_value])])
+        break_record(lab, right, bad_value)
         r = lab.appliance("dns", "--check")
         assert r.returncode == 1, r.stdout
         failing = [x for x in r.stdout.splitlines() if x.startswith("FAIL")]
