@@ -15,6 +15,7 @@ import pytest
 from appliance import errors, facts, plan, privacy, settings
 from appliance import typoguard as tg
 from appliance import typoguard_policy as tp
+from appliance.system import SETTLED_AGE
 
 LAN_FACTS = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1")
 
@@ -92,6 +93,9 @@ def test_submission_header_checks_with_the_real_postmap(good: dict, tmp_path: Pa
     table = tmp_path / "submission_header_checks"
     table.write_text(files(good)["/etc/postfix/submission_header_checks"])
     (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n")
+    # Dated back as the agent's own writes are: Postfix waits until a table is ~2 s old.
+    for written in (table, tmp_path / "main.cf"):
+        os.utime(written, (time.time() - SETTLED_AGE, time.time() - SETTLED_AGE))
     r = subprocess.run(["postmap", "-c", str(tmp_path), "-q", header, f"regexp:{table}"],
                        capture_output=True, text=True)
     assert r.returncode in (0, 1) and "warning" not in r.stderr, r.stderr
