@@ -4,12 +4,17 @@
   any failure after the swap -> restore every file, reload again -> the running
   configuration is exactly what it was.
 
+Absent is a state: apply records the files it owns (MANIFEST). A file it wrote that the plan no
+longer wants is deleted like any other change (and put back on rollback); a service left with
+no file at all is stopped and disabled before its files go.
+
 A second apply with the same inputs changes no file and reloads nothing.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +22,9 @@ from . import system
 from .errors import ApplyError
 from .plan import DesiredFile, Plan
 from .services import Manager, Service
+
+# The files apply wrote, and the service that reads each: {"schema": 1, "files": {path: service}}.
+MANIFEST = "/var/lib/appliance/owned.json"
 
 
 @dataclass
@@ -29,12 +37,16 @@ class Change:
     def kind(self) -> str:
         if self.before.content is None:
             return "create"
+        if self.after.content is None:
+            return "delete"
         if self.before.content != self.after.content:
             return "update"
         return "metadata"
 
     def diff(self) -> str:
         path = self.file.path
+        if self.kind == "delete":  # contents not shown: the file may have held a secret
+            return f"--- {path}\n+++ /dev/null\n(deleted: nothing the settings enable wants it)\n"
         if self.file.secret:
             return f"--- {path}\n+++ {path}\n(secret file {self.kind}d; contents not shown)\n"
         old = (self.before.content or b"").decode(errors="replace").splitlines(keepends=True)
@@ -51,6 +63,7 @@ class Change:
 class Report:
     changes: list[Change] = field(default_factory=list)
     reloaded: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
     dry_run: bool = False
     manager: str = ""
 
@@ -63,12 +76,29 @@ class Report:
             "changed_files": self.changed_files,
             "changes": [{"path": c.file.path, "kind": c.kind} for c in self.changes],
             "reloaded": self.reloaded,
+            "stopped": self.stopped,
             "dry_run": self.dry_run,
             "service_manager": self.manager,
         }
 
 
-def compute_changes(root: system.Root, plan: Plan) -> list[Change]:
+def read_owned(root: system.Root) -> dict[str, str]:
+    """The manifest's files. Missing or unreadable: nothing is known to be ours, so nothing is
+    deleted (a box from before the manifest keeps its files until a feature writes them again)."""
+    try:
+        data = json.loads(root.read(MANIFEST).content or b"{}")
+        files = data.get("files", {}) if data.get("schema") == 1 else {}
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def manifest_state(plan: Plan) -> system.FileState:
+    files = {f.path: f.service for f in sorted(plan.files, key=lambda f: f.path)}
+    return system.FileState(json.dumps({"schema": 1, "files": files}, indent=1).encode() + b"\n", 0o644)
+
+
+def compute_changes(root: system.Root, plan: Plan, owned: Mapping[str, str] | None = None) -> list[Change]:
     changes = []
     for f in plan.files:
         uid, gid = root.lookup_ids(f.owner, f.group)
@@ -76,6 +106,14 @@ def compute_changes(root: system.Root, plan: Plan) -> list[Change]:
         have = root.read(f.path)
         if have != want:
             changes.append(Change(f, have, want))
+    wanted = {f.path for f in plan.files}
+    for path, service in sorted((owned or {}).items()):
+        if path in wanted:
+            continue
+        have = root.read(path)
+        if have.content is not None:
+            gone = DesiredFile(path, b"", service, secret=True, order=99)
+            changes.append(Change(gone, have, system.FileState(None)))
     return changes
 
 
@@ -92,18 +130,27 @@ def apply(
     certificate behind an unchanged path)."""
     report = Report(dry_run=dry_run, manager=manager.name)
     with root.lock():
-        report.changes = compute_changes(root, plan)
-        if dry_run or not (report.changes or also_reload):
+        owned = read_owned(root)
+        report.changes = compute_changes(root, plan, owned)
+        old_manifest, new_manifest = root.read(MANIFEST), manifest_state(plan)
+        if dry_run or not (report.changes or also_reload or old_manifest.content != new_manifest.content):
             return report
         # Reload in the order the services are given: Postfix first, since Dovecot puts its
         # sockets into Postfix's queue directory.
         changed = [name for name in services if any(c.file.service == name for c in report.changes)]
-        touched = [name for name in services if name in changed or name in also_reload]
+        wanted = set(plan.services())
+        # Services with none of their files left: stopped, not reloaded (and not validated:
+        # there is no configuration to judge).
+        retired = [name for name in changed if name not in wanted]
+        touched = [name for name in services
+                   if name not in retired and (name in changed or name in also_reload)]
 
         # 1. Stage the complete desired configuration of each touched service, and let the
         #    real tools judge it. Nothing on the machine has changed yet.
         with root.staging() as stage:
             for name in changed:
+                if name in retired:
+                    continue
                 for f in plan.for_service(name):
                     root.write_stage(stage, f.path, f.content)
                 log(f"validating {name}")
@@ -116,9 +163,23 @@ def apply(
         done: list[Change] = []
         try:
             with system.sigterm_as_exception():
+                # Stopped while its files are still there: systemd disables a unit by its file.
+                for name in retired:
+                    log(f"stopping {name} ({manager.name}): none of its files is wanted")
+                    res = manager.stop(services[name])
+                    if res.returncode != 0:
+                        raise ApplyError(f"{name}: stop failed (`{' '.join(res.argv)}` exited "
+                                         f"{res.returncode}): {res.output or 'no output'}")
+                    report.stopped.append(name)
                 for c in report.changes:  # plan order: referenced files before main files
                     root.write_atomic(c.file.path, c.after)
                     done.append(c)
+                # With the swap: a crash before this line leaves the old manifest, whose files
+                # are a superset or the same paths; the next apply converges either way.
+                done.append(Change(DesiredFile(MANIFEST, b"", ""), old_manifest, new_manifest))
+                root.write_atomic(MANIFEST, new_manifest)
+                if retired:
+                    manager.refresh()
                 for name in touched:
                     svc = services[name]
                     log(f"reloading {name} ({manager.name})")
@@ -134,7 +195,7 @@ def apply(
                         raise ApplyError(f"{name}: reload failed: {problem}")
                     report.reloaded.append(name)
         except BaseException as exc:
-            _restore(root, done, touched, services, manager, log)
+            _restore(root, done, touched, report.stopped, services, manager, log)
             if isinstance(exc, ApplyError):
                 raise ApplyError(f"{exc}\nEvery file was restored and the services reloaded "
                                  "with their previous configuration.") from None
@@ -146,12 +207,18 @@ def _restore(
     root: system.Root,
     done: list[Change],
     touched: list[str],
+    stopped: list[str],
     services: Mapping[str, Service],
     manager: Manager,
     log: Callable[[str], None],
 ) -> None:
     for c in reversed(done):
         root.write_atomic(c.file.path, c.before)
+    if stopped:
+        manager.refresh()
     for name in touched:
         log(f"rolling back {name}")
         manager.reload(services[name])
+    for name in stopped:
+        log(f"starting {name} again")
+        manager.resume(services[name])

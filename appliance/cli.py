@@ -89,7 +89,8 @@ def cmd_apply(a: argparse.Namespace, env: Env) -> int:
             env.out(c.diff())
     verb = "would change" if a.diff else "changed"
     env.out(f"{verb} {len(report.changes)} file(s); reloaded {len(report.reloaded)} service(s)"
-            + (f": {', '.join(report.reloaded)}" if report.reloaded else ""))
+            + (f": {', '.join(report.reloaded)}" if report.reloaded else "")
+            + (f"; stopped {', '.join(report.stopped)}" if report.stopped else ""))
     for c in report.changes:
         env.out(f"  {c.kind:8} {c.file.path}")
     note = relay.notice(settings.load(root.host(a.settings) if not root.is_live else a.settings))

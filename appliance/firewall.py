@@ -69,6 +69,9 @@ class Nftables(Service):
     name = "nftables"
     unit = "nftables.service"  # Debian's unit; provisioning makes /etc/nftables.conf include ours
     log_path = "/dev/null"  # nft logs nothing; its exit status and `nft list` tell
+    # Debian's nftables.service also loads the admin's own rules: the firewall turned off
+    # removes our table, and the unit stays.
+    owns_unit = False
 
     def validate(self, stage: Path) -> None:
         staged = stage / RULES_PATH.lstrip("/")
@@ -86,6 +89,14 @@ class Nftables(Service):
         # Rolled back to "no firewall file" (a first apply failed): remove our table.
         res = system.run(["nft", "delete", "table", "inet", "appliance"], check=False)
         return system.Result(res.argv, 0, res.stdout, res.stderr)
+
+    def direct_stop(self) -> system.Result:
+        return system.Result(("true",), 0, "", "")  # no process: the rules are kernel state
+
+    def after_stop(self) -> system.Result:
+        res = system.run(["nft", "delete", "table", "inet", "appliance"], check=False)
+        gone = res.returncode == 0 or not self.running()
+        return system.Result(res.argv, 0 if gone else res.returncode, res.stdout, res.stderr)
 
     def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
         """`nft -f` is synchronous: the kernel holds the new rules once it returned 0. Check that

@@ -29,6 +29,17 @@ class Manager:
     def reload(self, service: Service) -> system.Result:
         raise NotImplementedError
 
+    def stop(self, service: Service) -> system.Result:
+        """Stop a service whose files are all going away, so it does not come back at boot."""
+        raise NotImplementedError
+
+    def resume(self, service: Service) -> system.Result:
+        """Undo stop() (a rollback): the service's files are back."""
+        return self.reload(service)
+
+    def refresh(self) -> None:
+        """Unit files were removed or put back."""
+
 
 class Systemd(Manager):
     name = "systemd"
@@ -47,6 +58,23 @@ class Systemd(Manager):
         verb = "restart" if service.needs_restart() else "reload-or-restart"
         return system.run(["systemctl", verb, service.unit], check=False)
 
+    def stop(self, service: Service) -> system.Result:
+        if service.owns_unit:
+            res = system.run(["systemctl", "disable", "--now", service.unit], check=False)
+            if res.returncode != 0:
+                return res
+        return service.after_stop()
+
+    def resume(self, service: Service) -> system.Result:
+        if service.owns_unit:
+            res = system.run(["systemctl", "enable", service.unit], check=False)
+            if res.returncode != 0:
+                return res
+        return self.reload(service)
+
+    def refresh(self) -> None:
+        system.run(["systemctl", "daemon-reload"], check=False)
+
 
 class Direct(Manager):
     """No init system (containers, the test lab): drive the daemons' own control commands."""
@@ -56,6 +84,10 @@ class Direct(Manager):
     def reload(self, service: Service) -> system.Result:
         return service.direct_reload()
 
+    def stop(self, service: Service) -> system.Result:
+        res = service.direct_stop()
+        return res if res.returncode != 0 else service.after_stop()
+
 
 class Offline(Manager):
     """An offline root (image build): nothing runs there, nothing to reload."""
@@ -64,6 +96,9 @@ class Offline(Manager):
     probes = False
 
     def reload(self, service: Service) -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+    def stop(self, service: Service) -> system.Result:
         return system.Result(("true",), 0, "", "")
 
 
@@ -85,6 +120,11 @@ class Service:
     reload_ack: re.Pattern[str] = re.compile(r"$^")
     # Ports the service must listen on once (re)loaded; a lost listener fails the apply.
     ports: tuple[int, ...] = ()
+    # The daemon's PID file, where it keeps one (stopping it without systemd).
+    pidfile = ""
+    # Whether the unit is this service's alone, so that it is disabled when none of the
+    # service's files is wanted (not so for a unit shared with what the agent does not own).
+    owns_unit = True
 
     def __init__(self, root: system.Root) -> None:
         self.root = root
@@ -98,6 +138,21 @@ class Service:
     def needs_restart(self) -> bool:
         """Whether the new configuration needs a restart rather than a reload."""
         return False
+
+    def direct_stop(self) -> system.Result:
+        """Stop the daemon without an init system (the lab)."""
+        argv = ("kill", "-TERM", self.pidfile or f"<{self.name} has no PID file>")
+        if not self.pidfile:
+            return system.Result(argv, 1, "", f"the agent cannot stop {self.name} without systemd")
+        content = self.root.read(self.pidfile).content or b""
+        pid = int(content.split()[0]) if content.split() and content.split()[0].isdigit() else 0
+        if pid > 0 and not system.stop_pid(pid):
+            return system.Result(argv, 1, "", f"{self.name} (pid {pid}) did not exit")
+        return system.Result(argv, 0, "", "")
+
+    def after_stop(self) -> system.Result:
+        """What stopping the process leaves behind that must go too (kernel state: nft tables)."""
+        return system.Result(("true",), 0, "", "")
 
     def running(self) -> bool:
         raise NotImplementedError
@@ -243,6 +298,9 @@ class Scheduled(Service):
         return True
 
     def direct_reload(self) -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+    def direct_stop(self) -> system.Result:
         return system.Result(("true",), 0, "", "")
 
     def probe(self, log_offset: int, settle: float = 10.0) -> str | None:

@@ -26,6 +26,7 @@ class Sshd(Service):
     unit = "ssh.service"
     log_path = SSHD_LOG
     ports = (22,)
+    pidfile = PIDFILE
 
     def validate(self, stage: Path) -> None:
         staged = stage / DROPIN.lstrip("/")

@@ -434,6 +434,20 @@ def signal_pid(pid: int, signum: int) -> bool:
     return True
 
 
+def stop_pid(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM, a bounded wait, then SIGKILL. True once the process is gone."""
+    if not signal_pid(pid, signal.SIGTERM):
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    signal_pid(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    return not pid_alive(pid)
+
+
 def stage_copy_tree(src: Path, dest: Path) -> None:
     """Copy the files of `src` into `dest` (a staging directory) that are not there yet: a
     staged configuration that includes package files (fail2ban's jail.conf, filters) is

@@ -59,6 +59,7 @@ class Nginx(Service):
     reload_errors = re.compile(r"\[(emerg|alert|crit)\]")
     reload_ack = re.compile(r"\[notice\] \d+#\d+: (reconfiguring|start worker process)")
     ports = (443,)
+    pidfile = "/run/nginx.pid"
 
     def validate(self, stage: Path) -> None:
         conf = stage / "etc/nginx/nginx.conf"

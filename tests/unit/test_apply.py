@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance import system
-from appliance.apply import apply
+from appliance.apply import MANIFEST, apply, read_owned
 from appliance.errors import ApplyError, ValidationError
 from appliance.plan import DesiredFile, Plan
 from appliance.services import Manager, Service
@@ -56,6 +56,14 @@ class FakeManager(Manager):
             service.fail_reload = False
             return system.Result(("fake-reload",), 1, "", "cannot bind")
         return system.Result(("fake-reload",), 0, "", "")
+
+    def stop(self, service: Service) -> system.Result:
+        self.events.append(f"stop {service.name}")
+        return system.Result(("fake-stop",), 0, "", "")
+
+    def resume(self, service: Service) -> system.Result:
+        self.events.append(f"resume {service.name}")
+        return system.Result(("fake-start",), 0, "", "")
 
 
 @pytest.fixture
@@ -182,3 +190,67 @@ def test_a_second_run_waits_for_the_lock(root: system.Root) -> None:
     svcs, mgr, _ = setup(root)
     with root.lock(), pytest.raises(LockedError, match="another `appliance` run"):
         apply(root, make_plan(b"v1\n"), svcs, mgr)
+
+
+def without_b(main: bytes = b"v1\n") -> Plan:
+    """The plan once the feature behind service b is turned off."""
+    return Plan(files=tuple(f for f in make_plan(main).files if f.service != "b"), directories=())
+
+
+def test_a_file_no_longer_wanted_is_deleted_and_its_service_stopped(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert "/etc/b/b.conf" in read_owned(root)
+    events.clear()
+    r = apply(root, without_b(), svcs, mgr)
+    assert [(c.file.path, c.kind) for c in r.changes] == [("/etc/b/b.conf", "delete")]
+    assert root.read("/etc/b/b.conf").content is None
+    # b has no configuration left: stopped (before its files go), neither validated nor reloaded.
+    assert events == ["stop b"] and r.stopped == ["b"] and r.reloaded == []
+    assert read_owned(root) == {"/etc/a/map": "a", "/etc/a/main.conf": "a"}
+    events.clear()
+    assert apply(root, without_b(), svcs, mgr).changes == [] and events == []
+    # Turned on again: written and started as on a first apply.
+    r = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert r.changed_files == ["/etc/b/b.conf"] and events == ["validate b", "reload b b'v1\\n'"]
+
+
+def test_a_deletion_shows_in_the_diff_and_dry_run_deletes_nothing(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    events.clear()
+    r = apply(root, without_b(), svcs, mgr, dry_run=True)
+    (c,) = r.changes
+    assert c.kind == "delete" and "+++ /dev/null" in c.diff() and "other" not in c.diff()
+    assert root.read("/etc/b/b.conf").content == b"other\n" and events == []
+
+
+def test_files_apply_never_wrote_are_never_deleted(root: system.Root) -> None:
+    svcs, mgr, _ = setup(root)
+    apply(root, without_b(), svcs, mgr)
+    root.write_atomic("/etc/b/b.conf", system.FileState(b"the admin's own\n"))
+    apply(root, without_b(b"v2\n"), svcs, mgr)
+    assert root.read("/etc/b/b.conf").content == b"the admin's own\n"
+
+
+@pytest.mark.parametrize("manifest", [b"not json", b'{"schema": 99, "files": {"/etc/b/b.conf": "b"}}',
+                                      b'{"schema": 1, "files": ["/etc/b/b.conf"]}'])
+def test_an_unreadable_manifest_deletes_nothing(root: system.Root, manifest: bytes) -> None:
+    svcs, mgr, _ = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    root.write_atomic(MANIFEST, system.FileState(manifest))
+    r = apply(root, without_b(), svcs, mgr)
+    assert root.read("/etc/b/b.conf").content == b"other\n" and r.stopped == []
+    assert read_owned(root) == {"/etc/a/map": "a", "/etc/a/main.conf": "a"}  # rewritten whole
+
+
+def test_a_failed_apply_puts_deleted_files_back_and_starts_their_service(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    before, owned = disk(root), root.read(MANIFEST)
+    events.clear()
+    svcs["a"].fail_reload = True
+    with pytest.raises(ApplyError, match="a: reload failed"):
+        apply(root, without_b(b"v2\n"), svcs, mgr)
+    assert disk(root) == before and root.read(MANIFEST) == owned
+    assert events == ["validate a", "stop b", "reload a b'v2\\n'", "reload a b'v1\\n'", "resume b"]
