@@ -221,11 +221,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that change nothing on the box run without the lock (probe-server runs for hours on
+# another machine). Every other command holds it from its first read of the settings to the end
+# of its apply, so an edit and the apply that follows are one step.
+UNLOCKED = frozenset({"check", "facts", "status", "dns", "bans", "probe-server"})
+# How long a second command waits for the first (an apply that restarts rspamd on a Pi takes
+# minutes) before it says "busy" and changes nothing.
+LOCK_WAIT = float(os.environ.get("APPLIANCE_LOCK_WAIT", "300"))
+
+
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
     a = parser().parse_args(argv)
     try:
-        return int(a.func(a, env))
+        if a.command in UNLOCKED or getattr(a, "diff", False):
+            return int(a.func(a, env))
+        with system.Root(getattr(a, "root", "/")).lock(wait=LOCK_WAIT):
+            return int(a.func(a, env))
     except ApplianceError as e:
         env.err(f"appliance: {e}")
         return e.exit_code

@@ -17,6 +17,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -246,22 +247,54 @@ class Root:
         finally:
             _rmtree(d)
 
+    def lock_path(self) -> Path:
+        d = Path(os.environ.get("APPLIANCE_RUN_DIR", "/run/appliance")) if self.is_live \
+            else self.host("/var/lib/appliance")
+        return d / "apply.lock"
+
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """One agent run at a time (certbot's lock, reduced to a flock)."""
-        d = self.host("/run/appliance") if self.is_live else self.host("/var/lib/appliance")
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / "apply.lock", "a") as f:  # noqa: SIM115 - the lock lives as long as f
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockedError(
-                    f"another `appliance` run holds {d / 'apply.lock'}; wait for it to finish"
-                ) from None
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """One agent run at a time (certbot's lock, reduced to a flock). Re-entrant within a
+        process: a command holds it across its edit and the apply that follows. A second
+        process waits up to `wait` seconds, then is told who holds it."""
+        path = self.lock_path()
+        if path in _held:
+            _held[path] += 1
             try:
                 yield
             finally:
+                _held[path] -= 1
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:  # noqa: SIM115 - the lock lives as long as f
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        f.seek(0)
+                        holder = f.read(200).strip() or "another process"
+                        raise LockedError(
+                            f"busy: {holder} holds {path}; nothing was changed, try again when it "
+                            "has finished") from None
+                    time.sleep(0.1)
+            try:
+                f.seek(0)
+                f.truncate()
+                f.write(f"`appliance {' '.join(sys.argv[1:])[:120]}` (pid {os.getpid()})\n")
+                f.flush()
+                _held[path] = 1
+                yield
+            finally:
+                _held.pop(path, None)
+                f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# Locks this process holds, by path, with their depth.
+_held: dict[Path, int] = {}
 
 
 # Postfix will not read a configuration file younger than about two seconds (it guards

@@ -9,6 +9,12 @@ ALICE_HASH = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input="alice-
                             text=True, capture_output=True, check=True).stdout.strip()
 
 
+@pytest.fixture(autouse=True)
+def private_run_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's lock lives in /run/appliance on a box; unit tests (no root) get their own."""
+    monkeypatch.setenv("APPLIANCE_RUN_DIR", str(tmp_path_factory.mktemp("run")))
+
+
 @pytest.fixture
 def good() -> dict:
     return {

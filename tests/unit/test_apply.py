@@ -185,11 +185,25 @@ def test_dry_run_reports_and_changes_nothing(root: system.Root) -> None:
 
 
 def test_a_second_run_waits_for_the_lock(root: system.Root) -> None:
+    import subprocess
+    import sys
+
     from appliance.errors import LockedError
 
     svcs, mgr, _ = setup(root)
-    with root.lock(), pytest.raises(LockedError, match="another `appliance` run"):
-        apply(root, make_plan(b"v1\n"), svcs, mgr)
+    # Another process holds the lock until we close its stdin.
+    code = (f"import sys; from appliance import system\nwith system.Root({str(root.path)!r}).lock():\n"
+            "    print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match="busy: .*holds"):
+            apply(root, make_plan(b"v1\n"), svcs, mgr)
+        assert disk(root) == {"/etc/a/map": None, "/etc/a/main.conf": None, "/etc/b/b.conf": None}
+    finally:
+        holder.communicate("", timeout=30)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
 
 
 def without_b(main: bytes = b"v1\n") -> Plan:
@@ -254,3 +268,23 @@ def test_a_failed_apply_puts_deleted_files_back_and_starts_their_service(root: s
         apply(root, without_b(b"v2\n"), svcs, mgr)
     assert disk(root) == before and root.read(MANIFEST) == owned
     assert events == ["validate a", "stop b", "reload a b'v2\\n'", "reload a b'v1\\n'", "resume b"]
+
+
+def test_the_lock_is_reentrant_and_a_second_process_is_told_who_holds_it(root: system.Root) -> None:
+    import subprocess
+    import sys
+
+    svcs, mgr, _ = setup(root)
+    code = ("import sys; from appliance import system\n"
+            f"with system.Root({str(root.path)!r}).lock(wait=float(sys.argv[1])): print('got it')")
+    with root.lock():
+        apply(root, make_plan(b"v1\n"), svcs, mgr)  # the same process: no deadlock
+        with root.lock():
+            pass
+        r = subprocess.run([sys.executable, "-c", code, "0.5"], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "busy:" in r.stderr and f"pid {os.getpid()}" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == "got it", r.stderr
+    with root.lock():  # released on exit, taken again: still exclusive
+        r = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "busy:" in r.stderr
