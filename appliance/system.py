@@ -258,12 +258,16 @@ class Root:
         process: a command holds it across its edit and the apply that follows. A second
         process waits up to `wait` seconds, then is told who holds it."""
         path = self.lock_path()
+        if path not in _held and _inherited(path):
+            _held[path] = 0  # a hook the holder started (certbot's deploy hook): its lock
         if path in _held:
             _held[path] += 1
             try:
                 yield
             finally:
                 _held[path] -= 1
+                if not _held[path]:  # the inherited entry ends with the hook's command
+                    del _held[path]
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+") as f:  # noqa: SIM115 - the lock lives as long as f
@@ -286,15 +290,45 @@ class Root:
                 f.write(f"`appliance {' '.join(sys.argv[1:])[:120]}` (pid {os.getpid()})\n")
                 f.flush()
                 _held[path] = 1
+                os.environ[LOCK_ENV] = f"{os.getpid()}:{path}"  # for the hooks it starts
                 yield
             finally:
                 _held.pop(path, None)
+                os.environ.pop(LOCK_ENV, None)
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # Locks this process holds, by path, with their depth.
 _held: dict[Path, int] = {}
+# A command that holds the lock may start another `appliance` that needs it: certbot, run by
+# `appliance cert issue`, calls `appliance cert deploy` as its hook, and the holder waits for
+# it. The child would wait for its own parent; it is told who holds the lock, and goes on when
+# that holder is one of its ancestors (so a stray copy of the variable grants nothing).
+LOCK_ENV = "APPLIANCE_LOCK_HOLDER"
+
+
+def _inherited(path: Path) -> bool:
+    pid, _, held_path = os.environ.get(LOCK_ENV, "").partition(":")
+    if not pid.isdigit() or held_path != str(path):
+        return False
+    return int(pid) in _ancestors()
+
+
+def _ancestors(limit: int = 64) -> set[int]:
+    """The pids above this process, read from /proc (bounded: a chain never loops, but a
+    corrupt read must not hang a hook)."""
+    found: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and len(found) < limit:
+        found.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rpartition(")")[2].split()[1])
+    return found
+
 
 
 # Postfix will not read a configuration file younger than about two seconds (it guards

@@ -277,14 +277,29 @@ def test_the_lock_is_reentrant_and_a_second_process_is_told_who_holds_it(root: s
     svcs, mgr, _ = setup(root)
     code = ("import sys; from appliance import system\n"
             f"with system.Root({str(root.path)!r}).lock(wait=float(sys.argv[1])): print('got it')")
+    def other(wait: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """A process that is not one this holder started (no inherited holder variable)."""
+        if env is None:
+            env = {k: v for k, v in os.environ.items() if k != system.LOCK_ENV}
+        return subprocess.run([sys.executable, "-c", code, wait], capture_output=True, text=True,
+                              timeout=30, env=env)
+
     with root.lock():
         apply(root, make_plan(b"v1\n"), svcs, mgr)  # the same process: no deadlock
         with root.lock():
             pass
-        r = subprocess.run([sys.executable, "-c", code, "0.5"], capture_output=True, text=True, timeout=30)
+        r = other("0.5")
         assert r.returncode != 0 and "busy:" in r.stderr and f"pid {os.getpid()}" in r.stderr, r.stderr
-    r = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=30)
+        # A hook this holder started (certbot's deploy hook) goes on under the holder's lock...
+        r = other("0", dict(os.environ))
+        assert r.stdout.strip() == "got it", r.stderr
+        # ...but the variable alone grants nothing to a process the holder did not start.
+        forged = dict(os.environ, **{system.LOCK_ENV: f"1:{root.lock_path()}"})
+        r = other("0", forged)
+        assert r.returncode != 0 and "busy:" in r.stderr
+    assert system.LOCK_ENV not in os.environ
+    r = other("0")
     assert r.stdout.strip() == "got it", r.stderr
     with root.lock():  # released on exit, taken again: still exclusive
-        r = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=30)
+        r = other("0")
         assert r.returncode != 0 and "busy:" in r.stderr
