@@ -70,6 +70,7 @@ bench: deps
 	$(PY) bench/lan_defence.py
 	$(PY) bench/privacy.py
 	$(PY) bench/spam.py
+	$(PY) bench/daemons.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
