@@ -642,5 +642,25 @@ def load(path: Path | str = DEFAULT_PATH) -> Settings:
     except UnicodeDecodeError:
         raise SettingsError(["file is not UTF-8 text; save it as UTF-8"], str(p)) from None
     except tomllib.TOMLDecodeError as e:
-        raise SettingsError([f"TOML syntax error: {e}; fix the line it names"], str(p)) from None
+        raise SettingsError([_duplicate_key(raw.decode("utf-8"), str(e))
+                             or f"TOML syntax error: {e}; fix the line it names"], str(p)) from None
     return parse(data, str(p))
+
+
+def _duplicate_key(text: str, error: str) -> str:
+    """tomllib says only "Cannot overwrite a value (at line 3, column 24)" for a key given twice;
+    name the key and its section like every other settings error."""
+    m = re.match(r"Cannot overwrite a value \(at line (\d+),", error)
+    lines = text.splitlines()
+    if not m or not 0 < int(m.group(1)) <= len(lines):
+        return ""
+    n = int(m.group(1))
+    key = lines[n - 1].partition("=")[0].strip().strip('"')
+    start = next((i for i in range(n - 2, -1, -1) if lines[i].strip().startswith("[")), -1)
+    section = lines[start].strip() if start >= 0 else ""
+    where = f"{section.strip('[]')}.{key}" if section else key
+    first = next((i + 1 for i in range(start + 1, n - 1)
+                  if "=" in lines[i] and lines[i].partition("=")[0].strip().strip('"') == key), None)
+    again = f" (first on line {first})" if first else ""
+    return (f"{where}: given twice, on line {n}{again}"
+            f"{f' in {section}' if section else ''}; keep one of them")

@@ -146,6 +146,21 @@ def test_load_reports_toml_syntax_with_the_path(tmp_path) -> None:
         settings.load(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize(("text", "named"), [
+    ('domain = "example.org"\ndomain = "example.net"\n', "domain: given twice, on line 2 (first on line 1)"),
+    ('domain = "example.org"\n[lan]\ninterface = "eth0"\nprefixes = []\ninterface = "eth1"\n',
+     "lan.interface: given twice, on line 5 (first on line 3) in [lan]"),
+    ('domain = "example.org"\n[[users]]\naddress = "a@example.org"\naddress = "b@example.org"\n',
+     "users.address: given twice, on line 4 (first on line 3) in [[users]]"),
+])
+def test_a_key_given_twice_is_named_with_its_section(tmp_path, text: str, named: str) -> None:
+    f = tmp_path / "settings.toml"
+    f.write_text(text)
+    with pytest.raises(SettingsError) as e:
+        settings.load(f)
+    assert named in str(e.value) and "Cannot overwrite" not in str(e.value), str(e.value)
+
+
 @given(st.text(min_size=1, max_size=40))
 def test_arbitrary_domain_strings_never_crash_the_validator(text: str) -> None:
     data = {"domain": text, "users": [{"address": f"a@{text}", "password_hash": "x"}]}
