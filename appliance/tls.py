@@ -22,9 +22,12 @@ CIPHERS_INTERMEDIATE = ":".join([
 ])
 # Mozilla intermediate: TLS 1.2 is the floor for clients we serve (IMAP, submission).
 MIN_PROTOCOL = "TLSv1.2"
-# Port 25 is opportunistic (RFC 7435): a peer that only speaks TLS 1.0 still gets encryption
-# instead of plaintext, so only SSLv2/SSLv3 are refused there (the Postfix TLS_README advice).
-SMTPD_OPPORTUNISTIC_PROTOCOLS = "!SSLv2, !SSLv3"
+# Port 25 is opportunistic (RFC 7435), but TLS 1.2 is its floor too, said here rather than
+# left to the system: RFC 8996 retires TLS 1.0 and 1.1, Debian's OpenSSL (security level 2)
+# refuses them underneath Postfix anyway, and offering them would mean lowering that level for
+# every peer. A sender that speaks only 1.0 or 1.1 gets no TLS session here; most such senders
+# then retry without TLS, as an opportunistic client does.
+SMTPD_OPPORTUNISTIC_PROTOCOLS = f">={MIN_PROTOCOL}"
 
 SELF_SIGNED_DIR = "/var/lib/appliance/tls"
 SELF_SIGNED_DAYS = 825  # the CA/Browser Forum limit that clients such as Apple's enforce

@@ -187,6 +187,19 @@ def test_auth_is_not_offered_before_starttls_on_any_port(lab: MailLab) -> None:
         assert "auth False starttls True" in r.stdout, (port, r.stdout, r.stderr)
 
 
+@pytest.mark.parametrize(("flag", "offered"), [("-tls1", False), ("-tls1_1", False), ("-tls1_2", True)])
+def test_port_25_offers_tls_1_2_and_up_only(lab: MailLab, flag: str, offered: bool) -> None:
+    # The client drops its own security level so that it really offers the old protocol: what
+    # is refused is refused by the box. From the internet side, through the router's forward.
+    r = lab.att.run(["timeout", "20", "openssl", "s_client", "-starttls", "smtp", "-connect",
+                     f"{WAN_IP}:25", flag, "-cipher", "DEFAULT@SECLEVEL=0", "-brief"],
+                    check=False, timeout=30, input="QUIT\n")
+    out = r.stdout + r.stderr
+    assert ("Protocol version: TLSv1.2" in out) is offered, out[-600:]
+    if not offered:
+        assert r.returncode != 0 and "CONNECTION ESTABLISHED" not in out, out[-600:]
+
+
 def test_message_size_limit_is_announced_and_enforced(lab: MailLab) -> None:
     r = lab.att.python(smtp_code(WAN_IP, 25, f"""
 print('size', s.esmtp_features.get('size'))

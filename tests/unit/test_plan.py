@@ -61,6 +61,14 @@ def test_own_domain_mailboxes_aliases_and_role_addresses(good: dict) -> None:
     assert "alice@example.org:{SHA512-CRYPT}$6$" in f["/etc/dovecot/users"]
 
 
+def test_port_25_states_its_tls_floor_instead_of_leaving_it_to_openssl(good: dict) -> None:
+    main = files(build(good))["/etc/postfix/main.cf"]
+    # TLS 1.0/1.1 are refused by the configuration itself (the README says 1.2+ on every port),
+    # not only by the OpenSSL security level underneath.
+    assert "smtpd_tls_protocols = >=TLSv1.2\n" in main
+    assert "smtpd_tls_mandatory_protocols = >=TLSv1.2\n" in main
+
+
 def test_lan_never_becomes_a_relay_network(good: dict) -> None:
     main = files(build(good))["/etc/postfix/main.cf"]
     assert "mynetworks = 127.0.0.0/8 [::1]/128\n" in main
