@@ -1,0 +1,61 @@
+"""rspamd's reload-or-restart choice: a SIGHUP cannot rebind a worker's socket, so any change of
+a bind socket must restart it (the first apply over Debian's default configuration did not)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from appliance import spamfilter, system
+from appliance.spamfilter import CONTROLLER, Rspamd, listening_sockets
+
+TEMPLATES = Path(spamfilter.__file__).parent / "templates"
+DEBIAN_DEFAULT = {("127.0.0.1", 11332), ("::1", 11332), ("127.0.0.1", 11333), ("::1", 11333),
+                  ("127.0.0.1", 11334), ("::1", 11334)}
+
+
+def _box(tmp_path: Path, light: bool) -> Rspamd:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)))
+    local = tmp_path / "etc/rspamd/local.d"
+    local.mkdir(parents=True)
+    for name in ("worker-proxy.inc", "worker-normal.inc", "worker-controller.inc"):
+        body = env.get_template(f"etc/rspamd/local.d/{name}.j2").render(
+            header="# test", light=light, controller=CONTROLLER)
+        (local / name).write_text(body)
+    return Rspamd(system.Root(tmp_path))
+
+
+@pytest.mark.parametrize("listening, light, restart", [
+    (DEBIAN_DEFAULT, False, True),  # the first apply over Debian's default: proxy rebinds
+    (DEBIAN_DEFAULT, True, True),
+    ({("127.0.0.1", 11332), ("127.0.0.1", 11334)}, False, False),  # ours, unchanged: SIGHUP
+    ({("127.0.0.1", 11332)}, True, False),
+    ({("127.0.0.1", 11332)}, False, True),  # controller added
+    ({("127.0.0.1", 11332), ("127.0.0.1", 11334)}, True, True),  # controller dropped
+    ({("0.0.0.0", 11332), ("127.0.0.1", 11334)}, False, True),  # proxy address changed
+])
+def test_any_changed_bind_socket_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          listening: set, light: bool, restart: bool) -> None:
+    box = _box(tmp_path, light)
+    monkeypatch.setattr(Rspamd, "running", lambda self: True)
+    monkeypatch.setattr(spamfilter, "listening_sockets",
+                        lambda ports: {s for s in listening if s[1] in ports})
+    # And for the code before this check, which only read the set of listening ports.
+    monkeypatch.setattr(system, "listening_tcp_ports", lambda: {p for _, p in listening})
+    assert box.needs_restart() is restart
+
+
+def test_proc_net_tcp_is_read_as_addresses(tmp_path: Path) -> None:
+    # Lines as the kernel prints them: 127.0.0.1:11332 and ::1:11332 listening, one connection.
+    (tmp_path / "tcp").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 0100007F:2C44 00000000:0000 0A 0\n"
+        "   1: 0100007F:2C44 0100007F:9C40 01 0\n"
+        "   2: 00000000:0016 00000000:0000 0A 0\n")
+    (tmp_path / "tcp6").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 00000000000000000000000001000000:2C44 00000000000000000000000000000000:0000 0A 0\n")
+    assert listening_sockets({11332}, proc=str(tmp_path)) == {("127.0.0.1", 11332),
+                                                               ("::1", 11332)}
