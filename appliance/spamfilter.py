@@ -43,6 +43,7 @@ SERVICE = "rspamd"
 MILTER = "inet:127.0.0.1:11332"
 CONTROLLER = "127.0.0.1:11334"
 LOCAL_D = "/etc/rspamd/local.d"
+OVERRIDE_D = "/etc/rspamd/override.d"
 SIEVE_DIR = "/etc/dovecot/sieve"
 CACHE_DIR = "/var/lib/rspamd"  # rspamd's DBDIR: Bayes files and the compiled pattern caches
 
@@ -68,10 +69,13 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
            ("dkim_selector", facts.dkim_selector),
            ("dkim_key", dkim.key_path(facts.dkim_selector) if facts.dkim_selector else ""))
     specs = [FileSpec(f"etc/rspamd/local.d/{name}.j2", f"{LOCAL_D}/{name}", SERVICE, extra=ctx)
-             for name in ("options.inc", "logging.inc", "worker-proxy.inc", "worker-normal.inc",
+             for name in ("logging.inc", "worker-proxy.inc", "worker-normal.inc",
                           "worker-controller.inc", "actions.conf", "dkim_signing.conf",
                           "dmarc.conf", "milter_headers.conf", "classifier-bayes.conf",
                           "settings.conf")]
+    # Replaces Debian's options instead of merging with them (local_addrs: see the template).
+    specs.append(FileSpec("etc/rspamd/override.d/options.inc.j2", f"{OVERRIDE_D}/options.inc",
+                          SERVICE, extra=ctx))
     # Every module file is written in both modes (the agent replaces files, it never deletes
     # them): in full mode the light-mode ones say nothing, so switching back turns them on.
     specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,

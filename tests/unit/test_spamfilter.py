@@ -3,6 +3,9 @@ a bind socket must restart it (the first apply over Debian's default configurati
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import subprocess
 from pathlib import Path
 
 import jinja2
@@ -59,3 +62,33 @@ def test_proc_net_tcp_is_read_as_addresses(tmp_path: Path) -> None:
         "   0: 00000000000000000000000001000000:2C44 00000000000000000000000000000000:0000 0A 0\n")
     assert listening_sockets({11332}, proc=str(tmp_path)) == {("127.0.0.1", 11332),
                                                                ("::1", 11332)}
+
+
+def _configdump(good: dict, tmp_path: Path, section: str) -> str:
+    """What rspamd itself makes of the rendered files over Debian's configuration."""
+    from tests.unit.test_plan import build
+    for f in build(good).files:
+        dest = tmp_path / f.path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.content)
+    r = subprocess.run(["rspamadm", f"--var=LOCAL_CONFDIR={tmp_path}/etc/rspamd", "configdump",
+                        "-c", "/etc/rspamd/rspamd.conf", section],
+                       capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+def test_local_addrs_replace_debians_private_ranges(good: dict, tmp_path: Path) -> None:
+    out = _configdump(good, tmp_path, "options")
+    addrs = re.search(r"local_addrs \[(.*?)\]", out, re.S)
+    assert addrs, out
+    found = set(re.findall(r'"([^"]+)"', addrs.group(1)))
+    # Only loopback (Debian's CommuniGate include adds 127.2.4.7, inside 127/8).
+    assert found and all(ipaddress.ip_network(a).is_loopback for a in found), found
+
+
+def test_no_authentication_results_on_outgoing_mail(good: dict, tmp_path: Path) -> None:
+    out = _configdump(good, tmp_path, "milter_headers")
+    assert "authentication-results" in out  # incoming mail keeps it
+    assert "authenticated_headers" not in out or not re.search(
+        r"authenticated_headers \[[^\]]*authentication-results", out), out
+    assert not re.search(r"skip_authenticated = false", out), out
