@@ -37,7 +37,7 @@ from .errors import ValidationError
 from .facts import Facts
 from .plan import FileSpec
 from .services import Service, _pidfile_alive
-from .settings import Settings
+from .settings import SPAM_BLOCKLISTS, Settings
 
 SERVICE = "rspamd"
 MILTER = "inet:127.0.0.1:11332"
@@ -80,7 +80,11 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
     # them): in full mode the light-mode ones say nothing, so switching back turns them on.
     specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,
                        extra=(("off", light or m in ALWAYS_OFF),))
-              for m in ALWAYS_OFF + LIGHT_OFF]
+              for m in ALWAYS_OFF + LIGHT_OFF if m != "rbl"]
+    on = s.spam.blocklists
+    specs.append(FileSpec("etc/rspamd/local.d/rbl.conf.j2", f"{LOCAL_D}/rbl.conf", SERVICE,
+                          extra=(("off", light), ("on", on),
+                                 ("off_rules", tuple(r for r in SPAM_BLOCKLISTS if r not in on)))))
     # Dovecot's side: Junk filing at delivery; in full mode, learning when the user moves mail.
     sieve = ["junk-filter.sieve"] + ([] if light else ["learn-spam.sieve", "learn-ham.sieve"])
     specs += [FileSpec(f"etc/dovecot/sieve/{name}.j2", f"{SIEVE_DIR}/{name}", "dovecot",

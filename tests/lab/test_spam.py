@@ -261,4 +261,4 @@ def test_light_mode_signs_without_the_controller(lab: MailLab, published: list[s
         r = lab.appliance("apply")
         assert r.returncode == 0, r.stdout + r.stderr
     wait_for("the controller back", lambda: lab.tcp_open(lab.app, "127.0.0.1", 11334), timeout=20)
-    assert "enabled = false" not in lab.app.read("/etc/rspamd/local.d/rbl.conf")  # full again
+    assert "\nenabled = false" not in lab.app.read("/etc/rspamd/local.d/rbl.conf")  # full again

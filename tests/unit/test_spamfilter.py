@@ -92,3 +92,31 @@ def test_no_authentication_results_on_outgoing_mail(good: dict, tmp_path: Path) 
     assert "authenticated_headers" not in out or not re.search(
         r"authenticated_headers \[[^\]]*authentication-results", out), out
     assert not re.search(r"skip_authenticated = false", out), out
+
+
+def _rbl_rules(out: str) -> dict[str, bool]:
+    """Each rbl rule rspamd ends up with, and whether it is on."""
+    rules: dict[str, bool] = {}
+    for m in re.finditer(r"^    (\w+) \{\n(.*?)^    \}", out, re.S | re.M):
+        rules[m.group(1)] = "enabled = false" not in m.group(2)
+    return rules
+
+
+@pytest.mark.parametrize("chosen", [None, [], ["mailspike"]])
+def test_only_the_chosen_blocklists_stay_and_none_is_rspamds(good: dict, tmp_path: Path,
+                                                               chosen: list | None) -> None:
+    from appliance.settings import SPAM_BLOCKLISTS, SpamSection
+    if chosen is not None:
+        good["spam"] = {"blocklists": chosen}
+    rules = _rbl_rules(_configdump(good, tmp_path, "rbl"))
+    assert set(rules) >= set(SPAM_BLOCKLISTS), rules  # the table knows every Debian rule
+    want = set(SpamSection.blocklists if chosen is None else chosen)
+    assert {r for r, on in rules.items() if on} == want
+    assert not want & {"RSPAMD_URIBL", "RSPAMD_EMAILBL"}
+
+
+def test_an_unknown_blocklist_is_refused(good: dict) -> None:
+    from appliance import settings
+    good["spam"] = {"blocklists": ["uribl.example"]}
+    with pytest.raises(Exception, match="spam.blocklists"):
+        settings.parse(good)
