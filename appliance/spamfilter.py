@@ -73,9 +73,12 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
                           "worker-controller.inc", "actions.conf", "dkim_signing.conf",
                           "dmarc.conf", "milter_headers.conf", "classifier-bayes.conf",
                           "settings.conf")]
-    # Replaces Debian's options instead of merging with them (local_addrs: see the template).
-    specs.append(FileSpec("etc/rspamd/override.d/options.inc.j2", f"{OVERRIDE_D}/options.inc",
-                          SERVICE, extra=ctx))
+    # Replace Debian's values instead of merging with them: local_addrs (see the template), and
+    # every map list that names maps.rspamd.com, kept to the package's and the box's files.
+    specs += [FileSpec(f"etc/rspamd/override.d/{name}.j2", f"{OVERRIDE_D}/{name}", SERVICE,
+                       extra=ctx)
+              for name in ("options.inc", "mime_types.conf", "mid.conf", "rbl.conf",
+                           "phishing.conf", "whitelist.conf")]
     # Every module file is written in both modes (the agent replaces files, it never deletes
     # them): in full mode the light-mode ones say nothing, so switching back turns them on.
     specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,

@@ -120,3 +120,15 @@ def test_an_unknown_blocklist_is_refused(good: dict) -> None:
     good["spam"] = {"blocklists": ["uribl.example"]}
     with pytest.raises(Exception, match="spam.blocklists"):
         settings.parse(good)
+
+
+# multimap's free-mail and disposable-address maps (maps.rspamd.com) are not yet replaced.
+@pytest.mark.parametrize("module", ["mime_types", "mid", "rbl", "phishing", "whitelist"])
+def test_no_module_fetches_from_or_asks_rspamd_com(good: dict, tmp_path: Path,
+                                                   module: str) -> None:
+    out = _configdump(good, tmp_path, module)
+    # A rule that is off queries nothing: drop those blocks before looking.
+    live = re.sub(r"^    \w+ \{\n(?:(?!^    \}).)*?enabled = false;.*?^    \}", "", out,
+                  flags=re.S | re.M)
+    assert "rspamd.com" not in live, live
+    assert "phishtank_enabled = true" not in out
