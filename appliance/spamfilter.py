@@ -78,7 +78,9 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
     specs += [FileSpec(f"etc/rspamd/override.d/{name}.j2", f"{OVERRIDE_D}/{name}", SERVICE,
                        extra=ctx)
               for name in ("options.inc", "mime_types.conf", "mid.conf", "rbl.conf",
-                           "phishing.conf", "whitelist.conf")]
+                           "phishing.conf", "whitelist.conf", "multimap.conf")]
+    specs += [FileSpec(f"etc/rspamd/local.d/maps.d/{name}.j2", f"{LOCAL_D}/maps.d/{name}",
+                       SERVICE, order=5, extra=ctx) for name in ("freemail.inc", "disposable.inc")]
     # Every module file is written in both modes (the agent replaces files, it never deletes
     # them): in full mode the light-mode ones say nothing, so switching back turns them on.
     specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,

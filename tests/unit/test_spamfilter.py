@@ -122,8 +122,8 @@ def test_an_unknown_blocklist_is_refused(good: dict) -> None:
         settings.parse(good)
 
 
-# multimap's free-mail and disposable-address maps (maps.rspamd.com) are not yet replaced.
-@pytest.mark.parametrize("module", ["mime_types", "mid", "rbl", "phishing", "whitelist"])
+@pytest.mark.parametrize("module", ["mime_types", "mid", "rbl", "phishing", "whitelist",
+                                    "multimap"])
 def test_no_module_fetches_from_or_asks_rspamd_com(good: dict, tmp_path: Path,
                                                    module: str) -> None:
     out = _configdump(good, tmp_path, module)
@@ -132,3 +132,12 @@ def test_no_module_fetches_from_or_asks_rspamd_com(good: dict, tmp_path: Path,
                   flags=re.S | re.M)
     assert "rspamd.com" not in live, live
     assert "phishtank_enabled = true" not in out
+
+
+def test_rendered_rspamd_configuration_passes_configtest(good: dict, tmp_path: Path) -> None:
+    _configdump(good, tmp_path, "multimap")
+    maps = (tmp_path / "etc/rspamd/local.d/maps.d/freemail.inc").read_text().splitlines()
+    assert "gmail.com" in maps and all(x.startswith("#") or "." in x for x in maps if x)
+    r = subprocess.run(["rspamadm", f"--var=LOCAL_CONFDIR={tmp_path}/etc/rspamd", "configtest",
+                        "-c", "/etc/rspamd/rspamd.conf"], capture_output=True, text=True)
+    assert r.returncode == 0 and "syntax OK" in r.stdout, r.stdout + r.stderr
