@@ -26,6 +26,7 @@ through the box's resolver, as any MTA's do.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
 import time
@@ -36,12 +37,13 @@ from .errors import ValidationError
 from .facts import Facts
 from .plan import FileSpec
 from .services import Service, _pidfile_alive
-from .settings import Settings
+from .settings import SPAM_BLOCKLISTS, Settings
 
 SERVICE = "rspamd"
 MILTER = "inet:127.0.0.1:11332"
 CONTROLLER = "127.0.0.1:11334"
 LOCAL_D = "/etc/rspamd/local.d"
+OVERRIDE_D = "/etc/rspamd/override.d"
 SIEVE_DIR = "/etc/dovecot/sieve"
 CACHE_DIR = "/var/lib/rspamd"  # rspamd's DBDIR: Bayes files and the compiled pattern caches
 
@@ -54,6 +56,9 @@ LIGHT_OFF = (
     "ratelimit", "rbl", "replies", "reputation", "spamassassin", "spamtrap", "trie",
     "url_redirector", "whitelist",
 )
+# Debian's bind sockets (rspamd.conf), used where local.d names none.
+WORKER_SOCKETS = {"worker-proxy": "localhost:11332", "worker-normal": "localhost:11333",
+                  "worker-controller": "localhost:11334"}
 # Off always: they would send data about the user's mail to a third party, or fetch code.
 ALWAYS_OFF = ("fuzzy_check", "rspamd_update")
 
@@ -64,15 +69,27 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
            ("dkim_selector", facts.dkim_selector),
            ("dkim_key", dkim.key_path(facts.dkim_selector) if facts.dkim_selector else ""))
     specs = [FileSpec(f"etc/rspamd/local.d/{name}.j2", f"{LOCAL_D}/{name}", SERVICE, extra=ctx)
-             for name in ("options.inc", "logging.inc", "worker-proxy.inc", "worker-normal.inc",
+             for name in ("logging.inc", "worker-proxy.inc", "worker-normal.inc",
                           "worker-controller.inc", "actions.conf", "dkim_signing.conf",
                           "dmarc.conf", "milter_headers.conf", "classifier-bayes.conf",
                           "settings.conf")]
+    # Replace Debian's values instead of merging with them: local_addrs (see the template), and
+    # every map list that names maps.rspamd.com, kept to the package's and the box's files.
+    specs += [FileSpec(f"etc/rspamd/override.d/{name}.j2", f"{OVERRIDE_D}/{name}", SERVICE,
+                       extra=ctx)
+              for name in ("options.inc", "mime_types.conf", "mid.conf", "rbl.conf",
+                           "phishing.conf", "whitelist.conf", "multimap.conf")]
+    specs += [FileSpec(f"etc/rspamd/local.d/maps.d/{name}.j2", f"{LOCAL_D}/maps.d/{name}",
+                       SERVICE, order=5, extra=ctx) for name in ("freemail.inc", "disposable.inc")]
     # Every module file is written in both modes (the agent replaces files, it never deletes
     # them): in full mode the light-mode ones say nothing, so switching back turns them on.
     specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,
                        extra=(("off", light or m in ALWAYS_OFF),))
-              for m in ALWAYS_OFF + LIGHT_OFF]
+              for m in ALWAYS_OFF + LIGHT_OFF if m != "rbl"]
+    on = s.spam.blocklists
+    specs.append(FileSpec("etc/rspamd/local.d/rbl.conf.j2", f"{LOCAL_D}/rbl.conf", SERVICE,
+                          extra=(("off", light), ("on", on),
+                                 ("off_rules", tuple(r for r in SPAM_BLOCKLISTS if r not in on)))))
     # Dovecot's side: Junk filing at delivery; in full mode, learning when the user moves mail.
     sieve = ["junk-filter.sieve"] + ([] if light else ["learn-spam.sieve", "learn-ham.sieve"])
     specs += [FileSpec(f"etc/dovecot/sieve/{name}.j2", f"{SIEVE_DIR}/{name}", "dovecot",
@@ -142,18 +159,38 @@ class Rspamd(Service):
     def _ports(self) -> set[int]:
         return {11332} | ({int(CONTROLLER.rpartition(":")[2])} if self._controller() else set())
 
+    def wanted_sockets(self) -> set[tuple[str, int]]:
+        """The addresses the workers bind with the configuration on disk: the agent's local.d
+        file where it names a bind_socket, else Debian's default (rspamd.conf), none for a
+        worker that is off."""
+        wanted: set[tuple[str, int]] = set()
+        for worker, default in WORKER_SOCKETS.items():
+            conf = (self.root.read(f"{LOCAL_D}/{worker}.inc").content or b"").decode()
+            if re.search(r"^\s*enabled\s*=\s*false", conf, re.M):
+                continue
+            m = re.search(r'^\s*bind_socket\s*=\s*"([^"]+)"', conf, re.M)
+            wanted |= _expand(m.group(1) if m else default)
+        return wanted
+
+    def wanted_ports(self) -> set[int]:
+        return {port for _, port in self.wanted_sockets()} | {
+            int(d.rpartition(":")[2]) for d in WORKER_SOCKETS.values()}
+
     def needs_restart(self) -> bool:
         """A restart rather than a SIGHUP when a reload would not do:
-        - rspamd's main process binds the workers' sockets once: after a SIGHUP that drops the
-          controller (light mode) its port would stay open with nobody serving it, and one that
-          adds it would never listen;
+        - rspamd's main process binds the workers' sockets once, at start: a SIGHUP with any
+          worker's bind socket changed fails (Debian's default binds the proxy to
+          `localhost:11332`, both 127.0.0.1 and ::1; ours binds 127.0.0.1 only, and the main
+          process exits with "Address already in use"), one that drops the controller (light
+          mode) would leave its port open with nobody serving it, one that adds it would never
+          listen. So any difference between the sockets rspamd listens on and the ones the
+          configuration names restarts it;
         - the running instance compiled the pattern caches itself (they are newer than it), so
           every process holds a private copy: a restart maps the cache files instead, shared
           (about 250 MiB of PSS down to about 45 MiB, measured by bench/spam.py)."""
         if not self.running():
             return False
-        controller = int(CONTROLLER.rpartition(":")[2])
-        if (controller in system.listening_tcp_ports()) != self._controller():
+        if self.wanted_sockets() != listening_sockets(self.wanted_ports()):
             return True
         pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
         started = system.process_start_time(pid)
@@ -179,4 +216,35 @@ class Rspamd(Service):
             self.root.makedirs(d, mode=0o750, uid=uid, gid=gid)
         return system.run_daemon(["rspamd", "-c", "/etc/rspamd/rspamd.conf",
                                   "-u", "_rspamd", "-g", "_rspamd"])
+
+
+def _expand(bind: str) -> set[tuple[str, int]]:
+    """rspamd's bind_socket as the addresses it listens on: `localhost` is both loopbacks,
+    `*` both wildcards (a Unix socket path names no TCP address)."""
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit():
+        return set()
+    host = host.strip("[]")
+    hosts = {"localhost": ("127.0.0.1", "::1"), "*": ("0.0.0.0", "::")}.get(host, (host,))
+    return {(str(ipaddress.ip_address(h)), int(port)) for h in hosts}
+
+
+def listening_sockets(ports: set[int], proc: str = "/proc/net") -> set[tuple[str, int]]:
+    """The (address, port) pairs listening on these TCP ports in this network namespace."""
+    found: set[tuple[str, int]] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(proc, name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":  # TCP_LISTEN
+                continue
+            addr, _, port = fields[1].partition(":")
+            # /proc prints each 32-bit word of the address in host (little-endian) byte order.
+            raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, len(addr), 8))
+            if int(port, 16) in ports:
+                found.add((str(ipaddress.ip_address(raw)), int(port, 16)))
+    return found
 

@@ -59,13 +59,14 @@ def published(lab: MailLab) -> Iterator[list[str]]:
     yield lines
 
 
-def submit(lab: MailLab, rcpt: str, msg: str, user: str = ALICE, pw: str = ALICE_PW) -> None:
+def submit(lab: MailLab, rcpt: str, msg: str, user: str = ALICE, pw: str = ALICE_PW,
+           sender: str = "") -> None:
     code = f"""
 import smtplib, ssl
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 s = smtplib.SMTP({APP_IP!r}, 587, timeout=30, local_hostname={CLIENT!r})
 s.starttls(context=ctx); s.ehlo({CLIENT!r}); s.login({user!r}, {pw!r})
-s.sendmail({user!r}, [{rcpt!r}], {msg!r}); s.quit()
+s.sendmail({sender or user!r}, [{rcpt!r}], {msg!r}); s.quit()
 """
     r = lab.lan2.python(code, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -261,4 +262,39 @@ def test_light_mode_signs_without_the_controller(lab: MailLab, published: list[s
         r = lab.appliance("apply")
         assert r.returncode == 0, r.stdout + r.stderr
     wait_for("the controller back", lambda: lab.tcp_open(lab.app, "127.0.0.1", 11334), timeout=20)
-    assert "enabled = false" not in lab.app.read("/etc/rspamd/local.d/rbl.conf")  # full again
+    assert "\nenabled = false" not in lab.app.read("/etc/rspamd/local.d/rbl.conf")  # full again
+
+
+@pytest.mark.parametrize("sender", [f"info@{DOMAIN}", ALICE])
+def test_outgoing_mail_names_no_account_at_the_remote_mx(lab: MailLab, published: list[str],
+                                                         sender: str) -> None:
+    """No Authentication-Results (smtp.auth=) or any other header names the submitting
+    account; only From and the envelope sender, written by the user, carry its address."""
+    tag = f"acct-{uuid.uuid4().hex[:8]}"
+    try:
+        submit(lab, REMOTE_USER, rfc5322(sender, REMOTE_USER, tag, f"{tag}@{DOMAIN}"),
+               sender=sender)
+    finally:
+        restart_policyd(lab)
+    head = lab.mx.read(at_remote(lab, tag)).split("\n\n", 1)[0]
+    fields = re.split(r"\n(?![ \t])", head)
+    assert not any(f.lower().startswith("authentication-results:") for f in fields), head
+    local = ALICE.split("@")[0]
+    for f in fields:
+        if f.lower().startswith(("from:", "reply-to:")) or f == f"Return-Path: <{sender}>":
+            continue  # as the user wrote them (the envelope sender is theirs too)
+        assert local not in f.lower(), f"{f!r} names the account"
+
+
+def test_mail_from_the_remote_mx_carries_spf_dkim_dmarc_results(lab: MailLab) -> None:
+    tag = f"ar-{uuid.uuid4().hex[:8]}"
+    send_inbound(lab, "mx", REMOTE_USER, BOB_LOCAL,
+                 rfc5322(REMOTE_USER, BOB_LOCAL, tag, f"{tag}@{REMOTE}"))
+    wait_for(f"{tag} delivered", lambda: bool(_maildir_with(lab, f"/var/vmail/{DOMAIN}/bob/Maildir",
+                                                            tag)), timeout=60)
+    head = _maildir_with(lab, f"/var/vmail/{DOMAIN}/bob/Maildir", tag).split("\n\n", 1)[0]
+    ar = re.search(r"^Authentication-Results:.*(?:\n[ \t].*)*", head, re.M)
+    assert ar, head
+    for method in ("spf=", "dkim=", "dmarc="):
+        assert method in ar.group(0), ar.group(0)
+

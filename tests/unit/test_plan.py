@@ -152,7 +152,8 @@ def test_light_mode_files_are_rewritten_not_left_behind(good: dict) -> None:
     full = files(build(good))
     for m in LIGHT_OFF:
         path = f"/etc/rspamd/local.d/{m}.conf"
-        assert "enabled = false;" in light[path] and "enabled = false;" not in full[path]
+        # The module's own switch, at the start of a line (rbl.conf turns single rules off).
+        assert "\nenabled = false;" in light[path] and "\nenabled = false;" not in full[path]
     for m in ALWAYS_OFF:  # phoning rspamd.com is off in both modes
         assert "enabled = false;" in full[f"/etc/rspamd/local.d/{m}.conf"]
     assert "imap_sieve" in full["/etc/dovecot/dovecot.conf"]
