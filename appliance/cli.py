@@ -57,6 +57,8 @@ def default_settings_path() -> Path:
 def run_apply(settings_path: Path, root: system.Root, dry_run: bool, env: Env,
               also_reload: tuple[str, ...] = ()) -> Report:
     s = settings.load(root.host(settings_path) if not root.is_live else settings_path)
+    if root.is_live:
+        facts.check_lan(s.lan, str(settings_path))
     f = facts.gather(s.lan) if root.is_live else facts.Facts(hostname=s.hostname)
     if not dry_run and tls.ensure_self_signed(root, s.hostname):
         env.err(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
@@ -74,7 +76,15 @@ def run_apply(settings_path: Path, root: system.Root, dry_run: bool, env: Env,
 
 def cmd_check(a: argparse.Namespace, env: Env) -> int:
     s = settings.load(a.file)
+    # On the box (the agent's settings directory exists) the file is compared with the
+    # machine too; on another computer those checks are named as not made.
+    on_box = settings.DEFAULT_PATH.parent.is_dir() and not a.offline
+    if on_box:
+        facts.check_lan(s.lan, a.file)
     env.out(f"{a.file}: ok ({s.domain}, {len(s.users)} user(s), host {s.hostname})")
+    if not on_box:
+        env.out(f"not checked off the box: {'; '.join(facts.CHECKS_ON_THE_BOX)} "
+                "(run `appliance check` on the box)")
     return EXIT_OK
 
 
@@ -167,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a settings file; change nothing")
     c.add_argument("file")
+    c.add_argument("--offline", action="store_true",
+                   help="check the file alone, not against this machine's interfaces")
     c.set_defaults(func=cmd_check)
 
     ap = sub.add_parser("apply", help="make the machine match the settings")

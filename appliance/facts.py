@@ -115,6 +115,45 @@ def from_ip_json(
     )
 
 
+def lan_problems(override: LanOverride, addr_json: str, route4_json: str = "[]") -> list[str]:
+    """What in the [lan] settings this machine contradicts: an interface it does not have, or
+    prefixes that hold none of that interface's addresses. Either would build the firewall and
+    fail2ban's LAN exemptions around a network that is not there."""
+    links = json.loads(addr_json or "[]")
+    names = [str(link.get("ifname")) for link in links if link.get("ifname") not in (None, "lo")]
+    problems: list[str] = []
+    if override.interface and override.interface not in names:
+        problems.append(f'lan.interface: "{override.interface}" is not an interface of this machine '
+                        f"(it has {', '.join(names) or 'none'}); name one of them, or remove the "
+                        "line to detect it")
+        return problems
+    if not override.prefixes:
+        return problems
+    iface = override.interface or _default_route(json.loads(route4_json or "[]"))[0]
+    addresses = [ipaddress.ip_address(a["local"]) for link in links if link.get("ifname") == iface
+                 for a in link.get("addr_info", []) if a.get("scope") == "global" and a.get("local")]
+    nets = [ipaddress.ip_network(p, strict=False) for p in override.prefixes]
+    if iface and not any(a in n for a in addresses for n in nets if a.version == n.version):
+        shown = ", ".join(str(a) for a in addresses) or "no global address"
+        problems.append(f"lan.prefixes: {list(override.prefixes)} hold no address of {iface} "
+                        f"({shown}); give the network {iface} is on, or remove the line to detect it")
+    return problems
+
+
+def check_lan(override: LanOverride, path: str) -> None:
+    """Refuse settings this machine contradicts (exit 2, nothing changed)."""
+    from .errors import SettingsError
+
+    problems = lan_problems(override, system.run(["ip", "-j", "addr", "show"], check=False).stdout,
+                            system.run(["ip", "-j", "-4", "route", "show"], check=False).stdout)
+    if problems:
+        raise SettingsError(problems, path)
+
+
+# Checks `appliance check` makes only where the settings will be used (on the box).
+CHECKS_ON_THE_BOX = ("lan.interface exists", "lan.prefixes hold an address of that interface")
+
+
 def gather(override: LanOverride | None = None) -> Facts:
     """Read the running machine."""
     addr = system.run(["ip", "-j", "addr", "show"], check=False).stdout

@@ -284,6 +284,29 @@ def test_bad_settings_exit_2_name_the_field_and_change_nothing(lab: MailLab) -> 
         lab.write_settings(good)
 
 
+def test_an_interface_the_box_does_not_have_is_refused_and_changes_nothing(lab: MailLab) -> None:
+    def etc() -> str:  # every file under the box's /etc (its private view), with its hash
+        return lab.app.run(["sh", "-c", "find /etc -type f ! -path /etc/appliance/settings.toml "
+                            "-print0 | sort -z | xargs -0 sha256sum"], timeout=60).stdout
+
+    good = lab.app.read("/etc/appliance/settings.toml")
+    bad = settings_toml(lab.users, '[lan]\ninterface = "eth9"\n')
+    try:
+        lab.write_settings(bad)
+        before = etc()
+        r = lab.appliance("apply")
+        assert r.returncode == 2, r.stderr
+        assert 'lan.interface: "eth9" is not an interface of this machine' in r.stderr
+        assert etc() == before  # nft rules and fail2ban's LAN exemptions untouched
+        r = lab.appliance("check", "/etc/appliance/settings.toml")
+        assert r.returncode == 2 and "lan.interface" in r.stderr
+        # The same file alone (as on the user's computer) passes and says what it did not check.
+        r = lab.appliance("check", "--offline", "/etc/appliance/settings.toml")
+        assert r.returncode == 0 and "not checked off the box: lan.interface exists" in r.stdout
+    finally:
+        lab.write_settings(good)
+
+
 def test_broken_template_fails_validation_rolls_back_and_mail_still_flows(lab: MailLab) -> None:
     before = snapshot(lab)
     pids = master_pids(lab)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from appliance import facts
 from appliance.settings import LanOverride
 
@@ -44,3 +46,24 @@ def test_interface_without_global_address_is_noted() -> None:
     f = facts.from_ip_json(addr, route)
     assert f.lan_interface == "eth0" and f.lan_prefixes == ()
     assert "set [lan] prefixes" in f.notes[0]
+
+
+@pytest.mark.parametrize(("lan", "problem"), [
+    (LanOverride(interface="eth9"),
+     'lan.interface: "eth9" is not an interface of this machine (it has eth0, wlan0)'),
+    (LanOverride(interface="lo"), 'lan.interface: "lo" is not an interface'),
+    (LanOverride(interface="eth0", prefixes=("192.168.1.0/24",)),
+     "lan.prefixes: ['192.168.1.0/24'] hold no address of eth0 (198.18.0.10, fd00:18::10)"),
+    (LanOverride(prefixes=("10.0.0.0/8",)), "hold no address of eth0"),  # the detected interface
+    (LanOverride(interface="wlan0"), None),
+    (LanOverride(interface="eth0", prefixes=("198.18.0.0/24",)), None),
+    (LanOverride(prefixes=("fd00:18::/64",)), None),
+    (LanOverride(), None),
+])
+def test_lan_settings_the_machine_contradicts_are_named(lan: LanOverride, problem: str | None) -> None:
+    found = facts.lan_problems(lan, load("ip-addr.json"), load("ip-route4.json"))
+    if problem is None:
+        assert found == []
+    else:
+        (p,) = found
+        assert problem in p and p.startswith("lan.") and "remove the line" in p, p
