@@ -7,8 +7,11 @@ pkgs="ansible ansible-lint"
 if [ "$what" != lint ]; then
     pkgs="$pkgs mmdebstrap eatmydata dosfstools mtools fdisk e2fsprogs xz-utils openssh-client"
     case "$what" in
-        arm64) pkgs="$pkgs qemu-user-static binfmt-support qemu-system-arm" ;;
-        amd64) pkgs="$pkgs qemu-system-x86" ;;
+        # Recommends are not installed, so name what the build and boot test use:
+        # arch-test (mmdebstrap refuses a foreign architecture without it) and
+        # ipxe-qemu (efi-virtio.rom, which qemu's virtio-net-pci loads).
+        arm64) pkgs="$pkgs qemu-user-static binfmt-support arch-test qemu-system-arm ipxe-qemu" ;;
+        amd64) pkgs="$pkgs qemu-system-x86 ipxe-qemu" ;;
         *) echo "host-deps.sh: unknown architecture $what" >&2; exit 2 ;;
     esac
 fi
@@ -22,7 +25,11 @@ if [ -n "$missing" ]; then
         exit 1
     fi
     echo "host-deps.sh: installing$missing"
-    apt-get update -qq
+    # A fresh machine may have no package lists, or lists older than the
+    # mirror's packages: refresh them when missing or more than a day old.
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null)" ]; then
+        apt-get update -qq
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 if [ "$what" = arm64 ] && [ "$(dpkg --print-architecture)" != arm64 ]; then

@@ -24,6 +24,13 @@ Name=eth* en*
 DHCP=yes
 NET
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service
+# LLMNR would answer on 0.0.0.0:5355 and announce the host name to the LAN;
+# the box is found by DNS (its MX), not by link-local name guessing.
+mkdir -p "$root/etc/systemd/resolved.conf.d"
+printf '[Resolve]\nLLMNR=no\n' > "$root/etc/systemd/resolved.conf.d/10-appliance.conf"
+# pam_env reads /etc/default/locale on every login and logs an error when it
+# is missing (minbase has no locales package): name the C.UTF-8 locale.
+[ -e "$root/etc/default/locale" ] || echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
 
 if [ "$IMAGE_ARCH" = arm64 ]; then
     # raspi-firmware writes cmdline.txt and config.txt from this file.

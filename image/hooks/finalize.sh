@@ -5,9 +5,20 @@
 set -eu
 root="$1"
 
-if [ -e "$root/etc/resolv.conf.image-build" ]; then
-    mv "$root/etc/resolv.conf.image-build" "$root/etc/resolv.conf"
+# The saved resolv.conf is a link to /run/systemd/resolve/stub-resolv.conf,
+# which does not exist in the chroot: test the link itself (-L), not its
+# target (-e is false for a dangling link, and the build host's file stayed).
+if [ -L "$root/etc/resolv.conf.image-build" ]; then
+    mv -f -T "$root/etc/resolv.conf.image-build" "$root/etc/resolv.conf"
 fi
+if [ -e "$root/etc/resolv.conf.image-build" ] || [ -L "$root/etc/resolv.conf.image-build" ]; then
+    echo "E: /etc/resolv.conf.image-build left in the image" >&2
+    exit 1
+fi
+case "$(readlink "$root/etc/resolv.conf")" in
+    ../run/systemd/resolve/stub-resolv.conf|/run/systemd/resolve/stub-resolv.conf) ;;
+    *) echo "E: /etc/resolv.conf is not systemd-resolved's stub link" >&2; exit 1 ;;
+esac
 
 # SSH host keys, the snakeoil TLS key, systemd's seeds. (mmdebstrap empties
 # /etc/machine-id itself.)

@@ -166,6 +166,16 @@ class Serial:
         return key in self.seen
 
 
+def qemu_machine(arch: str, disk: Path, netdev_extra: str = "") -> list[str]:
+    """qemu with the boot test's machine and device list (also the toolchain check's)."""
+    net = "user,id=net0,restrict=on" + ("," + netdev_extra if netdev_extra else "")
+    return QEMU[arch] + [
+        "-smp", "2", "-m", "1024", "-nographic", "-monitor", "none", "-no-reboot",
+        "-drive", f"file={disk},format=raw,if=virtio",
+        "-netdev", net, "-device", "virtio-net-pci,netdev=net0",
+    ]
+
+
 def ssh_cmd(key: Path, port: int, *extra: str) -> list[str]:
     return ["ssh", "-p", str(port), "-i", str(key), "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -238,12 +248,9 @@ def main() -> int:
     kernel, initrd = extract_kernel(args.arch, work, disk)
     ports = {guest: free_port() for guest in (22, 25, 587, 993)}
     fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in ports.items())
-    cmd = QEMU[args.arch] + [
-        "-smp", "2", "-m", "1024", "-nographic", "-monitor", "none", "-no-reboot",
+    cmd = qemu_machine(args.arch, disk, fwd) + [
         "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", f"root=LABEL={ROOT_LABEL} rw rootwait console={CONSOLE[args.arch]} panic=-1",
-        "-drive", f"file={disk},format=raw,if=virtio",
-        "-netdev", f"user,id=net0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=net0",
     ]
     print("+ " + " ".join(cmd), flush=True)
     res = Results()

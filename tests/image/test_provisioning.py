@@ -110,3 +110,34 @@ def test_build_configuration_from_environment() -> None:
     assert all("non-free-firmware" in s for s in cfg.sources())
     with pytest.raises(build.BuildError):
         build.Config({"ARCH": "riscv64"})
+
+
+def fake_chroot(root: Path) -> None:
+    """The state finalize.sh meets after the playbook: the build host's resolver lent to
+    apt, systemd-resolved's link saved beside it (dangling: /run is empty in a chroot)."""
+    for d in ("etc/ssh/sshd_config.d", "var/cache/apt", "var/lib/apt/lists", "var/lib/systemd",
+              "tmp", "var/tmp", "root"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc/resolv.conf").write_text("nameserver 10.99.0.1\n")
+    (root / "etc/resolv.conf.image-build").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+
+
+def test_finalize_puts_the_resolver_link_back(tmp_path: Path) -> None:
+    fake_chroot(tmp_path)
+    r = subprocess.run(["sh", str(REPO / "image/hooks/finalize.sh"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 0, r.stderr
+    conf = tmp_path / "etc/resolv.conf"
+    assert conf.is_symlink(), "the build host's resolv.conf stayed in the image"
+    assert os.readlink(conf) == "../run/systemd/resolve/stub-resolv.conf"
+    assert not os.path.lexists(tmp_path / "etc/resolv.conf.image-build")
+
+
+def test_finalize_refuses_an_image_without_the_resolver_link(tmp_path: Path) -> None:
+    fake_chroot(tmp_path)
+    (tmp_path / "etc/resolv.conf.image-build").unlink()
+    r = subprocess.run(["sh", str(REPO / "image/hooks/finalize.sh"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode != 0
+    assert "stub link" in r.stderr
