@@ -49,7 +49,7 @@ CACHE_DIR = "/var/lib/rspamd"  # rspamd's DBDIR: Bayes files and the compiled pa
 
 # Off in light mode: everything but what DKIM, SPF, DMARC and the milter headers need.
 LIGHT_OFF = (
-    "antivirus", "arc", "asn", "bimi", "clickhouse", "dcc", "elastic", "emails", "external_relay",
+    "antivirus", "arc", "bimi", "clickhouse", "dcc", "elastic", "emails", "external_relay",
     "external_services", "force_actions", "forged_recipients", "greylist", "hfilter",
     "history_redis", "http_headers", "maillist", "metadata_exporter", "metric_exporter", "mid",
     "mime_types", "mx_check", "neural", "once_received", "p0f", "phishing",
@@ -59,8 +59,9 @@ LIGHT_OFF = (
 # Debian's bind sockets (rspamd.conf), used where local.d names none.
 WORKER_SOCKETS = {"worker-proxy": "localhost:11332", "worker-normal": "localhost:11333",
                   "worker-controller": "localhost:11334"}
-# Off always: they would send data about the user's mail to a third party, or fetch code.
-ALWAYS_OFF = ("fuzzy_check", "rspamd_update")
+# Off always: they would send data about the user's mail to a third party, or fetch code
+# (asn asks asn.rspamd.com about every sending address).
+ALWAYS_OFF = ("asn", "fuzzy_check", "rspamd_update")
 
 
 def feature(s: Settings, facts: Facts) -> list[FileSpec]:

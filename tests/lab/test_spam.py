@@ -298,3 +298,19 @@ def test_mail_from_the_remote_mx_carries_spf_dkim_dmarc_results(lab: MailLab) ->
     for method in ("spf=", "dkim=", "dmarc="):
         assert method in ar.group(0), ar.group(0)
 
+
+
+def test_rspamd_reads_debians_maps_and_asks_no_asn_service(lab: MailLab) -> None:
+    """With maps.rspamd.com taken out of the lists, Debian's packaged map must really be read:
+    a "fallback+" entry is only used when the others fail, so the MIME type map stayed empty and
+    every text/plain message scored MIME_UNKNOWN (enough, with no reverse DNS, to file ordinary
+    mail into Junk). And no asn.rspamd.com lookup for the sender's address."""
+    tag = f"maps-{uuid.uuid4().hex[:8]}"
+    lab.app.write("/tmp/maps.eml", well_formed(f"x@{REMOTE}", BOB_LOCAL, tag))
+    r = lab.app.run(["rspamc", "-h", "127.0.0.1:11334", "--ip", "198.51.100.66", "--helo",
+                     "client.invalid", "-F", f"x@{REMOTE}", "-r", BOB_LOCAL, "/tmp/maps.eml"],
+                    check=False, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    symbols = re.findall(r"^Symbol: (\w+)", r.stdout, re.M)
+    assert "MIME_GOOD" in symbols and "MIME_UNKNOWN" not in symbols, r.stdout
+    assert not [s for s in symbols if s.startswith("ASN")], r.stdout
