@@ -236,7 +236,11 @@ def parser() -> argparse.ArgumentParser:
 # Commands that change nothing on the box run without the lock (probe-server runs for hours on
 # another machine). Every other command holds it from its first read of the settings to the end
 # of its apply, so an edit and the apply that follows are one step.
-UNLOCKED = frozenset({"check", "facts", "status", "dns", "bans", "probe-server"})
+# `relay` is the tunnel unit's ExecStart/ExecReload/ExecStop: systemd runs it for an apply that
+# holds the lock and waits for `systemctl reload-or-restart`, so taking the lock would deadlock
+# (the first boot's apply timed out on it). It only makes the kernel's tunnel match
+# wg-relay.conf, which apply writes atomically, and doing that twice is harmless.
+UNLOCKED = frozenset({"check", "facts", "status", "dns", "bans", "probe-server", "relay"})
 # How long a second command waits for the first (an apply that restarts rspamd on a Pi takes
 # minutes) before it says "busy" and changes nothing.
 LOCK_WAIT = float(os.environ.get("APPLIANCE_LOCK_WAIT", "300"))

@@ -101,7 +101,8 @@ s.quit()"""))
     # alice is the first user, so the default postmaster: all three land in her INBOX.
     for rcpt in (f"info@{DOMAIN}", f"postmaster@{DOMAIN}", f"abuse@{DOMAIN}"):
         r = lab.lan2.python(imap_fetch_code(ALICE, ALICE_PW, f"role {tag} {rcpt}"), timeout=60)
-        assert r.returncode == 0, f"{rcpt} not delivered to alice\n{lab.app.read('/var/log/mail.log')[-3000:]}"
+        log = lab.app.read("/var/log/mail.log")[-3000:]
+        assert r.returncode == 0, f"{rcpt} not delivered to alice\n{log}"
 
 
 def test_submission_587_with_auth_reaches_remote_mailbox(lab: MailLab) -> None:

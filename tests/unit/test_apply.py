@@ -303,3 +303,33 @@ def test_the_lock_is_reentrant_and_a_second_process_is_told_who_holds_it(root: s
     with root.lock():  # released on exit, taken again: still exclusive
         r = other("0")
         assert r.returncode != 0 and "busy:" in r.stderr
+
+
+def test_the_tunnel_units_commands_do_not_wait_for_the_apply_that_started_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under systemd an apply holds the lock while `systemctl reload-or-restart` runs the relay
+    unit's `appliance relay up`; that command must not wait for the lock (a deadlock until
+    systemd's timeout). Another apply-like command still does."""
+    import subprocess
+    import sys
+
+    from appliance import cli
+
+    monkeypatch.setenv("APPLIANCE_RUN_DIR", str(tmp_path))
+    monkeypatch.delenv(system.LOCK_ENV, raising=False)
+    monkeypatch.setattr(cli, "LOCK_WAIT", 0.2)
+    code = ("import sys, time; from appliance import system\n"
+            "with system.Root('/').lock():\n print('held', flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={k: v for k, v in os.environ.items() if k != system.LOCK_ENV})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        rc = cli.main(["relay", "status"])
+        out = capsys.readouterr()
+        assert "busy" not in out.err, out.err
+        assert rc in (0, 1), out  # it ran: "no relay tunnel configured" or the tunnel's state
+        assert cli.main(["upnp", "remove"]) == 3  # a command that changes state still waits
+        assert "busy" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait(10)
