@@ -133,12 +133,17 @@ def apply(
         owned = read_owned(root)
         report.changes = compute_changes(root, plan, owned)
         old_manifest, new_manifest = root.read(MANIFEST), manifest_state(plan)
+        wanted = set(plan.services())
+        if not dry_run and manager.starts:
+            # A wanted service that is not running (killed, or it failed at boot) is started
+            # too: apply converges on running daemons, not only on files.
+            also_reload += tuple(name for name in services if name in wanted
+                                 and name not in also_reload and not services[name].active())
         if dry_run or not (report.changes or also_reload or old_manifest.content != new_manifest.content):
             return report
         # Reload in the order the services are given: Postfix first, since Dovecot puts its
         # sockets into Postfix's queue directory.
         changed = [name for name in services if any(c.file.service == name for c in report.changes)]
-        wanted = set(plan.services())
         # Services with none of their files left: stopped, not reloaded (and not validated:
         # there is no configuration to judge).
         retired = [name for name in changed if name not in wanted]

@@ -25,6 +25,7 @@ class Manager:
 
     name = "none"
     probes = True  # whether a reloaded service can be checked afterwards (not offline)
+    starts = True  # whether a wanted service that is not running can be started (not offline)
 
     def reload(self, service: Service) -> system.Result:
         raise NotImplementedError
@@ -94,6 +95,7 @@ class Offline(Manager):
 
     name = "offline"
     probes = False
+    starts = False
 
     def reload(self, service: Service) -> system.Result:
         return system.Result(("true",), 0, "", "")

@@ -26,6 +26,7 @@ class FakeService(Service):
         self.events = events
         self.fail_reload = False
         self.raise_on_reload: BaseException | None = None
+        self.up = True
 
     def validate(self, stage: Path) -> None:
         self.events.append(f"validate {self.name}")
@@ -34,7 +35,7 @@ class FakeService(Service):
                 raise ValidationError(self.name, "fake-check", f"{p.name}: BROKEN")
 
     def running(self) -> bool:
-        return True
+        return self.up
 
 
 class FakeManager(Manager):
@@ -303,3 +304,17 @@ def test_the_lock_is_reentrant_and_a_second_process_is_told_who_holds_it(root: s
     with root.lock():  # released on exit, taken again: still exclusive
         r = other("0")
         assert r.returncode != 0 and "busy:" in r.stderr
+
+
+def test_a_wanted_service_that_is_not_running_is_started_though_no_file_changed(
+        root: system.Root) -> None:
+    """Killed, or failed at boot: the next apply brings it back (a restart of the OpenPGP proxy
+    by `appliance apply` is how mail flows again without systemd)."""
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    events.clear()
+    assert apply(root, make_plan(b"v1\n"), svcs, mgr).reloaded == []  # all running: nothing
+    svcs["a"].up = False
+    report = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert report.reloaded == ["a"] and report.changes == []
+    assert events == ["reload a b'v1\\n'"]
