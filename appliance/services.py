@@ -167,6 +167,10 @@ class Service:
             return res.returncode == 0
         return self.running()
 
+    def needs_start(self) -> bool:
+        """Whether the service should run and does not (killed, or it failed at boot)."""
+        return not self.active()
+
     def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
         """After a reload: None if the service runs with its new configuration, else why not.
 

@@ -316,5 +316,10 @@ def test_a_wanted_service_that_is_not_running_is_started_though_no_file_changed(
     assert apply(root, make_plan(b"v1\n"), svcs, mgr).reloaded == []  # all running: nothing
     svcs["a"].up = False
     report = apply(root, make_plan(b"v1\n"), svcs, mgr)
-    assert report.reloaded == ["a"] and report.changes == []
+    assert report.started == ["a"] and report.reloaded == [] and report.changes == []
     assert events == ["reload a b'v1\\n'"]
+    # One that still does not start is reported, and nothing is undone for it.
+    svcs["a"].fail_reload = True
+    report = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert report.started == [] and report.not_started == ["a: cannot bind"]
+    assert root.read("/etc/a/main.conf").content == b"v1\n"
