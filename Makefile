@@ -13,7 +13,8 @@ APT_LAB := postfix dovecot-imapd dovecot-lmtpd knot knot-dnsutils nftables procp
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
            pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
            fail2ban openssh-server openssh-client lynis logrotate ansible-lint \
-           rspamd dovecot-sieve python3-dkim
+           rspamd dovecot-sieve python3-dkim \
+           libpython3.11-testsuite
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean

@@ -64,6 +64,8 @@ class Report:
     changes: list[Change] = field(default_factory=list)
     reloaded: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # wanted, were not running
+    not_started: list[str] = field(default_factory=list)  # the same, and why they still fail
     dry_run: bool = False
     manager: str = ""
 
@@ -77,6 +79,8 @@ class Report:
             "changes": [{"path": c.file.path, "kind": c.kind} for c in self.changes],
             "reloaded": self.reloaded,
             "stopped": self.stopped,
+            "started": self.started,
+            "not_started": self.not_started,
             "dry_run": self.dry_run,
             "service_manager": self.manager,
         }
@@ -133,12 +137,17 @@ def apply(
         owned = read_owned(root)
         report.changes = compute_changes(root, plan, owned)
         old_manifest, new_manifest = root.read(MANIFEST), manifest_state(plan)
+        wanted = set(plan.services())
+        # A wanted service that is not running (killed, or it failed at boot) is started too:
+        # apply converges on running daemons, not only on files.
+        down = [name for name in services if name in wanted and name not in also_reload
+                and services[name].needs_start()] if manager.starts and not dry_run else []
         if dry_run or not (report.changes or also_reload or old_manifest.content != new_manifest.content):
+            _start(down, report, services, manager, log)
             return report
         # Reload in the order the services are given: Postfix first, since Dovecot puts its
         # sockets into Postfix's queue directory.
         changed = [name for name in services if any(c.file.service == name for c in report.changes)]
-        wanted = set(plan.services())
         # Services with none of their files left: stopped, not reloaded (and not validated:
         # there is no configuration to judge).
         retired = [name for name in changed if name not in wanted]
@@ -200,7 +209,29 @@ def apply(
                 raise ApplyError(f"{exc}\nEvery file was restored and the services reloaded "
                                  "with their previous configuration.") from None
             raise
+        _start([n for n in down if n not in report.reloaded], report, services, manager, log)
     return report
+
+
+def _start(names: list[str], report: Report, services: Mapping[str, Service], manager: Manager,
+           log: Callable[[str], None]) -> None:
+    """Start services that should run and do not. Outside the transaction: the files are
+    right, so one that still fails to start is reported, and does not undo the apply."""
+    for name in names:
+        svc = services[name]
+        log(f"starting {name} ({manager.name}): it is not running")
+        offset = root_size(svc)
+        res = manager.reload(svc)
+        problem = (res.output or f"`{' '.join(res.argv)}` exited {res.returncode}"
+                   if res.returncode != 0 else svc.probe(offset) if manager.probes else None)
+        if problem:
+            report.not_started.append(f"{name}: {problem}")
+        else:
+            report.started.append(name)
+
+
+def root_size(svc: Service) -> int:
+    return svc.root.size(svc.log_path) if svc.log_path else 0
 
 
 def _restore(

@@ -100,9 +100,14 @@ def cmd_apply(a: argparse.Namespace, env: Env) -> int:
     verb = "would change" if a.diff else "changed"
     env.out(f"{verb} {len(report.changes)} file(s); reloaded {len(report.reloaded)} service(s)"
             + (f": {', '.join(report.reloaded)}" if report.reloaded else "")
-            + (f"; stopped {', '.join(report.stopped)}" if report.stopped else ""))
+            + (f"; stopped {', '.join(report.stopped)}" if report.stopped else "")
+            + (f"; started {', '.join(report.started)} (not running before)"
+               if report.started else ""))
     for c in report.changes:
         env.out(f"  {c.kind:8} {c.file.path}")
+    for why in report.not_started:
+        # The files are applied; the daemon itself is what is wrong (`appliance status`).
+        env.err(f"appliance: warning: not running and did not start: {why}")
     note = relay.notice(settings.load(root.host(a.settings) if not root.is_live else a.settings))
     if note:
         env.out(f"note: {note}")

@@ -27,6 +27,10 @@ class WgRelay(Service):
     def running(self) -> bool:
         return system.run(["ip", "link", "show", relay.WG_IF], check=False).returncode == 0
 
+    def needs_start(self) -> bool:
+        # Without a tunnel in the settings there is nothing to run.
+        return relay._tunnel_params(self.root) is not None and not self.active()
+
     def direct_reload(self) -> system.Result:
         return relay.up(self.root)
 

@@ -25,6 +25,7 @@ class Manager:
 
     name = "none"
     probes = True  # whether a reloaded service can be checked afterwards (not offline)
+    starts = True  # whether a wanted service that is not running can be started (not offline)
 
     def reload(self, service: Service) -> system.Result:
         raise NotImplementedError
@@ -94,6 +95,7 @@ class Offline(Manager):
 
     name = "offline"
     probes = False
+    starts = False
 
     def reload(self, service: Service) -> system.Result:
         return system.Result(("true",), 0, "", "")
@@ -164,6 +166,10 @@ class Service:
             res = system.run(["systemctl", "is-active", "--quiet", self.unit], check=False)
             return res.returncode == 0
         return self.running()
+
+    def needs_start(self) -> bool:
+        """Whether the service should run and does not (killed, or it failed at boot)."""
+        return not self.active()
 
     def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
         """After a reload: None if the service runs with its new configuration, else why not.

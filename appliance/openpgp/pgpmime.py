@@ -180,6 +180,20 @@ def prepare(raw: bytes) -> Prepared | None:
     return Prepared(b"".join((*inner, b"\r\n", body)), tuple(outer))
 
 
+def opaque(raw: bytes) -> Prepared:
+    """A message whose structure cannot be restructured, encrypted as it came: any other
+    server would store it, so deferring it would only lose it after the queue lifetime."""
+    msg = canonical(raw)
+    try:
+        fields, _ = split(msg)
+    except Malformed:  # a NUL byte in the header: keep nothing of it outside
+        fields = []
+    outer = [f for f in fields if b"\x00" not in f and field_name(f)
+             and not (field_name(f).startswith("content-")
+                      or field_name(f) in ("mime-version", "subject"))]
+    return Prepared(msg, (b"Subject: " + OUTER_SUBJECT + b"\r\n", *outer))
+
+
 def assemble(p: Prepared, armored: bytes) -> bytes:
     """One copy of the (large) armored message: built by a single join."""
     armored = canonical(armored if armored.endswith(b"\n") else armored + b"\n")

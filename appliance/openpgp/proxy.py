@@ -43,6 +43,7 @@ class Config:
     gpg: str = "/usr/bin/gpg"
     timeout: float = 120.0  # one gpg run; past it the recipient is deferred
     hostname: str = "localhost"
+    flush: str = ""  # postqueue, run with -f once listening; empty: none (tests without Postfix)
     users: dict[str, str] = field(default_factory=dict)  # address -> mode
 
 
@@ -63,7 +64,8 @@ def parse_config(text: str) -> Config:
             c.users[parts[1].lower()] = parts[2]
             continue
         key, sep, value = (p.strip() for p in line.partition("="))
-        if not sep or key not in ("listen", "dovecot", "home", "gpg", "timeout", "hostname"):
+        if not sep or key not in ("listen", "dovecot", "home", "gpg", "timeout", "hostname",
+                                           "flush"):
             raise ConfigError(f"line {n}: unknown setting {line!r}")
         if key == "timeout":
             try:
@@ -154,7 +156,9 @@ class Engine:
         if prepared is None:
             return raw  # already encrypted by the sender (PGP/MIME, inline PGP, S/MIME)
         if isinstance(prepared, pgpmime.Malformed):
-            raise Deferred(f"malformed MIME, not stored: {prepared}")
+            # Not a temporary failure: a deferral would repeat until the queue lifetime ends.
+            log(f"malformed MIME for {rcpt} ({prepared}): encrypted unchanged as one part")
+            prepared = pgpmime.opaque(raw)
         assert isinstance(prepared, pgpmime.Prepared)
         if entry.expires is not None and entry.expires <= time.time():
             # Checked here, not left to gpg: gpg may go on using a merged key past its expiry.
@@ -383,6 +387,9 @@ class Session:
                 replies.update(await self.downstream.deliver(c, self.sender or "",
                                                              list(groups.values())))
             except Exception as e:  # noqa: BLE001
+                # Once per failed delivery, the reason only (never message contents).
+                log(f"Dovecot LMTP failed for {len(contents)} recipient(s): "
+                    f"{type(e).__name__}: {e or 'no reason given'}")
                 for rcpt in contents:
                     replies.setdefault(rcpt, f"451 4.4.0 <{rcpt}> Dovecot LMTP failed: {e}")
         return [replies.get(x, f"451 4.3.0 <{x}> no reply from Dovecot") for x in self.rcpts]
@@ -436,6 +443,13 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
         log("reloaded: configuration is re-read whenever its file changes")
 
     loop.add_signal_handler(signal.SIGHUP, hup)
+    if c.flush:
+        # Listening now: mail Postfix deferred while the proxy was down goes out at once,
+        # not after its backoff (a 2 s outage otherwise stalled delivery for many minutes).
+        res = await loop.run_in_executor(None, lambda: system.run([c.flush, "-f"], check=False,
+                                                                    timeout=60))
+        log(f"queue flushed ({c.flush} -f)" if res.returncode == 0 else
+            f"queue flush failed: {c.flush} -f exit {res.returncode}: {res.stderr.strip()[:200]}")
     if ready:
         ready.set()
     try:

@@ -26,6 +26,7 @@ class FakeService(Service):
         self.events = events
         self.fail_reload = False
         self.raise_on_reload: BaseException | None = None
+        self.up = True
 
     def validate(self, stage: Path) -> None:
         self.events.append(f"validate {self.name}")
@@ -34,7 +35,7 @@ class FakeService(Service):
                 raise ValidationError(self.name, "fake-check", f"{p.name}: BROKEN")
 
     def running(self) -> bool:
-        return True
+        return self.up
 
 
 class FakeManager(Manager):
@@ -333,3 +334,22 @@ def test_the_tunnel_units_commands_do_not_wait_for_the_apply_that_started_them(
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_a_wanted_service_that_is_not_running_is_started_though_no_file_changed(
+        root: system.Root) -> None:
+    """Killed, or failed at boot: the next apply brings it back (a restart of the OpenPGP proxy
+    by `appliance apply` is how mail flows again without systemd)."""
+    svcs, mgr, events = setup(root)
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    events.clear()
+    assert apply(root, make_plan(b"v1\n"), svcs, mgr).reloaded == []  # all running: nothing
+    svcs["a"].up = False
+    report = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert report.started == ["a"] and report.reloaded == [] and report.changes == []
+    assert events == ["reload a b'v1\\n'"]
+    # One that still does not start is reported, and nothing is undone for it.
+    svcs["a"].fail_reload = True
+    report = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert report.started == [] and report.not_started == ["a: cannot bind"]
+    assert root.read("/etc/a/main.conf").content == b"v1\n"
