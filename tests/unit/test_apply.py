@@ -307,10 +307,11 @@ def test_the_lock_is_reentrant_and_a_second_process_is_told_who_holds_it(root: s
 
 
 def test_the_tunnel_units_commands_do_not_wait_for_the_apply_that_started_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under systemd an apply holds the lock while `systemctl reload-or-restart` runs the relay
     unit's `appliance relay up`; that command must not wait for the lock (a deadlock until
     systemd's timeout). Another apply-like command still does."""
+    import io
     import subprocess
     import sys
 
@@ -325,12 +326,14 @@ def test_the_tunnel_units_commands_do_not_wait_for_the_apply_that_started_them(
                               env={k: v for k, v in os.environ.items() if k != system.LOCK_ENV})
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        rc = cli.main(["relay", "status"])
-        out = capsys.readouterr()
-        assert "busy" not in out.err, out.err
-        assert rc in (0, 1), out  # it ran: "no relay tunnel configured" or the tunnel's state
-        assert cli.main(["upnp", "remove"]) == 3  # a command that changes state still waits
-        assert "busy" in capsys.readouterr().err
+        def run(*argv: str) -> tuple[int, str]:
+            err = io.StringIO()
+            return cli.main(list(argv), cli.Env(stdout=io.StringIO(), stderr=err)), err.getvalue()
+
+        rc, err = run("relay", "status")
+        assert "busy" not in err and rc in (0, 1), err  # it ran: no tunnel, or the tunnel's state
+        rc, err = run("upnp", "remove")
+        assert rc == 3 and "busy" in err, err  # a command that changes state still waits
     finally:
         holder.kill()
         holder.wait(10)
