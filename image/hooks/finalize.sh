@@ -20,6 +20,26 @@ case "$(readlink "$root/etc/resolv.conf")" in
     *) echo "E: /etc/resolv.conf is not systemd-resolved's stub link" >&2; exit 1 ;;
 esac
 
+# Nothing else of the build host: its name (mmdebstrap copies /etc/hostname in), its
+# entries in /etc/hosts, its apt proxy. Each card starts as IMAGE_HOSTNAME.
+want="${IMAGE_HOSTNAME:-mail-appliance}"
+if [ "$(cat "$root/etc/hostname" 2>/dev/null)" != "$want" ]; then
+    echo "E: /etc/hostname is not \"$want\"" >&2
+    exit 1
+fi
+build_host="$(hostname 2>/dev/null || true)"
+if [ -n "$build_host" ] && [ "$build_host" != "$want" ] && [ "$build_host" != localhost ] &&
+        grep -q -w -F -e "$build_host" "$root/etc/hosts" "$root/etc/hostname" 2>/dev/null; then
+    echo "E: the build host's name ($build_host) is in the image's /etc/hosts or /etc/hostname" >&2
+    exit 1
+fi
+if grep -r -q -i -E '^[^#]*Acquire::[a-z]+::Proxy|^[^#]*Acquire[[:space:]]*\{.*Proxy' \
+        "$root/etc/apt/apt.conf" "$root/etc/apt/apt.conf.d" 2>/dev/null ||
+        grep -q -i -E '^[^#]*(https?|ftp)_proxy=' "$root/etc/environment" 2>/dev/null; then
+    echo "E: an apt or environment proxy setting of the build host is in the image" >&2
+    exit 1
+fi
+
 # SSH host keys, the snakeoil TLS key, systemd's seeds. (mmdebstrap empties
 # /etc/machine-id itself.)
 rm -f "$root"/etc/ssh/ssh_host_*

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -121,6 +122,16 @@ def fake_chroot(root: Path) -> None:
     (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
     (root / "etc/resolv.conf").write_text("nameserver 10.99.0.1\n")
     (root / "etc/resolv.conf.image-build").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    (root / "etc/hostname").write_text("mail-appliance\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 mail-appliance\n")
+    (root / "etc/apt/apt.conf.d").mkdir(parents=True)
+    (root / "etc/apt/apt.conf.d/99mmdebstrap").write_text('Acquire::Retries "3";\n')
+
+
+def finalize(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(REPO / "image/hooks/finalize.sh"), str(root)],
+                          capture_output=True, text=True, timeout=30, check=False,
+                          env={**os.environ, "IMAGE_HOSTNAME": "mail-appliance"})
 
 
 def test_finalize_puts_the_resolver_link_back(tmp_path: Path) -> None:
@@ -141,3 +152,27 @@ def test_finalize_refuses_an_image_without_the_resolver_link(tmp_path: Path) -> 
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode != 0
     assert "stub link" in r.stderr
+
+
+@pytest.mark.parametrize("leak, why", [
+    (("etc/hostname", f"{socket.gethostname()}\n"), "/etc/hostname"),
+    (("etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {socket.gethostname()}-x {socket.gethostname()}\n"),
+     "build host's name"),
+    (("etc/apt/apt.conf.d/01proxy", 'Acquire::http::Proxy "http://10.0.0.1:3142";\n'), "proxy"),
+    (("etc/apt/apt.conf", 'Acquire { https::Proxy "http://cache:3142"; }\n'), "proxy"),
+    (("etc/environment", "http_proxy=http://10.0.0.1:3128\n"), "proxy"),
+])
+def test_finalize_refuses_files_of_the_build_host(tmp_path: Path, leak: tuple[str, str], why: str) -> None:
+    """The image audit: the build host's name, its /etc/hosts entries and apt proxy must not
+    ship (a card would carry another machine's name, or fetch updates through a proxy that
+    only exists on the build network)."""
+    if socket.gethostname() in ("mail-appliance", "localhost"):
+        pytest.fail("the build host is named like the image; these cases need another name")
+    fake_chroot(tmp_path)
+    assert finalize(tmp_path).returncode == 0  # the clean chroot passes
+    fake_chroot_again = tmp_path / "again"
+    fake_chroot(fake_chroot_again)
+    path, text = leak
+    (fake_chroot_again / path).write_text(text)
+    r = finalize(fake_chroot_again)
+    assert r.returncode != 0 and why in r.stderr, r.stderr
