@@ -5,8 +5,12 @@ Boots build/mail-appliance-*-$ARCH.img.xz under qemu (software emulation) the
 way a user starts a new card: appliance.toml and authorized_keys written onto
 the FAT boot partition (mtools, nothing mounted), then checks what the user
 would see. Kernel and initrd come from the image; networking is qemu
-user-mode, restricted (the guest reaches nothing) with forwards on 127.0.0.1.
-Everything is bounded by --timeout; qemu is killed by its PID.
+user-mode with forwards on 127.0.0.1, inside a network namespace of the test's
+own (only loopback: the guest reaches nothing else) and a mount namespace whose
+/etc/resolv.conf names the test's recording DNS server (recording_dns.py), so
+the guest resolves through the server its DHCP lease names, and every name it
+looks up is checked against docs/outside-parties.md. The host's own /etc is
+not written. Everything is bounded by --timeout; qemu is killed by its PID.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recording_dns  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT_OFFSET = 4 << 20           # image/build.py: GAP_MIB
@@ -166,9 +173,11 @@ class Serial:
         return key in self.seen
 
 
-def qemu_machine(arch: str, disk: Path, netdev_extra: str = "") -> list[str]:
-    """qemu with the boot test's machine and device list (also the toolchain check's)."""
-    net = "user,id=net0,restrict=on" + ("," + netdev_extra if netdev_extra else "")
+def qemu_machine(arch: str, disk: Path, netdev_extra: str = "", restrict: bool = True) -> list[str]:
+    """qemu with the boot test's machine and device list (also the toolchain check's).
+    restrict=False only inside the boot test's own network namespace (its DNS is forwarded)."""
+    net = f"user,id=net0,restrict={'on' if restrict else 'off'}"
+    net += "," + netdev_extra if netdev_extra else ""
     return QEMU[arch] + [
         "-smp", "2", "-m", "1024", "-nographic", "-monitor", "none", "-no-reboot",
         "-drive", f"file={disk},format=raw,if=virtio",
@@ -221,7 +230,96 @@ def wait_port(port: int, deadline: float) -> bool:
     return False
 
 
+NS_ENV = "BOOT_TEST_PRIVATE_NS"
+
+
+def in_private_namespaces(work: Path) -> int | None:
+    """Run this test again inside a new network + mount namespace (None: already there)."""
+    if os.environ.get(NS_ENV):
+        return None
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\n")  # recording_dns listens there, in the namespace
+    inner = (f"ip link set lo up && mount --bind {conf} /etc/resolv.conf && "
+             f"exec {sys.executable} {Path(__file__).resolve()} \"$@\"")
+    r = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--",
+                        "sh", "-c", inner, "boot_test", *sys.argv[1:]],
+                       env={**os.environ, NS_ENV: "1"}, check=False)
+    return r.returncode
+
+
+SENDER_DOMAIN = "sender.example"
+
+
+def check_dns(res: Results, key: Path, ports: dict[int, int], dns_server: recording_dns.RecordingDns,
+              applied_at: float) -> None:
+    """The guest's resolver is systemd-resolved's stub, fed by DHCP; what it looked up during
+    the first boot and one delivery is all on docs/outside-parties.md."""
+    r = run(ssh_cmd(key, ports[22]) + [
+        "readlink /etc/resolv.conf; echo ---; "
+        f"getent ahostsv4 {recording_dns.PROBE} | head -1; echo ---; "
+        "resolvectl dns 2>&1 | tr -s ' '"], timeout=60)
+    parts = r.stdout.split("---\n")
+    link, probe, servers = (parts + ["", "", ""])[:3]
+    res.check("resolv.conf is systemd-resolved's stub link",
+              link.strip() in ("../run/systemd/resolve/stub-resolv.conf",
+                               "/run/systemd/resolve/stub-resolv.conf"), link.strip())
+    res.check("the guest resolves through the DNS server of its DHCP lease",
+              probe.startswith(recording_dns.PROBE_ADDR) and "10.0.2.3" in servers,
+              f"{probe.strip()} | {servers.strip()}")
+    # One delivery from a correspondent: what the box looks up for mail it receives.
+    tag = f"dns-{os.getpid()}"
+    try:
+        with socket.create_connection(("127.0.0.1", ports[25]), timeout=30) as s:
+            f = s.makefile("rwb")
+            lines = [f.readline()]
+            for cmd in (f"EHLO mx.{SENDER_DOMAIN}", f"MAIL FROM:<bob@{SENDER_DOMAIN}>",
+                        "RCPT TO:<alice@example.org>", "DATA"):
+                f.write(cmd.encode() + b"\r\n")
+                f.flush()
+                while True:
+                    line = f.readline()
+                    lines.append(line)
+                    if line[3:4] != b"-":
+                        break
+            f.write((f"From: Bob <bob@{SENDER_DOMAIN}>\r\nTo: alice@example.org\r\n"
+                     f"Subject: {tag}\r\nMessage-ID: <{tag}@{SENDER_DOMAIN}>\r\n"
+                     f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+                     "\r\nhello\r\n.\r\nQUIT\r\n").encode())
+            f.flush()
+            lines += [f.readline(), f.readline()]
+        accepted = any(ln.startswith(b"250 ") and b"queued" in ln.lower() for ln in lines)
+    except OSError as e:
+        accepted, lines = False, [str(e).encode()]
+    stored = False
+    for _ in range(30):
+        r = run(ssh_cmd(key, ports[22]) + [f"grep -rl '{tag}' /var/vmail 2>/dev/null | head -1"],
+                timeout=30)
+        if r.stdout.strip():
+            stored = True
+            break
+        time.sleep(2)
+    res.check("a message from the internet is delivered", accepted and stored,
+              b" | ".join(x.strip() for x in lines).decode(errors="replace")[-300:])
+    patterns = recording_dns.documented_patterns(REPO / "docs/outside-parties.md",
+                                                 "example.org", "mail.example.org")
+    also = (recording_dns.PROBE, SENDER_DOMAIN)
+    after = [n for (n, _), t in zip(dns_server.names, dns_server.times, strict=True) if t >= applied_at]
+    before = [n for (n, _), t in zip(dns_server.names, dns_server.times, strict=True) if t < applied_at]
+    extra = recording_dns.undocumented(after, patterns, also)
+    res.check("every name the configured box looked up is on docs/outside-parties.md", not extra,
+              f"{len(set(after))} names after the first apply; not documented: {extra[:20]}")
+    # Before the first apply the daemons run with Debian's defaults (they are not yet ordered
+    # after it): shown, not judged, until they are.
+    early = recording_dns.undocumented(before, patterns, also)
+    print(f"NOTE before the first apply: {len(set(before))} names, {len(early)} not documented: "
+          f"{early[:15]}", flush=True)
+
+
 def main() -> int:
+    again = in_private_namespaces(REPO / "build" / "test-ns")
+    if again is not None:
+        return again
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default=os.environ.get("ARCH", "arm64"), choices=sorted(QEMU))
     ap.add_argument("--image", type=Path, help="the .img.xz (default: newest in build/)")
@@ -248,7 +346,8 @@ def main() -> int:
     kernel, initrd = extract_kernel(args.arch, work, disk)
     ports = {guest: free_port() for guest in (22, 25, 587, 993)}
     fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in ports.items())
-    cmd = qemu_machine(args.arch, disk, fwd) + [
+    dns_server = recording_dns.RecordingDns().start()
+    cmd = qemu_machine(args.arch, disk, fwd, restrict=False) + [
         "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", f"root=LABEL={ROOT_LABEL} rw rootwait console={CONSOLE[args.arch]} panic=-1",
     ]
@@ -304,6 +403,7 @@ def main() -> int:
                 res.check(name, ok, text.strip().replace("\r\n", " | ")[:200])
             except OSError as e:
                 res.check(name, False, str(e))
+        check_dns(res, key, ports, dns_server, t0 + serial.seen.get("firstboot_done", 0.0))
         run(ssh_cmd(key, ports[22]) + ["systemctl poweroff"], timeout=30)
         try:
             proc.wait(timeout=max(5, min(180, deadline - time.monotonic())))
@@ -315,6 +415,8 @@ def main() -> int:
             proc.kill()
             proc.wait(timeout=30)
         serial.thread.join(timeout=10)
+        dns_server.stop()
+        (work / "dns-queries.txt").write_text("".join(f"{n} {t}\n" for n, t in dns_server.names))
     # What a user sees on their computer after the first boot.
     env = mtools_env()
     log = run(["mtype", "-i", fat(disk), "::/appliance-firstboot.log"], env=env).stdout

@@ -176,3 +176,23 @@ def test_finalize_refuses_files_of_the_build_host(tmp_path: Path, leak: tuple[st
     (fake_chroot_again / path).write_text(text)
     r = finalize(fake_chroot_again)
     assert r.returncode != 0 and why in r.stderr, r.stderr
+
+
+def test_the_boot_tests_name_check_reads_the_outside_parties_table() -> None:
+    """The boot test records every DNS name the guest looks up and fails on any that
+    docs/outside-parties.md does not list; here that check itself, on names it must pass and
+    names it must catch (the rspamd.com services the box must not use)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/image"))
+    import recording_dns
+
+    patterns = recording_dns.documented_patterns(REPO / "docs/outside-parties.md", "example.org",
+                                                 "mail.example.org")
+    ok = ["deb.debian.org", "2.debian.pool.ntp.org", "mail.example.org", "_mta-sts.example.org",
+          "2.2.0.10.in-addr.arpa", "1.2.0.192.zen.spamhaus.org", "_dmarc.sender.example",
+          "mx.sender.example", "sender.example"]
+    bad = ["maps.rspamd.com", "25.113.0.203.asn.rspamd.com", "example.com.uribl.rspamd.com",
+           "telemetry.example.net", "example.org.evil.test"]
+    assert recording_dns.undocumented(ok, patterns, ("sender.example",)) == []
+    assert recording_dns.undocumented(ok + bad, patterns, ("sender.example",)) == sorted(bad)
