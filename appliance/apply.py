@@ -136,6 +136,7 @@ def apply(
     with root.lock():
         owned = read_owned(root)
         report.changes = compute_changes(root, plan, owned)
+        log(f"{len(report.changes)} file(s) differ from the settings")
         old_manifest, new_manifest = root.read(MANIFEST), manifest_state(plan)
         wanted = set(plan.services())
         # A wanted service that is not running (killed, or it failed at boot) is started too:

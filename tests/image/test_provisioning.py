@@ -196,3 +196,55 @@ def test_the_boot_tests_name_check_reads_the_outside_parties_table() -> None:
            "telemetry.example.net", "example.org.evil.test"]
     assert recording_dns.undocumented(ok, patterns, ("sender.example",)) == []
     assert recording_dns.undocumented(ok + bad, patterns, ("sender.example",)) == sorted(bad)
+
+
+def test_packaged_daemons_wait_for_the_first_apply() -> None:
+    """Every packaged daemon the agent configures gets the drop-in that keeps it off until
+    the first apply has written its configuration, tested on the file apply records; the
+    ones meant to run before it are named here with the reason."""
+    import yaml
+
+    from appliance import apply, services, system
+
+    before_apply = {
+        "nftables.service": "the firewall is up before any network",
+        "ssh.service": "kept off until a key is installed by its own drop-in",
+        "logrotate.timer": "touches no network and no mail",
+    }
+    defaults = yaml.safe_load((PROVISIONING / "roles/appliance_agent/defaults/main.yml").read_text())
+    gated = set(defaults["appliance_agent_configured_units"])
+    assert defaults["appliance_agent_manifest"] == apply.MANIFEST
+    packaged = {s.unit for s in services.all_services(system.Root("/nonexistent")).values()
+                if not s.unit.startswith("appliance-")}
+    assert packaged - set(before_apply) <= gated, packaged - set(before_apply) - gated
+    assert "postfix@.service" in gated  # the instance that does the work
+    tasks = (PROVISIONING / "roles/appliance_agent/tasks/main.yml").read_text()
+    assert "ConditionPathExists={{ appliance_agent_manifest }}" in tasks
+    assert tasks.index("appliance-configured.conf") < tasks.index(
+        "Install the packages the agent configures")
+
+
+def test_firstboot_logs_each_apply_step_as_it_happens(tmp_path: Path, monkeypatch) -> None:
+    """The first-boot log is the timeline of the first apply: each step the agent reports
+    on stderr is written when it happens, with the seconds since the apply began."""
+    fb = load_firstboot()
+    fake = tmp_path / "appliance"
+    fake.write_text("#!/bin/sh\necho 'appliance: validating rspamd' >&2\nsleep 1\n"
+                    "echo 'appliance: reloading rspamd (systemd)' >&2\n"
+                    "echo 'changed 2 file(s); reloaded 1 service(s): rspamd'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(fb, "APPLIANCE", str(fake))
+    monkeypatch.setattr(fb, "BOOT", tmp_path)
+    assert fb.apply()
+    lines = (tmp_path / "appliance-firstboot.log").read_text().splitlines()
+    steps = [ln for ln in lines if "appliance: " in ln]
+    assert [s.split(" s  ", 1)[1] for s in steps] == [
+        "appliance: validating rspamd", "appliance: reloading rspamd (systemd)"]
+    elapsed = [float(re.search(r"\+\s*([\d.]+) s", s).group(1)) for s in steps]
+    assert elapsed[0] < 1.0 <= elapsed[1]
+    assert re.search(r"apply succeeded in [\d.]+ s:", "\n".join(lines))
+    assert lines[-1] == "changed 2 file(s); reloaded 1 service(s): rspamd"
+
+    fake.write_text("#!/bin/sh\necho 'appliance: error: rspamd: validation failed' >&2\nexit 3\n")
+    assert not fb.apply()
+    assert "apply FAILED (exit 3)" in (tmp_path / "appliance-firstboot.log").read_text()
