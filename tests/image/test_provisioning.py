@@ -219,7 +219,8 @@ def test_packaged_daemons_wait_for_the_first_apply() -> None:
     assert packaged - set(before_apply) <= gated, packaged - set(before_apply) - gated
     assert "postfix@.service" in gated  # the instance that does the work
     tasks = (PROVISIONING / "roles/appliance_agent/tasks/main.yml").read_text()
-    assert "ConditionPathExists={{ appliance_agent_manifest }}" in tasks
+    dropin = PROVISIONING / "roles/appliance_agent/templates/appliance-configured.conf.j2"
+    assert "ConditionPathExists={{ appliance_agent_manifest }}" in dropin.read_text()
     assert tasks.index("appliance-configured.conf") < tasks.index(
         "Install the packages the agent configures")
 
