@@ -1,5 +1,6 @@
-"""The typo-domain guard (issue #10), pure: is a recipient domain a near miss of a domain the user
-has corresponded with, while having no history of its own?
+"""The typo-domain guard (issue #10), pure but for reading Debian's Public Suffix List: is a
+recipient domain a near miss of a domain the user has corresponded with, while having no history
+of its own?
 
 Thousands of messages meant for `.mil` went to `.ml` (Mali) for years because of one missing
 letter. Before submitted mail leaves, each recipient domain is checked here:
