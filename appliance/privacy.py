@@ -163,7 +163,7 @@ def learn(domains: Iterable[str], mode: str) -> list[str]:
     h = load_history(mode)
     added = []
     for d in domains:
-        n = tg.normalize(d)
+        n = tg.base(d)  # kept by registrable domain: `mail.army.mil` teaches army.mil
         if not h.knows(n):
             h.add(n)
             added.append(n)

@@ -1,12 +1,20 @@
-"""The typo-domain guard (issue #10), pure: is a recipient domain a near miss of a domain the user
-has corresponded with, while having no history of its own?
+"""The typo-domain guard (issue #10), pure but for reading Debian's Public Suffix List: is a
+recipient domain a near miss of a domain the user has corresponded with, while having no history
+of its own?
 
 Thousands of messages meant for `.mil` went to `.ml` (Mali) for years because of one missing
 letter. Before submitted mail leaves, each recipient domain is checked here:
 
+- names are compared by *registrable domain*: the public suffix (`com`, `co.uk`, `github.io`)
+  and one label more, by the Public Suffix List Debian ships (package publicsuffix, read with
+  Debian's python3-publicsuffix2 from PSL_FILE, never a bundled or downloaded copy). The history
+  stores registrable domains: mail to `mail.army.mil` teaches `army.mil`;
 - a domain already corresponded with, or a host under one (`lists.example.org` when
   `example.org` is known), is never held;
-- otherwise it is a near miss when one of its *neighbours* is known:
+- otherwise it is a near miss when one of its *neighbours* is known, whatever the labels in
+  front (`mail.army.ml` is held like `army.ml`): the name itself and each of its parents down to
+  its registrable domain are checked, so a slip in the suffix (`bbc.co.uj`, where the list sees
+  `co.uj` as the registrable domain of an unknown top-level domain) is still seen:
   - a known confusable top-level pair (`.mil`/`.ml`, `.gov`/`.gv`, `.com`/`.cm`/`.co`/`.om`, ...),
   - one edit away (a letter deleted, inserted, replaced) or two neighbouring letters swapped
     (`gmial.com`), the optimal-string-alignment distance 1,
@@ -17,17 +25,35 @@ The history is a set that only answers membership, so it can hold salted hashes 
 names (the `hashed` mode): the guard generates the neighbours of the *new* domain and asks
 whether one of them is known, and can then name both domains in the notice without the store
 ever listing the user's correspondents in clear.
+
+The list's private section counts (`github.io`, `blogspot.com`, `uk.com`): such a suffix is where
+one owner's names end and another's begin, so `alice.github.io` and `bob.github.io` are different
+correspondents and knowing the first does not vouch for `alcie.github.io`. Names with no
+registrable domain (a public suffix itself, a single label) are compared whole, as they are;
+address literals and IP addresses are never held (nothing to misread them as).
+
+Histories written before registrable domains were compared hold whole names (`lists.example.org`).
+A plain one is normalised when it is loaded; a hashed one cannot be (the names are not there),
+and its entries keep matching as before: the name, hosts under it, and its near misses.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import hmac
+import ipaddress
 import string
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ApplianceError
+
+# Debian's copy of the Public Suffix List (package publicsuffix; updated with the system).
+PSL_FILE = "/usr/share/publicsuffix/public_suffix_list.dat"
 
 # Top-level domains that are one slip from each other and that are known to receive misdirected
 # mail (".ml" for ".mil": the Mali misdirection reported in 2023). Both directions are checked.
@@ -63,6 +89,10 @@ class DomainError(ValueError):
     pass
 
 
+class SuffixListError(ApplianceError):
+    """The Public Suffix List cannot be read: the guard cannot decide (the caller defers)."""
+
+
 def normalize(domain: str) -> str:
     """Lower case, no trailing dot, `xn--` labels decoded to Unicode, NFKC."""
     d = domain.strip().rstrip(".").lower()
@@ -77,6 +107,58 @@ def normalize(domain: str) -> str:
                 pass  # a broken A-label is compared as it is
         labels.append(unicodedata.normalize("NFKC", label).casefold())
     return ".".join(labels)
+
+
+@functools.cache
+def _psl() -> Any:
+    """Debian's list, parsed once a process. The list is UTF-8 and our names are Unicode
+    (`normalize` decodes `xn--`), so it is read as it is (idna=False)."""
+    try:
+        from publicsuffix2 import PublicSuffixList
+    except ImportError:
+        raise SuffixListError("the Public Suffix List parser is missing: "
+                              "apt-get install python3-publicsuffix2") from None
+    try:
+        with open(PSL_FILE, encoding="utf-8") as f:
+            return PublicSuffixList(f, idna=False)
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuffixListError(f"cannot read the Public Suffix List {PSL_FILE} ({e}): "
+                              "apt-get install publicsuffix") from None
+
+
+def is_address(d: str) -> bool:
+    """An address literal (`[192.0.2.1]`, `[ipv6:2001:db8::1]`) or a bare IP address."""
+    if d.startswith("["):
+        return True
+    try:
+        ipaddress.ip_address(d)
+    except ValueError:
+        return False
+    return True
+
+
+def registrable(d: str) -> str | None:
+    """The registrable domain of a normalized name: its public suffix and one label more
+    (`news.bbc.co.uk` -> `bbc.co.uk`, `docs.alice.github.io` -> `alice.github.io`); an unknown
+    top-level domain is its own suffix (the list's default rule: `mail.example.test` ->
+    `example.test`). None when there is none: a public suffix itself (`co.uk`), a single label,
+    an address, a name with an empty label."""
+    labels = d.split(".")
+    if len(labels) < 2 or "" in labels or is_address(d):
+        return None
+    # get_tld, not get_sld: get_sld gives the bare top-level label for an unknown one ("test").
+    suffix = _psl().get_tld(d, wildcard=True, strict=False)
+    n = suffix.count(".") + 1 if suffix else 1
+    if len(labels) <= n:
+        return None
+    return ".".join(labels[-n - 1:])
+
+
+def base(domain: str) -> str:
+    """What the history stores for a name: its registrable domain, or the name itself when it
+    has none."""
+    d = normalize(domain)
+    return registrable(d) or d
 
 
 def skeleton(domain: str) -> str:
@@ -121,10 +203,12 @@ class History:
             return s
         return hmac.new(self.salt, s.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
-    def add(self, domain: str) -> None:
-        d = normalize(domain)
+    def add(self, domain: str) -> str:
+        """Remember a correspondent's domain by its registrable domain; returns what was kept."""
+        d = base(domain)
         self.exact.add(self._h(d))
         self.skeletons.add(self._h(skeleton(d)))
+        return d
 
     def knows(self, domain: str) -> bool:
         return self._h(domain) in self.exact
@@ -144,12 +228,18 @@ class History:
             kind, _, value = line.strip().partition(" ")
             if not line.strip():
                 continue
-            if kind == "d" and value:
-                h.exact.add(value)
-            elif kind == "s" and value:
-                h.skeletons.add(value)
-            else:
+            if kind not in ("d", "s") or not value:
                 raise DomainError(f"history line {n}: expected 'd VALUE' or 's VALUE', got {line!r}")
+            if salt is not None:
+                (h.exact if kind == "d" else h.skeletons).add(value)
+            elif kind == "d":
+                # A name. Older files hold whole names (`lists.example.org`): `add` keeps it by
+                # its registrable domain and makes its skeleton again (so "s" lines, derived
+                # from the names in plain mode, are not read).
+                try:
+                    h.add(value)
+                except DomainError:
+                    h.exact.add(value)
         return h
 
 
@@ -169,30 +259,44 @@ class Verdict:
 
 
 def check(domain: str, history: History) -> Verdict:
-    """Decide for one recipient domain. Raises DomainError for what is not a domain name."""
+    """Decide for one recipient domain. Raises DomainError for what is not a domain name,
+    SuffixListError when the Public Suffix List cannot be read."""
     d = normalize(domain)
     if history.knows(d):
         return Verdict(d, False, d, "known", "corresponded with before")
+    if is_address(d):
+        return Verdict(d, False, None, "address", "an address, not a name: nothing to misread")
+    # The name and its parents down to its registrable domain (the name alone when it has none).
+    r = registrable(d)
     labels = d.split(".")
-    for i in range(1, len(labels) - 1):
-        parent = ".".join(labels[i:])
+    tails = [".".join(labels[i:]) for i in range(len(labels) - r.count("."))] if r else [d]
+    for parent in tails[1:]:
         if history.knows(parent):
             return Verdict(d, False, parent, "subdomain", f"a host under {parent}")
-    for swapped, why in _tld_swaps(d):
+    for t in tails:
+        v = _near_miss(d, t, domain, history)
+        if v is not None:
+            return v
+    return Verdict(d, False, None, "new", "not close to any domain you know")
+
+
+def _near_miss(d: str, t: str, raw: str, history: History) -> Verdict | None:
+    """Is `t` (the recipient domain `d` or one of its parents) a neighbour of a known name?"""
+    for swapped, why in _tld_swaps(t):
         if history.knows(swapped):
             return Verdict(d, True, swapped, "tld", why)
-    sk = skeleton(d)
+    sk = skeleton(t)
     homoglyph = history.knows_skeleton(sk)
-    if homoglyph and not d.isascii():  # a look-alike letter, not a typing slip: say so
+    if homoglyph and not t.isascii():  # a look-alike letter, not a typing slip: say so
         return Verdict(d, True, _shown(sk, history), "homoglyph",
-                       "it is written with look-alike characters" + _idn_note(domain))
-    for cand in edits1(d):
-        if cand != d and "." in cand and not cand.startswith(".") and history.knows(cand):
-            return Verdict(d, True, cand, "edit", _edit_reason(d, cand))
+                       "it is written with look-alike characters" + _idn_note(raw))
+    for cand in edits1(t):
+        if cand != t and "." in cand and not cand.startswith(".") and history.knows(cand):
+            return Verdict(d, True, cand, "edit", _edit_reason(t, cand))
     if homoglyph:
         return Verdict(d, True, _shown(sk, history), "homoglyph",
-                       "it is written with look-alike characters" + _idn_note(domain))
-    return Verdict(d, False, None, "new", "not close to any domain you know")
+                       "it is written with look-alike characters" + _idn_note(raw))
+    return None
 
 
 def _edit_reason(d: str, k: str) -> str:

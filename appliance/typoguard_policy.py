@@ -158,7 +158,7 @@ def recheck(domain: str, cache: _Cache, root: Path = Path("/")) -> tg.Verdict:
 
 
 def _with_own(hist: tg.History, own: str) -> tg.History:
-    if hist.knows(tg.normalize(own)):
+    if hist.knows(tg.base(own)):
         return hist
     h = tg.History(salt=hist.salt, exact=set(hist.exact), skeletons=set(hist.skeletons))
     h.add(own)

@@ -39,6 +39,9 @@ BOB_LOCAL, BOB_PW = f"bob@{DOMAIN}", "bob-secret-22"
 REMOTE_USER = f"carol@{REMOTE}"
 # A domain and its one-letter slip, both served by the remote MX (typo guard, issue #10).
 TYPO_DOMAINS = ("army.mil", "army.ml")
+# A host under each (its own MX record in the domain's zone): the guard compares registrable
+# domains, so mail to mail.army.ml is a near miss of army.mil too.
+TYPO_HOSTS = tuple(f"mail.{d}" for d in TYPO_DOMAINS)
 
 
 PLAIN_BODY = ("Hello, the minutes of Tuesday's meeting are below. We agreed on the budget for "
@@ -207,6 +210,7 @@ $TTL 60
 @   SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 60 60 600 60
 @   NS  ns1.{DOMAIN}.
 @   MX  10 mx.{REMOTE}.
+mail MX 10 mx.{REMOTE}.
 """ for d in TYPO_DOMAINS},
     DOMAIN: f"""$ORIGIN {DOMAIN}.
 $TTL 60
@@ -249,7 +253,7 @@ inet_interfaces = all
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 maillog_file = /var/log/mail.log
-virtual_mailbox_domains = {REMOTE}, {", ".join(TYPO_DOMAINS)}
+virtual_mailbox_domains = {REMOTE}, {", ".join(TYPO_DOMAINS + TYPO_HOSTS)}
 virtual_mailbox_maps = texthash:/etc/postfix/vmailbox
 virtual_mailbox_base = /var/vmail
 virtual_minimum_uid = 8
@@ -407,7 +411,7 @@ table ip hairpin {{
         mx = self.mx
         mx.write("/etc/postfix/main.cf", REMOTE_MAIN_CF)
         mx.write("/etc/postfix/vmailbox", f"{REMOTE_USER} {REMOTE}/carol/\n"
-                 + "".join(f"ops@{d} {d}/ops/\n" for d in TYPO_DOMAINS))
+                 + "".join(f"ops@{d} {d}/ops/\n" for d in TYPO_DOMAINS + TYPO_HOSTS))
         mx.run(["postconf", "-F", "*/*/chroot = n"])
         mx.run(["mkdir", "-p", "/var/vmail"])
         mx.run(["chown", "mail:mail", "/var/vmail"])

@@ -1,10 +1,11 @@
 """The typo-domain guard (issue #10) against the real Postfix and policy service in the lab:
-alice has corresponded with army.mil; mail she submits to army.ml is held, she gets a notice
-naming both domains, `appliance release` sends it on; mail to army.mil is never held; a broken
-guard defers (4xx), never drops.
+alice has corresponded with army.mil; mail she submits to army.ml, or to a host under it
+(mail.army.ml), is held, she gets a notice naming both domains, `appliance release` sends it on;
+mail to army.mil is never held; a broken guard defers (4xx), never drops.
 
-The lab DNS serves army.mil and army.ml (tests/lab/mail_lab.py: TYPO_DOMAINS), both with the
-remote MX (203.0.113.25) as their mail exchanger: nothing leaves the lab.
+The lab DNS serves army.mil and army.ml and a host `mail.` under each (tests/lab/mail_lab.py:
+TYPO_DOMAINS, TYPO_HOSTS), all with the remote MX (203.0.113.25) as their mail exchanger:
+nothing leaves the lab.
 """
 
 from __future__ import annotations
@@ -104,6 +105,46 @@ def test_near_miss_is_held_notice_sent_release_delivers(guarded: MailLab) -> Non
     code, text = submit(lab, "ops@army.ml", "typo-guard-2")
     assert code == 250, text
     wait_for("second message delivered", lambda: remote_got(lab, "army.ml", "typo-guard-2"), timeout=60)
+    assert not any(q["queue_name"] == "hold" for q in queue(lab))
+
+
+def test_host_under_a_near_miss_is_held_and_released(guarded: MailLab) -> None:
+    """The guard compares registrable domains: mail.army.ml is army.ml's host, a near miss of
+    army.mil however many labels are in front. Released, army.ml (not the host) is remembered."""
+    lab = guarded
+    code, text = submit(lab, "ops@mail.army.ml", "typo-guard-host-1")
+    assert code == 250, text
+
+    def held() -> list[dict]:
+        return [q for q in queue(lab) if q["queue_name"] == "hold"
+                and any(r["address"] == "ops@mail.army.ml" for r in q["recipients"])]
+
+    wait_for("the message to mail.army.ml in the hold queue", lambda: bool(held()), timeout=20)
+    qid = held()[0]["queue_id"]
+    log = lab.app.read("/var/log/appliance-policyd.log")
+    assert "mail.army.ml looks like army.mil (tld)" in log, log[-2000:]
+
+    def notice() -> str:
+        for p in lab.maildir_files(lab.app, ALICE_MAILDIR):
+            t = p.read_text(errors="replace")
+            if "Held: your message to mail.army.ml" in t:
+                return t
+        return ""
+
+    wait_for("alice's notice", lambda: bool(notice()), timeout=30)
+    assert re.search(r"mail\.army\.ml looks like army\.mil", notice())
+    assert not remote_got(lab, "mail.army.ml", "typo-guard-host-1")
+
+    r = lab.appliance("release", qid)
+    assert r.returncode == 0 and f"released {qid}; remembered army.ml" in r.stdout, r.stdout + r.stderr
+    wait_for("delivery to mail.army.ml after release",
+             lambda: remote_got(lab, "mail.army.ml", "typo-guard-host-1"), timeout=60)
+    # army.ml is now known: neither the host nor the domain itself is held again.
+    for rcpt, subject in (("ops@mail.army.ml", "typo-guard-host-2"), ("ops@army.ml", "typo-guard-host-3")):
+        code, text = submit(lab, rcpt, subject)
+        assert code == 250, text
+        wait_for(f"{subject} delivered", lambda r=rcpt, s=subject: remote_got(lab, r.partition("@")[2], s),
+                 timeout=60)
     assert not any(q["queue_name"] == "hold" for q in queue(lab))
 
 
