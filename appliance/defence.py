@@ -28,6 +28,8 @@ def fail2ban(s: Settings, facts: Facts) -> list[FileSpec]:
     return [
         FileSpec("etc/fail2ban/filter.d/appliance-sshd.conf.j2",
                  "/etc/fail2ban/filter.d/appliance-sshd.conf", "fail2ban", order=10, extra=extra),
+        FileSpec("etc/fail2ban/filter.d/appliance-postfix.conf.j2",
+                 "/etc/fail2ban/filter.d/appliance-postfix.conf", "fail2ban", order=10, extra=extra),
         FileSpec("etc/fail2ban/fail2ban.d/appliance.local.j2",
                  "/etc/fail2ban/fail2ban.d/appliance.local", "fail2ban", order=20, extra=extra),
         FileSpec("etc/fail2ban/jail.d/appliance.local.j2",
