@@ -3,8 +3,9 @@ Dovecot takes to refuse it, against the real Postfix, Dovecot and fail2ban in th
 
 A bot on the internet side (203.0.113.5) guesses alice's password over several connections at
 once on 587 and 465. Postfix waits a fixed 10 s for Dovecot's verdict and answers 454 when it
-does not come; with Dovecot's per-address penalty on, the later guesses of a burst waited longer
-than that and went uncounted, so the ban came late or not at all.
+does not come; Dovecot's per-address penalty (kept: it slows guessing until the ban) makes the
+later guesses of a burst wait longer than that, and those 454s went uncounted, so the ban came
+late or not at all.
 """
 
 from __future__ import annotations
@@ -106,5 +107,5 @@ def test_every_refused_smtp_guess_counts_and_the_bot_is_banned_at_maxretry(guard
     assert re.search(rf"\[postfix\] Ban {re.escape(BOT_IP)}$", log, re.M), "no Ban line in fail2ban.log"
     for port in (587, 465):
         assert not port_open(lab.bot, WAN_IP, port), f"port {port} open to a banned address"
-    # Bounded: Dovecot answered each guess within auth_failure_delay, so the burst is quick.
-    assert time.monotonic() - start < 60
+    # Bounded: Postfix gives up on Dovecot after 10 s, so no guess waits longer than that.
+    assert time.monotonic() - start < 120

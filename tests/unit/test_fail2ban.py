@@ -116,13 +116,3 @@ def test_fail2ban_can_be_turned_off(good: dict) -> None:
     good["fail2ban"] = {"enabled": False}
     s = settings.parse(good)
     assert defence.fail2ban(s, facts.Facts("mail.example.org")) == []
-
-
-def test_dovecot_answers_postfix_within_its_wait_when_fail2ban_counts(good: dict) -> None:
-    """Dovecot's per-address penalty (up to 15 s) would outlast Postfix's fixed 10 s wait: off
-    while fail2ban counts the failures, kept as the only brake when fail2ban is turned off."""
-    conf = rendered_files(good)["/etc/dovecot/dovecot.conf"].decode()
-    assert "auth_failure_delay = 2 secs" in conf
-    assert "unix_listener anvil-auth-penalty {\n    mode = 0\n  }" in conf
-    good["fail2ban"] = {"enabled": False}
-    assert "anvil-auth-penalty" not in rendered_files(good)["/etc/dovecot/dovecot.conf"].decode()
