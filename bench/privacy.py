@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance import arf  # noqa: E402
-from appliance import typoguard as tg  # noqa: E402
+from appliance.features.privacy import typoguard as tg  # noqa: E402
+from appliance.features.spam import arf  # noqa: E402
 
 N_DOMAINS = 2000
 N_CHECKS = 300

@@ -204,7 +204,8 @@ def test_packaged_daemons_wait_for_the_first_apply() -> None:
     ones meant to run before it are named here with the reason."""
     import yaml
 
-    from appliance import apply, services, system
+    from appliance import registry
+    from appliance.core import apply, system
 
     before_apply = {
         "nftables.service": "the firewall is up before any network",
@@ -214,7 +215,7 @@ def test_packaged_daemons_wait_for_the_first_apply() -> None:
     defaults = yaml.safe_load((PROVISIONING / "roles/appliance_agent/defaults/main.yml").read_text())
     gated = set(defaults["appliance_agent_configured_units"])
     assert defaults["appliance_agent_manifest"] == apply.MANIFEST
-    packaged = {s.unit for s in services.all_services(system.Root("/nonexistent")).values()
+    packaged = {s.unit for s in registry.all_services(system.Root("/nonexistent")).values()
                 if not s.unit.startswith("appliance-")}
     assert packaged - set(before_apply) <= gated, packaged - set(before_apply) - gated
     assert "postfix@.service" in gated  # the instance that does the work

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.certs import tlsa_311
+from appliance.features.certs.certs import tlsa_311
 
 from .mail_lab import ALICE, DNS_IP, DOMAIN, REMOTE, REMOTE_USER, MailLab
 from .netlab import wait_for

@@ -66,7 +66,7 @@ def test_sigkill_of_proxy_during_300_messages_all_delivered_within_60_s(lab: Mai
         time.sleep(2)  # RestartSec=2 of the unit
         at_kill = stored(lab, tag)
         if restart == "unit-command":
-            r = lab.app.run([sys.executable, "-m", "appliance.openpgp.proxy", "--config",
+            r = lab.app.run([sys.executable, "-m", "appliance.features.openpgp.proxy", "--config",
                              "/etc/appliance/openpgp.conf", "--daemon", PIDFILE,
                              "--log", "/var/log/appliance-pgp.log"], check=False,
                             env={"PYTHONPATH": str(lab.repo)})

@@ -34,7 +34,7 @@ def restart_policyd(lab: MailLab) -> None:
     lab.app.run(["kill", str(pid)], check=False)
     wait_for("the policy service stopped",
              lambda: lab.app.run(["kill", "-0", str(pid)], check=False).returncode != 0, timeout=10)
-    r = lab.app.run([sys.executable, "-m", "appliance.policyd", "--daemon", POLICYD_PID,
+    r = lab.app.run([sys.executable, "-m", "appliance.features.defence.policyd", "--daemon", POLICYD_PID,
                      "--log", "/var/log/appliance-policyd.log"], check=False,
                     env={"PYTHONPATH": str(lab.repo)})
     assert r.returncode == 0, r.stderr
@@ -289,7 +289,8 @@ RELEASE_PID = "/run/appliance-release.pid"
 
 def start_release_agent(lab: MailLab) -> None:
     """Start the release agent the way the agent does without an init system."""
-    r = lab.app.run([sys.executable, "-m", "appliance.release_agent", "--daemon", RELEASE_PID,
+    r = lab.app.run([sys.executable, "-m", "appliance.features.privacy.release_agent",
+                     "--daemon", RELEASE_PID,
                      "--log", "/var/log/appliance-release.log"], check=False,
                     env={"PYTHONPATH": str(lab.repo)})
     assert r.returncode == 0, r.stderr

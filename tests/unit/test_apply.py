@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance import system
-from appliance.apply import MANIFEST, apply, read_owned
-from appliance.errors import ApplyError, ValidationError
-from appliance.plan import DesiredFile, Plan
-from appliance.services import Manager, Service
+from appliance.core import system
+from appliance.core.apply import MANIFEST, apply, read_owned
+from appliance.core.errors import ApplyError, ValidationError
+from appliance.core.plan import DesiredFile, Plan
+from appliance.core.services import Manager, Service
 
 
 class FakeService(Service):
@@ -189,11 +189,11 @@ def test_a_second_run_waits_for_the_lock(root: system.Root) -> None:
     import subprocess
     import sys
 
-    from appliance.errors import LockedError
+    from appliance.core.errors import LockedError
 
     svcs, mgr, _ = setup(root)
     # Another process holds the lock until we close its stdin.
-    code = (f"import sys; from appliance import system\nwith system.Root({str(root.path)!r}).lock():\n"
+    code = (f"import sys; from appliance.core import system\nwith system.Root({str(root.path)!r}).lock():\n"
             "    print('held', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
@@ -276,7 +276,7 @@ def test_the_lock_is_reentrant_and_a_second_process_is_told_who_holds_it(root: s
     import sys
 
     svcs, mgr, _ = setup(root)
-    code = ("import sys; from appliance import system\n"
+    code = ("import sys; from appliance.core import system\n"
             f"with system.Root({str(root.path)!r}).lock(wait=float(sys.argv[1])): print('got it')")
     def other(wait: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """A process that is not one this holder started (no inherited holder variable)."""
@@ -320,7 +320,7 @@ def test_the_tunnel_units_commands_do_not_wait_for_the_apply_that_started_them(
     monkeypatch.setenv("APPLIANCE_RUN_DIR", str(tmp_path))
     monkeypatch.delenv(system.LOCK_ENV, raising=False)
     monkeypatch.setattr(cli, "LOCK_WAIT", 0.2)
-    code = ("import sys, time; from appliance import system\n"
+    code = ("import sys, time; from appliance.core import system\n"
             "with system.Root('/').lock():\n print('held', flush=True); time.sleep(30)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={k: v for k, v in os.environ.items() if k != system.LOCK_ENV})

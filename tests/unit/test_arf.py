@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import arf, cli
+from appliance import cli
+from appliance.features.spam import arf
 
 from .conftest import ALICE_HASH
 

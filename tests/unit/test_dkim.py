@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import dkim, system
-from appliance.dnsrecords import Known, _norm, expected
-from appliance.settings import parse
+from appliance.core import system
+from appliance.features.dns.records import Known, _norm, expected
+from appliance.features.spam import dkim
+from appliance.registry import parse_settings as parse
 
 JAN, FEB = 1767225600.0, 1769904000.0  # 2026-01-01, 2026-02-01 (UTC)
 

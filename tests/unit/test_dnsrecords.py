@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from appliance import dnsrecords, settings
-from appliance.dnsrecords import Known
+from appliance import registry
+from appliance.features.dns import records as dnsrecords
+from appliance.features.dns.records import Known
 
 from .conftest import ALICE_HASH
 
-S = settings.parse({"domain": "example.org", "users": [{"address": "a@example.org",
+S = registry.parse_settings({"domain": "example.org", "users": [{"address": "a@example.org",
                                                         "password_hash": ALICE_HASH}]})
 
 

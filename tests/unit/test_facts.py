@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import facts
-from appliance.settings import LanOverride
+from appliance.core import facts
+from appliance.core.settings import LanOverride
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance import defence, facts, plan, settings
+from appliance import registry
+from appliance.core import facts, plan
+from appliance.features.defence import plan as defence
 
 DATA = Path(__file__).parent / "data" / "fail2ban"
 # Each filter the jails use -> its sample file. A filter without samples fails the test below.
@@ -35,9 +37,9 @@ def samples(name: str) -> tuple[list[str], list[str]]:
 
 
 def rendered_files(good: dict) -> dict[str, bytes]:
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     f = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), gateway4="198.18.0.1")
-    return {x.path: x.content for x in plan.build(s, f, plan.environment()).files}
+    return {x.path: x.content for x in registry.build_plan(s, f, plan.environment()).files}
 
 
 def rendered_config(tmp_path: Path, good: dict) -> Path:
@@ -99,10 +101,10 @@ def test_every_jail_filter_has_samples(good: dict) -> None:
 
 def test_jails_never_ban_the_lan_the_router_or_the_public_address(good: dict) -> None:
     good["lan"] = {"public_address": "203.0.113.2"}
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     f = facts.Facts("mail.example.org", "eth0", ("192.168.1.0/24", "fd00:1::/64"),
                     gateway4="192.168.1.1", gateway6="fe80::1")
-    jail = {x.path: x.content.decode() for x in plan.build(s, f, plan.environment()).files}[
+    jail = {x.path: x.content.decode() for x in registry.build_plan(s, f, plan.environment()).files}[
         "/etc/fail2ban/jail.d/appliance.local"]
     ignore = next(line for line in jail.splitlines() if line.startswith("ignoreip")).split("=")[1].split()
     assert ignore == ["127.0.0.0/8", "192.168.1.0/24", "203.0.113.2/32", "::1/128", "fd00:1::/64",
@@ -114,5 +116,5 @@ def test_jails_never_ban_the_lan_the_router_or_the_public_address(good: dict) ->
 
 def test_fail2ban_can_be_turned_off(good: dict) -> None:
     good["fail2ban"] = {"enabled": False}
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     assert defence.fail2ban(s, facts.Facts("mail.example.org")) == []

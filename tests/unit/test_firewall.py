@@ -10,21 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from appliance import facts, firewall, plan, settings
-from appliance.errors import SettingsError
+from appliance import registry
+from appliance.core import facts, plan
+from appliance.core.errors import SettingsError
+from appliance.features.defence import firewall
 
 HOME = facts.Facts("mail.example.org", "eth0", ("192.168.1.0/24", "fd00:1::/64"),
                    ("192.168.1.10", "fd00:1::10"), "192.168.1.1", "fe80::1")
 
 
 def rules(good: dict, f: facts.Facts = HOME) -> str:
-    p = plan.build(settings.parse(good), f, plan.environment())
+    p = registry.build_plan(registry.parse_settings(good), f, plan.environment())
     return {x.path: x.content.decode() for x in p.files}[firewall.RULES_PATH]
 
 
 def test_lan_includes_link_local_router_and_extra_prefixes_merged(good: dict) -> None:
     good["lan"] = {"also_trusted": ["192.168.1.128/25", "10.8.0.0/24"]}
-    v4, v6 = firewall.lan_networks(settings.parse(good), HOME)
+    v4, v6 = firewall.lan_networks(registry.parse_settings(good), HOME)
     assert v4 == ["10.8.0.0/24", "192.168.1.0/24"]  # the /25 and the router are inside the /24
     assert v6 == ["fd00:1::/64", "fe80::/10"]
 
@@ -46,7 +48,7 @@ def test_public_address_is_not_trusted_by_the_firewall(good: dict) -> None:
 
 def test_firewall_can_be_turned_off(good: dict) -> None:
     good["firewall"] = {"enabled": False}
-    p = plan.build(settings.parse(good), HOME, plan.environment())
+    p = registry.build_plan(registry.parse_settings(good), HOME, plan.environment())
     assert firewall.RULES_PATH not in {x.path for x in p.files}
 
 
@@ -56,7 +58,7 @@ def test_bad_defence_settings_name_field_value_and_fix(good: dict) -> None:
     good["ssh"] = {"authorized_keys": ["ssh-ed25519 not base64!"]}
     good["firewall"] = {"web": "yes"}
     with pytest.raises(SettingsError) as e:
-        settings.parse(good)
+        registry.parse_settings(good)
     text = "\n".join(e.value.problems)
     for expect in ('lan.also_trusted[0]: "nonsense" is not an IP network',
                    'lan.public_address: "256.1.1.1" is not an IP address',

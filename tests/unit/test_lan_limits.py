@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import plan, settings
-from appliance.facts import Facts
-from appliance.policyd import DAY, HOUR, Config, Limiter, parse_config, reply_for
+from appliance import registry
+from appliance.core import plan
+from appliance.core.facts import Facts
+from appliance.features.defence.policyd import DAY, HOUR, Config, Limiter, parse_config, reply_for
 
 C = Config(messages_per_hour=3, messages_per_day=5, recipients_per_message=2, global_per_hour=4,
            postmaster="alice@example.org")
@@ -49,7 +50,7 @@ def test_unauthenticated_mail_is_not_counted() -> None:
 
 def test_rendered_config_parses_and_a_broken_one_does_not(good: dict) -> None:
     good["limits"] = {"messages_per_hour": 7}
-    p = plan.build(settings.parse(good), Facts("mail.example.org"), plan.environment())
+    p = registry.build_plan(registry.parse_settings(good), Facts("mail.example.org"), plan.environment())
     text = {f.path: f.content.decode() for f in p.files}["/etc/appliance/limits.conf"]
     c = parse_config(text)
     assert (c.messages_per_hour, c.messages_per_day, c.postmaster) == (7, 500, "alice@example.org")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import system
-from appliance.openpgp import gpgserver, keyring, pgpmime
+from appliance.core import system
+from appliance.features.openpgp import gpgserver, keyring, pgpmime
 
 from .openpgp_keys import Device
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance import cli
-from appliance.openpgp import keyring
+from appliance.features.openpgp import keyring
 
 from .conftest import ALICE_HASH
 from .openpgp_keys import Device
@@ -76,7 +76,7 @@ def test_import_armored_then_show_list_remove(env: Path, device: Device) -> None
     assert f"{ALICE}: stored encrypted (PGP/MIME) to key {fpr}" in out
     assert 'bob@example.org: no key: mail waits in the queue (451)' in out
     # Published by WKD (both layouts), with only alice's user ID.
-    from appliance.openpgp import wkd
+    from appliance.features.openpgp import wkd
 
     h = wkd.wkd_hash(ALICE)
     published = env / "wkd/.well-known/openpgpkey/example.org/hu" / h
@@ -147,7 +147,7 @@ def test_encrypt_setting_is_validated(env: Path) -> None:
 
 
 def test_wkd_publishes_only_the_users_own_user_id(env: Path, tmp_path: Path) -> None:
-    from appliance.openpgp import wkd
+    from appliance.features.openpgp import wkd
 
     other = Device(tmp_path / "third-device")
     fpr = other.make(f"Alice <{ALICE}>")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.openpgp import keyring, pgpmime
+from appliance.features.openpgp import keyring, pgpmime
 
 from .openpgp_keys import Device
 
@@ -49,7 +49,7 @@ def box(device: Device, tmp_path_factory: pytest.TempPathFactory) -> keyring.Key
 
 
 def encrypt(box: keyring.Keyring, inner: bytes) -> bytes:
-    from appliance import system
+    from appliance.core import system
 
     fpr = box.index()[ALICE].fingerprint
     res = system.run_bytes(pgpmime.encrypt_argv("gpg", str(box.path), fpr), input=inner)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from appliance.openpgp import keyring, proxy
+from appliance.features.openpgp import keyring, proxy
 
 from .openpgp_keys import Device
 from .test_openpgp_pgpmime import original

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from appliance.openpgp import wkd
+from appliance.features.openpgp import wkd
 
 WKS = shutil.which("gpg-wks-client") or "/usr/lib/gnupg/gpg-wks-client"
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from appliance import facts, plan, settings
+from appliance import registry
+from appliance.core import facts, plan
 
 LAN_FACTS = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1")
 
 
 def build(good: dict, override: Path | None = None) -> plan.Plan:
-    return plan.build(settings.parse(good), LAN_FACTS, plan.environment(override))
+    return registry.build_plan(registry.parse_settings(good), LAN_FACTS, plan.environment(override))
 
 
 def files(p: plan.Plan) -> dict[str, str]:
@@ -128,9 +129,9 @@ def test_smarthost_fails_closed_and_keeps_the_password_secret(good: dict) -> Non
 
     good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "port": 465, "username": "box",
                      "password_file": "/etc/appliance/relay.password"}
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     f = dataclasses.replace(LAN_FACTS, relay_password="s3cret pass")
-    p = plan.build(s, f, plan.environment(None))
+    p = registry.build_plan(s, f, plan.environment(None))
     by_path = {x.path: x for x in p.files}
     main = by_path["/etc/postfix/main.cf"].content.decode()
     assert "relayhost = [smtp.example.net]:465\n" in main
@@ -146,7 +147,7 @@ def test_smarthost_fails_closed_and_keeps_the_password_secret(good: dict) -> Non
 
 def test_light_mode_files_are_rewritten_not_left_behind(good: dict) -> None:
     """The agent never deletes files: switching light -> full must rewrite each module file."""
-    from appliance.spamfilter import ALWAYS_OFF, LIGHT_OFF
+    from appliance.features.spam.rspamd import ALWAYS_OFF, LIGHT_OFF
 
     light = files(build({**good, "spam": {"mode": "light"}}))
     full = files(build(good))

@@ -12,26 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from appliance import errors, facts, plan, privacy, settings
-from appliance import typoguard as tg
-from appliance import typoguard_policy as tp
-from appliance.system import SETTLED_AGE
+from appliance import registry
+from appliance.core import errors, facts, plan
+from appliance.core.system import SETTLED_AGE
+from appliance.features.privacy import policy as tp
+from appliance.features.privacy import privacy
+from appliance.features.privacy import typoguard as tg
 
 LAN_FACTS = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1")
 
 
 def files(good: dict) -> dict[str, str]:
-    p = plan.build(settings.parse(good), LAN_FACTS, plan.environment(None))
+    p = registry.build_plan(registry.parse_settings(good), LAN_FACTS, plan.environment(None))
     return {f.path: f.content.decode() for f in p.files}
 
 
 def test_defaults_and_bad_values_name_field_value_and_fix(good: dict) -> None:
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     assert s.privacy == privacy.Privacy(True, "hashed", 7)
     good["privacy"] = {"typo_guard": "yes", "typo_history": "clear", "log_retention_days": 0,
                        "retain": 1}
     with pytest.raises(errors.SettingsError) as e:
-        settings.parse(good)
+        registry.parse_settings(good)
     text = str(e.value)
     assert 'privacy.typo_guard: "yes" is not true or false' in text
     assert 'privacy.typo_history: "clear" is not a storage mode; use "hashed" or "plain"' in text

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import reachability, upnp
-from appliance.reachability import Evidence, evaluate
+from appliance import registry
+from appliance.features.upnp import client as upnp
+from appliance.features.upnp import reachability
+from appliance.features.upnp.reachability import Evidence, evaluate
 
 MAPPED = {p: "added" for p in upnp.MAIL_PORTS}
 
@@ -83,12 +85,13 @@ def test_upnp_units_renew_at_half_the_lease_and_unmap_at_shutdown(tmp_path) -> N
     import shutil
     import subprocess
 
-    from appliance import facts, plan, settings
+    from appliance.core import facts, plan
     from tests.unit.conftest import ALICE_HASH
 
-    s = settings.parse({"domain": "example.org", "upnp": {"lease_seconds": 1800},
+    s = registry.parse_settings({"domain": "example.org", "upnp": {"lease_seconds": 1800},
                         "users": [{"address": "a@example.org", "password_hash": ALICE_HASH}]})
-    files = {f.path: f.content.decode() for f in plan.build(s, facts.Facts("x"), plan.environment()).files}
+    files = {f.path: f.content.decode()
+             for f in registry.build_plan(s, facts.Facts("x"), plan.environment()).files}
     timer = files["/etc/systemd/system/appliance-upnp-renew.timer"]
     assert "OnUnitActiveSec=900s" in timer
     unit = files["/etc/systemd/system/appliance-upnp.service"]

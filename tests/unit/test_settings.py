@@ -8,18 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance import settings
-from appliance.errors import SettingsError
+from appliance import registry
+from appliance.core import settings
+from appliance.core.errors import SettingsError
 
 
 def problems(data: dict) -> list[str]:
     with pytest.raises(SettingsError) as e:
-        settings.parse(data)
+        registry.parse_settings(data)
     return e.value.problems
 
 
 def test_good_settings_parse_with_defaults(good: dict) -> None:
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     assert s.domain == "example.org" and s.hostname == "mail.example.org"
     assert [u.address for u in s.users] == ["alice@example.org", "bob@example.org"]
     assert s.users[0].aliases == ("info@example.org",)
@@ -30,7 +31,7 @@ def test_good_settings_parse_with_defaults(good: dict) -> None:
 
 def test_hostname_defaults_to_mail_dot_domain(good: dict) -> None:
     del good["hostname"]
-    assert settings.parse(good).hostname == "mail.example.org"
+    assert registry.parse_settings(good).hostname == "mail.example.org"
 
 
 def test_user_outside_domain_is_named_with_value_and_fix(good: dict) -> None:
@@ -91,7 +92,7 @@ def test_hostname_outside_domain(good: dict) -> None:
 
 def test_lan_override_accepts_private_ranges_only(good: dict) -> None:
     good["lan"] = {"interface": "eth0", "prefixes": ["192.168.1.0/24", "fd00::/64"]}
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     assert s.lan.interface == "eth0" and s.lan.prefixes == ("192.168.1.0/24", "fd00::/64")
     good["lan"]["prefixes"] = ["8.8.8.0/24", "0.0.0.0/0", "nonsense"]
     found = problems(good)
@@ -100,10 +101,10 @@ def test_lan_override_accepts_private_ranges_only(good: dict) -> None:
 
 def test_relay_smarthost_settings(good: dict) -> None:
     good["relay"] = {}
-    assert settings.parse(good).relay is None  # an empty [relay] table: send directly
+    assert registry.parse_settings(good).relay is None  # an empty [relay] table: send directly
     good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "username": "me",
                      "password_file": "/etc/appliance/relay.password"}
-    r = settings.parse(good).relay
+    r = registry.parse_settings(good).relay
     assert r is not None and (r.host, r.port, r.tls_ca_file) == ("smtp.example.net", 587, None)
     good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "port": 25, "username": "me",
                      "password_file": "relay.password"}
@@ -119,7 +120,7 @@ def test_relay_smarthost_settings(good: dict) -> None:
 def test_relay_wireguard_settings(good: dict) -> None:
     key = "x" * 42 + "A="
     good["relay"] = {"kind": "wireguard", "endpoint": "198.51.100.7:51820", "vps_public_key": key}
-    t = settings.parse(good).relay
+    t = registry.parse_settings(good).relay
     assert t is not None and t.kind == "wireguard"
     assert (t.box_address, t.vps_address) == ("10.77.0.2/30", "10.77.0.1")  # type: ignore[union-attr]
     good["relay"] = {"kind": "wireguard", "endpoint": "nope", "vps_public_key": "short",
@@ -140,10 +141,10 @@ def test_load_reports_toml_syntax_with_the_path(tmp_path) -> None:
     f = tmp_path / "settings.toml"
     f.write_text('domain = "example.org\n')
     with pytest.raises(SettingsError) as e:
-        settings.load(f)
+        registry.load_settings(f)
     assert str(f) in str(e.value) and "TOML syntax error" in str(e.value)
     with pytest.raises(SettingsError, match="file not found"):
-        settings.load(tmp_path / "missing.toml")
+        registry.load_settings(tmp_path / "missing.toml")
 
 
 @pytest.mark.parametrize(("text", "named"), [
@@ -157,7 +158,7 @@ def test_a_key_given_twice_is_named_with_its_section(tmp_path, text: str, named:
     f = tmp_path / "settings.toml"
     f.write_text(text)
     with pytest.raises(SettingsError) as e:
-        settings.load(f)
+        registry.load_settings(f)
     assert named in str(e.value) and "Cannot overwrite" not in str(e.value), str(e.value)
 
 
@@ -165,7 +166,7 @@ def test_a_key_given_twice_is_named_with_its_section(tmp_path, text: str, named:
 def test_arbitrary_domain_strings_never_crash_the_validator(text: str) -> None:
     data = {"domain": text, "users": [{"address": f"a@{text}", "password_hash": "x"}]}
     try:
-        s = settings.parse(copy.deepcopy(data))
+        s = registry.parse_settings(copy.deepcopy(data))
     except SettingsError as e:
         assert e.problems and all(":" in p for p in e.problems)
     else:  # pragma: no cover - a valid hash is never generated here
@@ -173,12 +174,12 @@ def test_arbitrary_domain_strings_never_crash_the_validator(text: str) -> None:
 
 
 def test_spam_and_dns_push_settings(good: dict) -> None:
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     assert (s.spam.mode, s.spam.dkim_key_bits) == ("full", 2048)
     assert s.dns.update_server is None and s.dns.update_key_name == "appliance-update"
     ok = {**good, "spam": {"mode": "light", "dkim_key_bits": 4096},
           "dns": {"update_server": "192.0.2.53", "update_key_file": "/etc/appliance/k"}}
-    s = settings.parse(ok)
+    s = registry.parse_settings(ok)
     assert (s.spam.mode, s.spam.dkim_key_bits, s.dns.update_server) == ("light", 4096, "192.0.2.53")
     bad = problems({**good, "spam": {"mode": "heavy", "dkim_key_bits": 1024},
                     "dns": {"update_server": "ns1.example.org"}})

@@ -11,10 +11,12 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from appliance import spamfilter, system
-from appliance.spamfilter import CONTROLLER, Rspamd, listening_sockets
+from appliance import registry
+from appliance.core import plan, system
+from appliance.features.spam import rspamd as spamfilter
+from appliance.features.spam.rspamd import CONTROLLER, Rspamd, listening_sockets
 
-TEMPLATES = Path(spamfilter.__file__).parent / "templates"
+TEMPLATES = plan.TEMPLATE_DIR
 DEBIAN_DEFAULT = {("127.0.0.1", 11332), ("::1", 11332), ("127.0.0.1", 11333), ("::1", 11333),
                   ("127.0.0.1", 11334), ("::1", 11334)}
 
@@ -105,7 +107,7 @@ def _rbl_rules(out: str) -> dict[str, bool]:
 @pytest.mark.parametrize("chosen", [None, [], ["mailspike"]])
 def test_only_the_chosen_blocklists_stay_and_none_is_rspamds(good: dict, tmp_path: Path,
                                                                chosen: list | None) -> None:
-    from appliance.settings import SPAM_BLOCKLISTS, SpamSection
+    from appliance.features.spam.settings import SPAM_BLOCKLISTS, SpamSection
     if chosen is not None:
         good["spam"] = {"blocklists": chosen}
     rules = _rbl_rules(_configdump(good, tmp_path, "rbl"))
@@ -116,10 +118,9 @@ def test_only_the_chosen_blocklists_stay_and_none_is_rspamds(good: dict, tmp_pat
 
 
 def test_an_unknown_blocklist_is_refused(good: dict) -> None:
-    from appliance import settings
     good["spam"] = {"blocklists": ["uribl.example"]}
     with pytest.raises(Exception, match="spam.blocklists"):
-        settings.parse(good)
+        registry.parse_settings(good)
 
 
 @pytest.mark.parametrize("module", ["mime_types", "mid", "rbl", "phishing", "whitelist",

@@ -13,9 +13,12 @@ import dns.name
 import dns.resolver
 import pytest
 
-from appliance import facts, plan, settings, status, status_checks
-from appliance.errors import SettingsError
-from appliance.status_checks import FAIL, OK, WARN, Context, Result, interpret_dnsbl
+from appliance import registry
+from appliance.core import facts, plan
+from appliance.core.errors import SettingsError
+from appliance.features.status import checks as status_checks
+from appliance.features.status import status
+from appliance.features.status.checks import FAIL, OK, WARN, Context, Result, interpret_dnsbl
 
 IP = "203.0.113.2"
 
@@ -100,7 +103,7 @@ def test_the_first_run_reports_every_problem() -> None:
 
 
 def test_the_mail_lists_new_problems_with_fixes_and_fixed_ones(good: dict[str, Any]) -> None:
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     new = [Result("dns mx", FAIL, "published 10 other.", "replace it with: ...")]
     m = status.change_mail(s, new, [("reverse dns", {"status": FAIL, "detail": "no PTR"})], new)
     assert m["To"] == "alice@example.org" and "1 new problem(s), 1 fixed" in m["Subject"]
@@ -122,7 +125,7 @@ def test_a_crashing_check_is_unknown_and_the_others_still_run(good: dict[str, An
     def check_fine(c: Context) -> list[Result]:
         return [Result("fine", OK, "yes")]
 
-    out = status.run_checks(Context(settings.parse(good), None), [check_boom, check_fine])  # type: ignore[arg-type]
+    out = status.run_checks(Context(registry.parse_settings(good), None), [check_boom, check_fine])  # type: ignore[arg-type]
     assert [(r.name, r.status) for r in out] == [("boom", WARN), ("fine", OK)]
     assert "kaputt" in out[0].detail
 
@@ -203,9 +206,9 @@ class FakeResolver:
 
 
 def ctx(good: dict[str, Any], data: dict[tuple[str, str], list[str]], **known: Any) -> Context:
-    from appliance.dnsrecords import Known
+    from appliance.features.dns.records import Known
 
-    c = Context(settings.parse({**good, "status": {"blocklists": ["dnsbl.test"]}}), None,  # type: ignore[arg-type]
+    c = Context(registry.parse_settings({**good, "status": {"blocklists": ["dnsbl.test"]}}), None,  # type: ignore[arg-type]
                 FakeResolver(data))
     c._known = Known(**known)
     return c
@@ -237,7 +240,7 @@ def test_with_a_smarthost_an_end_user_listing_is_fine_and_reverse_dns_not_ours(g
     relay = {"kind": "smarthost", "host": "smtp.example.net", "username": "u",
              "password_file": "/etc/appliance/relay.password"}
     c = ctx(good, {}, public_ipv4=IP)
-    c.s = settings.parse({**good, "relay": relay, "status": {"blocklists": ["zen.spamhaus.org"]}})
+    c.s = registry.parse_settings({**good, "relay": relay, "status": {"blocklists": ["zen.spamhaus.org"]}})
     c.resolver = FakeResolver({("2.113.0.203.zen.spamhaus.org", "A"): ["127.0.0.10"]})
     [r] = status_checks.check_blocklists(c)
     assert r.status == OK and "smarthost" in r.detail
@@ -248,11 +251,11 @@ def test_with_a_smarthost_an_end_user_listing_is_fine_and_reverse_dns_not_ours(g
 
 # --- settings and the timer --------------------------------------------------------------------
 def test_status_settings_default_and_validation(good: dict[str, Any]) -> None:
-    s = settings.parse(good)
+    s = registry.parse_settings(good)
     assert "zen.spamhaus.org" in s.status.blocklists and s.status.daily_mail
-    assert settings.parse({**good, "status": {"blocklists": []}}).status.blocklists == ()
+    assert registry.parse_settings({**good, "status": {"blocklists": []}}).status.blocklists == ()
     with pytest.raises(SettingsError) as e:
-        settings.parse({**good, "status": {"blocklists": ["zen.spamhaus.org", "Bad Zone!"],
+        registry.parse_settings({**good, "status": {"blocklists": ["zen.spamhaus.org", "Bad Zone!"],
                                            "daily_mail": "yes", "colour": 1}})
     text = str(e.value)
     assert 'status.blocklists[1]: "Bad Zone!" is not a DNS zone name; use' in text
@@ -261,13 +264,14 @@ def test_status_settings_default_and_validation(good: dict[str, Any]) -> None:
 
 
 def test_daily_timer_units(good: dict[str, Any], tmp_path: Any) -> None:
-    s = settings.parse(good)
-    files = {f.path: f.content.decode() for f in plan.build(s, facts.Facts("x"), plan.environment()).files}
+    s = registry.parse_settings(good)
+    files = {f.path: f.content.decode()
+             for f in registry.build_plan(s, facts.Facts("x"), plan.environment()).files}
     unit = files["/etc/systemd/system/appliance-status.service"]
     timer = files["/etc/systemd/system/appliance-status.timer"]
     assert "ExecStart=/usr/bin/appliance status --mail-changes" in unit and "OnCalendar=daily" in timer
-    off = settings.parse({**good, "status": {"daily_mail": False}})
-    assert not [f for f in plan.build(off, facts.Facts("x"), plan.environment()).files
+    off = registry.parse_settings({**good, "status": {"daily_mail": False}})
+    assert not [f for f in registry.build_plan(off, facts.Facts("x"), plan.environment()).files
                 if "appliance-status" in f.path]
     if shutil.which("systemd-analyze"):
         for name in ("appliance-status.service", "appliance-status.timer"):
@@ -281,10 +285,11 @@ def test_daily_timer_units(good: dict[str, Any], tmp_path: Any) -> None:
 
 # --- UPnP state and the external probe ---------------------------------------------------------
 def test_upnp_mappings_from_the_state_file(good: dict[str, Any], tmp_path: Any) -> None:
-    from appliance import system, upnp
+    from appliance.core import system
+    from appliance.features.upnp import client as upnp
 
     root = system.Root(tmp_path)
-    c = Context(settings.parse(good), root, None, now=10_000.0)
+    c = Context(registry.parse_settings(good), root, None, now=10_000.0)
     assert [r.status for r in status_checks.check_upnp(c)] == [WARN]  # no mapping made yet
     state = {"external_ip": IP, "at": 9_000, "outcomes": [
         {"port": 25, "result": "renewed", "detail": ""},
@@ -295,18 +300,19 @@ def test_upnp_mappings_from_the_state_file(good: dict[str, Any], tmp_path: Any) 
     assert "held by 198.18.0.20" in got["upnp port 587"].detail and "upnp renewal" not in got
     c.now = 9_000.0 + 3 * 3600
     assert status_checks.check_upnp(c)[-1].name == "upnp renewal"
-    off = Context(settings.parse({**good, "upnp": {"enabled": False}}), root, None)
+    off = Context(registry.parse_settings({**good, "upnp": {"enabled": False}}), root, None)
     assert status_checks.check_upnp(off) == []
 
 
 def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_path: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance import reachability, system
-    from appliance.dnsrecords import Known
+    from appliance.core import system
+    from appliance.features.dns.records import Known
+    from appliance.features.upnp import reachability
 
     root = system.Root(tmp_path)
     root.write_atomic("/etc/appliance/probe.token", system.FileState(b"t" * 20 + b"\n"))
-    s = settings.parse({**good, "reachability": {"probe_url": "http://192.0.2.7:8025"}})
+    s = registry.parse_settings({**good, "reachability": {"probe_url": "http://192.0.2.7:8025"}})
     asked: list[Any] = []
 
     def probe(url: str, token: str, ports: list[int], timeout: float = 30) -> dict[str, Any]:
@@ -320,17 +326,16 @@ def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_pa
     assert asked == [("http://192.0.2.7:8025", "t" * 20, [25, 465, 587, 993])]
     assert got == {"reachable port 25": OK, "reachable port 465": OK, "reachable port 587": FAIL,
                    "reachable port 993": OK, "reachability address": WARN}
-    assert status_checks.check_reachability(Context(settings.parse(good), root, None)) == []
+    assert status_checks.check_reachability(Context(registry.parse_settings(good), root, None)) == []
 
 
 def test_mta_sts_policy_compared_with_the_settings() -> None:
     import dataclasses
 
-    from appliance import settings as st
-    from appliance.status_checks import FAIL, OK, compare_mta_sts
-    from appliance.web import mta_sts_policy
+    from appliance.features.status.checks import FAIL, OK, compare_mta_sts
+    from appliance.features.web.web import mta_sts_policy
 
-    s = st.parse({"domain": "example.org", "web": {"enabled": True, "mta_sts_mode": "enforce"},
+    s = registry.parse_settings({"domain": "example.org", "web": {"enabled": True, "mta_sts_mode": "enforce"},
                   "users": [{"address": "a@example.org", "password_hash": "$6$x$" + "y" * 86}]})
     assert compare_mta_sts(mta_sts_policy(s), s).status == OK  # what the box serves passes
     wrong_mx = mta_sts_policy(s).replace("mx: mail.example.org", "mx: mx.old-provider.example")
@@ -338,5 +343,5 @@ def test_mta_sts_policy_compared_with_the_settings() -> None:
     assert r.status == FAIL and "does not cover mail.example.org" in r.detail and r.fix
     assert compare_mta_sts(mta_sts_policy(s).replace("mx: mail.example.org", "mx: *.example.org"),
                            s).status == OK
-    testing = dataclasses.replace(s, web=dataclasses.replace(s.web, mta_sts_mode="testing"))
+    testing = s.with_section("web", dataclasses.replace(s.web, mta_sts_mode="testing"))
     assert "the settings say testing" in compare_mta_sts(mta_sts_policy(s), testing).detail

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import typoguard as tg
+from appliance.features.privacy import typoguard as tg
 
 KNOWN = ["army.mil", "gmail.com", "example.org", "paypal.com", "microsoft.com", "state.gov",
          "whitehouse.gov", "bund.de", "mit.edu", "posteo.net", "mailbox.org", "ox.ac.uk",

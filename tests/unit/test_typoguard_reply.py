@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from appliance import release_agent as ra
-from appliance import typoguard as tg
-from appliance import typoguard_policy as tp
-from appliance import typoguard_reply as tr
+from appliance import registry
+from appliance.features.privacy import policy as tp
+from appliance.features.privacy import release_agent as ra
+from appliance.features.privacy import reply as tr
+from appliance.features.privacy import typoguard as tg
 
 SECRET = bytes(range(32))
 OWN = "example.org"
@@ -138,9 +139,9 @@ def agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAgent:
             raise ConnectionRefusedError("port 25 down")
         a.told.append((to, subject))
 
-    monkeypatch.setattr("appliance.privacy.release_held", release_held)
+    monkeypatch.setattr("appliance.features.privacy.privacy.release_held", release_held)
     # The sockets stay the test's own (handing them to postfix and nogroup needs root).
-    monkeypatch.setattr("appliance.system.chown_path", lambda *a, **k: None)
+    monkeypatch.setattr("appliance.core.system.chown_path", lambda *a, **k: None)
     monkeypatch.setattr(tp, "send_notice", send_notice)
     return a
 
@@ -261,10 +262,11 @@ def test_policy_service_falls_back_when_the_agent_is_not_there(tmp_path: Path) -
 
 
 def test_plan_routes_the_release_subdomain_to_the_agent_and_refuses_it_on_port_25(good: dict) -> None:
-    from appliance import facts, plan, settings
+    from appliance.core import facts, plan
 
     f = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1")
-    files = {x.path: x for x in plan.build(settings.parse(good), f, plan.environment(None)).files}
+    p = registry.build_plan(registry.parse_settings(good), f, plan.environment(None))
+    files = {x.path: x for x in p.files}
     rows = [line.split(None, 1) for line in files["/etc/postfix/transport"].content.decode().splitlines()
             if line and not line.startswith("#")]
     assert rows == [["release.example.org", "lmtp:unix:private/appliance-release"]]
@@ -280,4 +282,4 @@ def test_plan_routes_the_release_subdomain_to_the_agent_and_refuses_it_on_port_2
     assert master.count("-o smtpd_recipient_restrictions=") == 2
     unit = files["/etc/systemd/system/appliance-release.service"]
     assert unit.service == "appliance-release"
-    assert "python3 -m appliance.release_agent" in unit.content.decode()
+    assert "python3 -m appliance.features.privacy.release_agent" in unit.content.decode()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import cli, settings
+from appliance import cli, registry
 
 from .conftest import ALICE_HASH
 
@@ -55,7 +55,7 @@ def test_user_add_hashes_from_stdin_keeps_comments_and_mode(path: Path) -> None:
     text = path.read_text()
     assert "# My mailbox settings -- keep this comment" in text and "# my own domain" in text
     assert "bob-password-123" not in text
-    s = settings.load(path)
+    s = registry.load_settings(path)
     assert s.users[1].address == "bob@example.org" and s.users[1].aliases == ("b@example.org",)
     assert s.users[1].password_hash.startswith("$6$")
     assert path.stat().st_mode & 0o777 == 0o600
@@ -92,7 +92,7 @@ def test_alias_add_list_del_and_user_del(path: Path) -> None:
     assert "hi@example.org" not in path.read_text()
     code, _, err = run(["--settings", str(path), "user", "del", "alice@example.org", "--no-apply"])
     assert code == 0, err
-    assert [u.address for u in settings.load(path).users] == ["bob@example.org"]
+    assert [u.address for u in registry.load_settings(path).users] == ["bob@example.org"]
     code, _, err = run(["--settings", str(path), "user", "del", "bob@example.org", "--no-apply"])
     assert code == 2 and "only user" in err
 
@@ -101,4 +101,4 @@ def test_passwd_replaces_the_hash(path: Path) -> None:
     code, _, err = run(["--settings", str(path), "user", "passwd", "alice@example.org",
                         "--no-apply"], stdin="a-new-password-42\n")
     assert code == 0, err
-    assert settings.load(path).users[0].password_hash != ALICE_HASH
+    assert registry.load_settings(path).users[0].password_hash != ALICE_HASH

@@ -1,0 +1,70 @@
+"""What a feature is: one capability of the box (mail, the firewall, the relay...), with the
+settings section it owns, the files it wants, the services that read them, its commands and
+its first-use state. `appliance.registry` lists them in order; the core iterates that list and
+never imports a feature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.core import system
+from appliance.core.facts import Facts
+from appliance.core.plan import FileSpec
+from appliance.core.services import Service
+from appliance.core.settings import Section, Settings
+
+Say = Callable[[str], None]
+
+
+def _no_files(s: Settings, facts: Facts) -> list[FileSpec]:
+    return []
+
+
+def _no_context(s: Settings) -> dict[str, Any]:
+    return {}
+
+
+def _no_services(root: system.Root) -> list[Service]:
+    return []
+
+
+def _no_commands(sub: Any) -> None:
+    return None
+
+
+def _no_prepare(root: system.Root, s: Settings, say: Say) -> None:
+    return None
+
+
+def _no_notice(s: Settings) -> str | None:
+    return None
+
+
+def _no_state(root: system.Root, s: Settings) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    doc: str  # where a person reads about it (docs/...)
+    sections: Sequence[Section] = ()
+    # (settings, facts) -> the files it wants; pure. Nothing when it is off: absent is a state.
+    files: Callable[[Settings, Facts], list[FileSpec]] = _no_files
+    # Names its templates share with other features' templates (the relay's host in main.cf).
+    context: Callable[[Settings], dict[str, Any]] = _no_context
+    # The services that read its files, in the order they are reloaded.
+    services: Callable[[system.Root], list[Service]] = _no_services
+    # Adds its verbs to the `appliance` command.
+    commands: Callable[[Any], None] = _no_commands
+    # First-use state made on the box before the plan (the DKIM key, a self-signed certificate).
+    prepare: Callable[[system.Root, Settings, Say], None] = _no_prepare
+    # Agent state the plan reads, as Facts fields (the DKIM selector, the relay's password).
+    state: Callable[[system.Root, Settings], dict[str, Any]] = _no_state
+    # A line `appliance apply` prints after its report (what the user should still do).
+    notice: Callable[[Settings], str | None] = _no_notice
+    # Commands that change the box take the lock; these verbs do not (they change nothing, or
+    # systemd runs them for an apply that holds it).
+    unlocked: frozenset[str] = field(default_factory=frozenset)

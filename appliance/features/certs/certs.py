@@ -1,0 +1,176 @@
+"""Certificates from Let's Encrypt (or any ACME CA) through Debian's certbot.
+
+- http-01: certbot's standalone server answers on port 80, which is mapped on the router (UPnP)
+  only for the challenge and unmapped afterwards, whatever happens.
+- dns-01: for users who cannot open port 80: the challenge TXT record is written with an
+  RFC 2136 update (TSIG-signed, dnspython) to the user's DNS server, and removed afterwards.
+- The private key is kept across renewals (`--reuse-key`), so a DANE `3 1 1` TLSA record stays
+  valid; `appliance cert show` prints it.
+- certbot's deploy hook calls `appliance cert deploy`: the agent points Postfix and Dovecot at
+  the certificate (first issue) and reloads them (every renewal). Renewal runs from certbot's
+  own timer (Debian's certbot.timer), which keeps the hook in the renewal configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from appliance.core import system, tls
+from appliance.core.errors import ApplianceError
+from appliance.core.settings import Settings
+from appliance.features.upnp import client as upnp
+from appliance.features.web.web import web_names
+
+LIVE = tls.LIVE
+live_paths, active_paths = tls.live_paths, tls.active_paths
+
+
+class CertError(ApplianceError):
+    pass
+
+
+def tlsa_311(cert_pem: bytes) -> str:
+    """DANE-EE(3) SPKI(1) SHA-256(1): the hash of the public key, which --reuse-key keeps stable."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def days_left(cert_pem: bytes, now: float | None = None) -> float:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return (cert.not_valid_after.timestamp() - (now or time.time())) / 86400
+
+
+def _agent_command(settings_path: str, *args: str) -> str:
+    """How certbot calls back into the agent (deploy and DNS hooks)."""
+    return " ".join([sys.executable, "-m", "appliance.cli", "--settings", settings_path, *args])
+
+
+def _env(s: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    if s.certs.acme_ca_bundle:  # a private ACME CA (the test lab's pebble)
+        env["REQUESTS_CA_BUNDLE"] = s.certs.acme_ca_bundle
+    return env
+
+
+def certbot_argv(s: Settings, settings_path: str, force: bool = False) -> list[str]:
+    argv = [
+        "certbot", "certonly", "--non-interactive", "--agree-tos",
+        "--server", s.certs.acme_server, "--cert-name", s.hostname, "-d", s.hostname,
+        *[arg for name in web_names(s) for arg in ("-d", name)],
+        "--key-type", "ecdsa", "--reuse-key",
+        "--deploy-hook", _agent_command(settings_path, "cert", "deploy"),
+    ]
+    argv += ["-m", s.certs.email] if s.certs.email else ["--register-unsafely-without-email"]
+    if force:
+        argv.append("--force-renewal")
+    if s.certs.challenge == "http-01":
+        argv += ["--standalone", "--preferred-challenges", "http"]
+    else:
+        argv += ["--manual", "--preferred-challenges", "dns",
+                 "--manual-auth-hook", _agent_command(settings_path, "cert", "dns-hook", "auth"),
+                 "--manual-cleanup-hook", _agent_command(settings_path, "cert", "dns-hook", "cleanup")]
+    return argv
+
+
+def _open_port_80(minutes: int = 10) -> None:
+    """Let the challenge through the box's own firewall for a while (the element expires by
+    itself even if the agent dies); nothing to do where the firewall is not in use."""
+    system.run(["nft", "add", "element", "inet", "appliance", "wan_tcp_temporary",
+                f"{{ 80 timeout {minutes}m }}"], check=False)
+
+
+def _close_port_80() -> None:
+    system.run(["nft", "delete", "element", "inet", "appliance", "wan_tcp_temporary", "{ 80 }"],
+               check=False)
+
+
+def issue(s: Settings, settings_path: str, force: bool = False) -> system.Result:
+    """Obtain (or re-obtain) the certificate for the mail host name."""
+    if s.certs.challenge == "http-01":
+        _open_port_80()
+    try:
+        return _issue(s, settings_path, force)
+    finally:
+        if s.certs.challenge == "http-01":
+            _close_port_80()
+
+
+def _issue(s: Settings, settings_path: str, force: bool = False) -> system.Result:
+    igd = None
+    cfg = upnp.UpnpSettings(s.upnp.enabled, s.upnp.lease_seconds, s.upnp.igd_url)
+    if s.certs.challenge == "http-01" and cfg.enabled:
+        try:
+            igd = upnp.Igd(cfg)
+            upnp.renew(igd, cfg, extra=[80])  # port 80 only for the challenge
+        except upnp.UpnpError:
+            igd = None  # the user may have forwarded port 80 by hand
+    try:
+        return system.run(certbot_argv(s, settings_path, force), env=_env(s), timeout=300)
+    except system.CommandError as e:
+        out = e.result.output
+        raise CertError(f"certbot could not get a certificate for {s.hostname}:\n{out[-1500:]}\n"
+                        "Check that the name's A record points at your public address and that "
+                        "port 80 reaches this box (appliance reachability), or use dns-01.") from None
+    finally:
+        if igd is not None:
+            upnp.remove(igd, [80])
+
+
+def renew(s: Settings, force: bool = False) -> system.Result:
+    argv = ["certbot", "renew", "--non-interactive", "--no-random-sleep-on-renew",
+            "--cert-name", s.hostname]
+    if force:
+        argv.append("--force-renewal")
+    igd = None
+    cfg = upnp.UpnpSettings(s.upnp.enabled, s.upnp.lease_seconds, s.upnp.igd_url)
+    if s.certs.challenge == "http-01":
+        _open_port_80()
+    if s.certs.challenge == "http-01" and cfg.enabled:
+        try:
+            igd = upnp.Igd(cfg)
+            upnp.renew(igd, cfg, extra=[80])
+        except upnp.UpnpError:
+            igd = None
+    try:
+        return system.run(argv, env=_env(s), timeout=300, check=False)
+    finally:
+        if s.certs.challenge == "http-01":
+            _close_port_80()
+        if igd is not None:
+            upnp.remove(igd, [80])
+
+
+def dns_hook(s: Settings, action: str) -> None:
+    """certbot's manual auth/cleanup hook: add or remove the _acme-challenge TXT record."""
+    import dns.query
+    import dns.rcode
+    import dns.tsigkeyring
+    import dns.update
+
+    if not s.certs.dns_server or not s.certs.tsig_key_file:
+        raise CertError("dns-01 needs [certs] dns_server and tsig_key_file")
+    secret = Path(s.certs.tsig_key_file).read_text().strip()
+    keyring = dns.tsigkeyring.from_text({s.certs.tsig_key_name: ("hmac-sha256", secret)})
+    domain = os.environ["CERTBOT_DOMAIN"].removeprefix("*.")
+    zone = s.certs.dns_zone or s.domain
+    name = f"_acme-challenge.{domain}."
+    update = dns.update.Update(zone, keyring=keyring, keyalgorithm="hmac-sha256")
+    if action == "auth":
+        update.add(name, 30, "TXT", f'"{os.environ["CERTBOT_VALIDATION"]}"')
+    else:
+        update.delete(name, "TXT")
+    answer = dns.query.tcp(update, s.certs.dns_server, timeout=10)
+    if answer.rcode() != 0:
+        raise CertError(f"the DNS server {s.certs.dns_server} refused the update of {name}: "
+                        f"{dns.rcode.to_text(answer.rcode())}; check the TSIG key and the server's ACL")

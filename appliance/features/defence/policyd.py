@@ -1,0 +1,261 @@
+"""The outbound kill-switch (issue #8): a small Postfix policy service for submission.
+
+Postfix asks it at the end of every authenticated message (`smtpd_end_of_data_restrictions =
+check_policy_service inet:127.0.0.1:10031` on ports 587/465). It counts messages per user (per
+hour and per day), recipients per message, and all users together per hour:
+
+- within the limits: DUNNO (Postfix goes on as usual);
+- more recipients than allowed in one message: 554 5.7.1, that message only;
+- the message that crosses a limit: HOLD (kept in Postfix's hold queue, not lost), and the
+  postmaster gets a mail saying who, which limit, and how to release or delete the held mail;
+- while the user stays over the limit: 450 4.7.1 with the reason (the client keeps the mail).
+
+Counters live in memory: a restart forgets them (the held mail stays held). Postfix defers
+(451 4.3.5) when this service does not answer: mail is never lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import signal
+import smtplib
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+from appliance.core import system
+from appliance.core.errors import ValidationError
+from appliance.core.services import AgentDaemon
+from appliance.features.privacy import policy as typoguard_policy
+
+CONF = "/etc/appliance/limits.conf"
+HOST, PORT = "127.0.0.1", 10031
+PIDFILE = "/run/appliance-policyd.pid"
+LOG = "/var/log/appliance-policyd.log"
+HOUR, DAY = 3600, 86400
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} appliance-policyd: {msg}", flush=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    messages_per_hour: int
+    messages_per_day: int
+    recipients_per_message: int
+    global_per_hour: int
+    postmaster: str
+    notify_via: str = "127.0.0.1:25"
+
+
+def parse_config(text: str) -> Config:
+    data: dict[str, object] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, eq, value = (x.strip() for x in line.partition("="))
+        if not eq or key not in Config.__dataclass_fields__:
+            raise ValueError(f"line {n}: expected one of {', '.join(Config.__dataclass_fields__)} = value")
+        data[key] = int(value) if value.isdigit() else value
+    c = Config(**data)  # type: ignore[arg-type]
+    for name in ("messages_per_hour", "messages_per_day", "recipients_per_message", "global_per_hour"):
+        v = getattr(c, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, not {v!r}")
+    if "@" not in c.postmaster:
+        raise ValueError(f"postmaster must be an address, not {c.postmaster!r}")
+    return c
+
+
+class Limiter:
+    """Pure bookkeeping (tested without a network): decide one message, given the time."""
+
+    def __init__(self, c: Config) -> None:
+        self.c = c
+        self.sent: dict[str, deque[float]] = {}
+        self.all: deque[float] = deque()
+        self.blocked: dict[str, str] = {}  # user -> the limit they hit (notified once)
+
+    def _trim(self, q: deque[float], now: float, window: int) -> None:
+        while q and q[0] <= now - window:
+            q.popleft()
+
+    def over(self, user: str, now: float) -> str | None:
+        q = self.sent.setdefault(user, deque())
+        self._trim(q, now, DAY)
+        self._trim(self.all, now, HOUR)
+        hour = sum(1 for t in q if t > now - HOUR)
+        if hour >= self.c.messages_per_hour:
+            return f"{self.c.messages_per_hour} messages per hour"
+        if len(q) >= self.c.messages_per_day:
+            return f"{self.c.messages_per_day} messages per day"
+        if len(self.all) >= self.c.global_per_hour:
+            return f"the box's ceiling of {self.c.global_per_hour} messages per hour (all users)"
+        return None
+
+    def decide(self, user: str, recipients: int, now: float) -> tuple[str, str | None]:
+        """(Postfix action, limit name to notify about or None)."""
+        if recipients > self.c.recipients_per_message:
+            return (f"554 5.7.1 {recipients} recipients in one message; the limit is "
+                    f"{self.c.recipients_per_message}: split the message", None)
+        limit = self.over(user, now)
+        if limit is None:
+            self.blocked.pop(user, None)
+            self.sent[user].append(now)
+            self.all.append(now)
+            return "DUNNO", None
+        if user not in self.blocked:
+            self.blocked[user] = limit
+            return f"HOLD outbound limit reached for {user} ({limit})", limit
+        return (f"450 4.7.1 outbound limit reached for {user} ({limit}); your mail is held "
+                "for the postmaster, try again later"), None
+
+
+def notify(c: Config, user: str, limit: str) -> None:
+    """Tell the postmaster, through our own Postfix (local delivery on port 25)."""
+    m = EmailMessage()
+    m["From"] = c.postmaster
+    m["To"] = c.postmaster
+    m["Subject"] = f"Outbound mail of {user} stopped: limit reached ({limit})"
+    m.set_content(
+        f"{user} reached the outbound limit of {limit}.\n\n"
+        "The message that crossed it is in Postfix's hold queue; further messages are refused\n"
+        "with a temporary error until the user is back under the limit.\n\n"
+        "If the account is compromised: change its password (`appliance user passwd ...`).\n"
+        "Held mail: `postqueue -j` (\"queue_name\": \"hold\");\n"
+        "release it with `postsuper -H ID`, or delete it with `postsuper -d ID`.\n")
+    host, _, port = c.notify_via.partition(":")
+    with smtplib.SMTP(host, int(port or 25), timeout=30) as s:
+        s.send_message(m)
+
+
+def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str, str | None]:
+    if attrs.get("protocol_state") == "RCPT":  # issue #10: the typo-domain guard, per recipient
+        return typoguard_policy.at_rcpt(attrs), None
+    user = attrs.get("sasl_username", "")
+    if not user:  # not authenticated (port 25): not ours to count
+        return "DUNNO", None
+    try:
+        n = int(attrs.get("recipient_count", "0") or 0)
+    except ValueError:
+        n = 0
+    action, limit = limiter.decide(user, n, now)
+    if action == "DUNNO":  # issue #10: a near-miss recipient domain holds the message
+        action = typoguard_policy.at_end(attrs)
+    return action, limit
+
+
+async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
+    c = parse_config(Path(conf_path).read_text())
+    limiter = Limiter(c)
+    loop = asyncio.get_running_loop()
+
+    async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal limiter
+        try:
+            while True:  # Postfix keeps the connection for several requests
+                attrs: dict[str, str] = {}
+                for _ in range(1000):
+                    line = await asyncio.wait_for(r.readline(), 300)
+                    if not line:
+                        return
+                    text = line.decode(errors="replace").rstrip("\r\n")
+                    if not text:
+                        break
+                    k, _, v = text.partition("=")
+                    attrs[k] = v
+                action, limit = reply_for(limiter, attrs, time.time())
+                if action != "DUNNO":
+                    log(f"{attrs.get('sasl_username')}: {action}")
+                if limit:
+                    user = attrs.get("sasl_username", "")
+                    try:
+                        await loop.run_in_executor(None, notify, limiter.c, user, limit)
+                        log(f"notified {limiter.c.postmaster} about {user}")
+                    except Exception as e:  # noqa: BLE001 - the hold itself must not fail
+                        log(f"could not notify {limiter.c.postmaster}: {type(e).__name__}: {e}")
+                w.write(f"action={action}\n\n".encode())
+                await w.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                w.close()
+
+    def reread() -> None:
+        nonlocal limiter
+        try:
+            new = parse_config(Path(conf_path).read_text())
+        except (OSError, ValueError, TypeError) as e:
+            log(f"Error: reload ignored: {conf_path}: {e}")
+            return
+        limiter.c = new  # counters survive a reload
+        log("reloaded")
+
+    server = await asyncio.start_server(client, HOST, PORT)
+    log(f"started: listening on {HOST}:{PORT}")
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reread)
+    if ready:
+        ready.set()
+    async with server:
+        await stop.wait()
+    log("stopped")
+
+
+class Policyd(AgentDaemon):
+    """The kill-switch as a service the agent configures, validates, (re)starts and probes."""
+
+    name = "appliance-policyd"
+    unit = "appliance-policyd.service"
+    module = "appliance.features.defence.policyd"
+    pidfile = PIDFILE
+    log_path = LOG
+    reload_ack = re.compile(r"appliance-policyd: (started|reloaded)")
+    reload_errors = re.compile(r"appliance-policyd: .*(Traceback|Error:)")
+    ports = (PORT,)
+
+    def validate(self, stage: Path) -> None:
+        conf = stage / CONF.lstrip("/")
+        if conf.exists():
+            try:
+                parse_config(conf.read_text())
+            except (ValueError, TypeError) as e:
+                raise ValidationError(self.name, "limits.conf check", str(e)) from None
+        guard = stage / typoguard_policy.CONF.lstrip("/")  # issue #10
+        if guard.exists():
+            try:
+                typoguard_policy.parse_conf(guard.read_text())
+            except typoguard_policy.GuardError as e:
+                raise ValidationError(self.name, "typoguard.conf check", str(e)) from None
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="appliance-policyd", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=CONF)
+    p.add_argument("--user", default="nobody", help="run as this user (when started as root)")
+    p.add_argument("--daemon", metavar="PIDFILE", help="detach, write PIDFILE (no init system)")
+    p.add_argument("--log", default=LOG, help="with --daemon")
+    a = p.parse_args(argv)
+    try:
+        parse_config(Path(a.config).read_text())
+    except (OSError, ValueError, TypeError) as e:
+        print(f"appliance-policyd: {a.config}: {e}", file=sys.stderr)
+        return 2
+    if a.daemon:
+        system.daemonize(a.daemon, a.log)
+    system.drop_privileges(a.user)
+    asyncio.run(serve(a.config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The DNS records the domain needs, checked and pushed (RFC 2136)."""

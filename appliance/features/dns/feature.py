@@ -1,0 +1,8 @@
+"""The DNS records the domain needs, checked and pushed (RFC 2136)."""
+
+from __future__ import annotations
+
+from appliance.core.feature import Feature
+from appliance.features.dns.settings import SECTION
+
+FEATURE = Feature("dns", "README.md", sections=(SECTION,))

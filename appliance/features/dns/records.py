@@ -1,0 +1,241 @@
+"""`appliance dns`: every DNS record the domain needs, and `check` comparing what is published.
+
+`expected` is pure: settings + what the agent knows (public address, served certificate) in,
+records out, each with the reason it exists. `check` queries the resolver the box uses and
+compares *values*, not only presence, and gives a one-line fix per problem.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from appliance.core.settings import Settings
+from appliance.features.spam.dkim import record_text
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # fully qualified, with the trailing dot
+    rtype: str
+    value: str  # presentation format, as in a zone file
+    why: str
+    ttl: int = 3600
+
+    def zone_line(self) -> str:
+        return f"{self.name}\t{self.ttl}\tIN\t{self.rtype}\t{self.value}"
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the agent knows about the box when it computes the records."""
+
+    public_ipv4: str | None = None
+    public_ipv6: str | None = None
+    tlsa_311: str | None = None  # of the certificate Postfix serves
+    sending_ipv4: str | None = None  # where outbound SMTP leaves (the relay VPS), if not the box
+    # (selector, base64 public key) of each DKIM key to publish, the signing one first.
+    dkim: tuple[tuple[str, str], ...] = ()
+
+
+def _fq(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def reverse_name(ip: str) -> str:
+    return ipaddress.ip_address(ip).reverse_pointer + "."
+
+
+def expected(s: Settings, k: Known) -> list[Record]:
+    d, host = _fq(s.domain), _fq(s.hostname)
+    pm = f"postmaster@{s.domain}"
+    out = [Record(d, "MX", f"10 {host}", "where the internet delivers mail for your domain")]
+    if k.public_ipv4:
+        out.append(Record(host, "A", k.public_ipv4, "the address of your mail host"))
+    if k.public_ipv6:
+        out.append(Record(host, "AAAA", k.public_ipv6, "the IPv6 address of your mail host"))
+    sender = k.sending_ipv4 or k.public_ipv4
+    spf = "v=spf1 mx" + (f" ip4:{k.sending_ipv4}" if k.sending_ipv4 else "") + " -all"
+    out += [
+        Record(d, "TXT", f'"{spf}"', f"SPF: only your MX{' and your relay' if k.sending_ipv4 else ''} "
+               "may send as your domain; everyone else fails (-all)"),
+        Record(_fq(f"_dmarc.{s.domain}"), "TXT", f'"v=DMARC1; p=quarantine; rua=mailto:{pm}"',
+               "DMARC: mail failing SPF and DKIM goes to spam; reports to your postmaster"),
+    ]
+    for n, (selector, p) in enumerate(k.dkim):
+        out.append(Record(_fq(f"{selector}._domainkey.{s.domain}"), "TXT", record_text(p),
+                          "DKIM: receivers check your mail's signature with this key"
+                          + ("" if n == 0 else " (a key being rolled over: keep it published)")))
+    out += [
+        Record(_fq(f"_smtp._tls.{s.domain}"), "TXT", f'"v=TLSRPTv1; rua=mailto:{pm}"',
+               "TLS-RPT: senders report TLS failures delivering to you"),
+    ]
+    if s.web.enabled and s.web.mta_sts_mode != "none":
+        from appliance.features.web.web import mta_sts_id
+
+        if k.public_ipv4:
+            out.append(Record(_fq(f"mta-sts.{s.domain}"), "A", k.public_ipv4,
+                              "where senders fetch your MTA-STS policy (HTTPS)"))
+        out.append(Record(_fq(f"_mta-sts.{s.domain}"), "TXT", f'"v=STSv1; id={mta_sts_id(s)}"',
+                          "MTA-STS: senders must use verified TLS to your MX (RFC 8461)"))
+    if s.web.enabled:
+        out.append(Record(_fq(f"openpgpkey.{s.domain}"), "CNAME", host,
+                          "Web Key Directory: mail clients find your users' public OpenPGP keys"))
+    if k.tlsa_311:
+        out.append(Record(_fq(f"_25._tcp.{s.hostname}"), "TLSA", f"3 1 1 {k.tlsa_311}",
+                          "DANE: senders verify your certificate's key (needs DNSSEC on your zone)"))
+    out += [
+        Record(_fq(f"_submissions._tcp.{s.domain}"), "SRV", f"0 1 465 {host}",
+               "mail clients find submission over TLS (RFC 6186, RFC 8314)"),
+        Record(_fq(f"_submission._tcp.{s.domain}"), "SRV", f"10 1 587 {host}",
+               "mail clients find submission with STARTTLS"),
+        Record(_fq(f"_imaps._tcp.{s.domain}"), "SRV", f"0 1 993 {host}", "mail clients find IMAP over TLS"),
+        Record(_fq(f"autoconfig.{s.domain}"), "CNAME", host, "Thunderbird-style client autoconfiguration"),
+        Record(_fq(f"autodiscover.{s.domain}"), "CNAME", host, "Outlook-style client autodiscovery"),
+    ]
+    if "letsencrypt.org" in s.certs.acme_server:
+        out.append(Record(d, "CAA", '0 issue "letsencrypt.org"',
+                          "only Let's Encrypt may issue certificates for your domain"))
+    if sender:
+        out.append(Record(reverse_name(sender), "PTR", host,
+                          "reverse DNS of the sending address: ask your ISP (or VPS provider) to set it"))
+    return out
+
+
+def zone_text(records: list[Record]) -> str:
+    return "\n".join(r.zone_line() for r in records) + "\n"
+
+
+# --- checking what is published ---------------------------------------------------------------
+@dataclass
+class Finding:
+    record: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _norm(rtype: str, value: str) -> str:
+    v = value.strip().lower()
+    if rtype == "TXT":
+        v = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', v)) or v.strip('"')
+    v = re.sub(r"\s+", " ", v)
+    return v.rstrip(".") if rtype in ("CNAME", "PTR", "MX", "SRV") else v
+
+
+def _lookup(resolver: Any, name: str, rtype: str) -> list[str]:
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answer = resolver.resolve(name, rtype, lifetime=5)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+        return []
+    except dns.exception.Timeout:
+        return ["<timeout>"]
+    return [r.to_text() for r in answer]
+
+
+def check(records: list[Record], resolver: Any = None) -> list[Finding]:
+    import dns.resolver
+
+    resolver = resolver or dns.resolver.Resolver()
+    findings = []
+    for r in records:
+        got = _lookup(resolver, r.name, r.rtype)
+        label = f"{r.name} {r.rtype}"
+        if r.rtype == "TXT":
+            prefix = r.value.strip('"').split()[0].split(";")[0].lower()  # v=spf1, v=DMARC1, ...
+            mine = [g for g in got if _norm("TXT", g).startswith(prefix)]
+            want = _norm("TXT", r.value)
+            if not mine:
+                findings.append(Finding(label, False, f"no {prefix} record", f"publish: {r.zone_line()}"))
+            elif len(mine) > 1:
+                findings.append(Finding(label, False, f"{len(mine)} {prefix} records (must be one)",
+                                        f"keep only: {r.zone_line()}"))
+            elif _norm("TXT", mine[0]) != want:
+                findings.append(Finding(label, False, f"published {mine[0]}, expected {r.value}"
+                                        + _txt_hint(prefix, _norm("TXT", mine[0])),
+                                        f"replace it with: {r.zone_line()}"))
+            else:
+                findings.append(Finding(label, True, "matches"))
+            continue
+        want = _norm(r.rtype, r.value)
+        have = [_norm(r.rtype, g) for g in got]
+        if want in have:
+            findings.append(Finding(label, True, "matches"))
+        elif not have:
+            findings.append(Finding(label, False, "missing", f"publish: {r.zone_line()}"))
+        else:
+            findings.append(Finding(label, False, f"published {', '.join(got)}, expected {r.value}",
+                                    f"replace it with: {r.zone_line()}"))
+    return findings
+
+
+def _txt_hint(prefix: str, text: str) -> str:
+    if prefix == "v=dmarc1" and not re.search(r"(^|;)\s*p=(none|quarantine|reject)\s*(;|$)", text):
+        return " (DMARC syntax: the p= policy tag is missing or invalid)"
+    if prefix == "v=spf1" and not text.endswith(("-all", "~all")):
+        return " (SPF without -all lets anyone send as you)"
+    return ""
+
+
+def public_ipv4(s: Settings, upnp_state: dict[str, Any] | None) -> str | None:
+    """The box's public address: the relay VPS's, else the router's (UPnP), else the setting."""
+    from appliance.features.relay.tunnel import tunnel
+
+    t = tunnel(s)
+    if t is not None:
+        return t.endpoint.rpartition(":")[0]
+    if s.dns.public_ipv4:
+        return s.dns.public_ipv4
+    if upnp_state and upnp_state.get("external_ip"):
+        return str(upnp_state["external_ip"])
+    return None
+
+
+# --- pushing to a DNS server the user runs (RFC 2136) --------------------------------------------
+def push(records: list[Record], zone: str, server: str, key_name: str, secret: str,
+         resolver: Any = None) -> list[str]:
+    """Bring the zone's records to what they should be with one TSIG-signed RFC 2136 update.
+
+    Only names inside `zone` (a PTR lives in the ISP's zone: it is left out and reported). TXT
+    records are matched by their kind (v=spf1, v=DMARC1, v=DKIM1, ...): a wrong one of the same
+    kind is replaced, other TXT records at the same name (site verifications) are kept. Other
+    types replace the whole set of that type at that name. Returns what was left out."""
+    import dns.query
+    import dns.rcode
+    import dns.resolver
+    import dns.tsigkeyring
+    import dns.update
+
+    resolver = resolver or dns.resolver.Resolver()
+    keyring = dns.tsigkeyring.from_text({key_name: ("hmac-sha256", secret)})
+    update = dns.update.Update(zone, keyring=keyring, keyalgorithm="hmac-sha256")
+    origin = _fq(zone)
+    skipped = []
+    for r in records:
+        if not (r.name == origin or r.name.endswith("." + origin)):
+            skipped.append(f"{r.name} {r.rtype} {r.value} (not in zone {zone}: ask its owner)")
+            continue
+        if r.rtype == "TXT":
+            prefix = r.value.strip('"').split()[0].split(";")[0].lower()
+            for have in _lookup(resolver, r.name, "TXT"):
+                if _norm("TXT", have).startswith(prefix) and _norm("TXT", have) != _norm("TXT", r.value):
+                    update.delete(r.name, "TXT", have)
+            update.add(r.name, r.ttl, "TXT", r.value)  # adding an existing record is a no-op
+        else:
+            update.replace(r.name, r.ttl, r.rtype, r.value)
+    answer = dns.query.tcp(update, server, timeout=10)
+    if answer.rcode() != 0:
+        from appliance.core.errors import ApplianceError
+
+        raise ApplianceError(f"the DNS server {server} refused the update of zone {zone}: "
+                             f"{dns.rcode.to_text(answer.rcode())}; check the TSIG key "
+                             f"({key_name}) and that the server's ACL lets it update these types")
+    return skipped

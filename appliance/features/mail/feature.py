@@ -1,0 +1,45 @@
+"""Mail for the user's own domain: Postfix (SMTP, submission) and Dovecot (IMAP, LMTP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.core import system, tls
+from appliance.core.facts import Facts
+from appliance.core.feature import Feature, Say
+from appliance.core.plan import FileSpec
+from appliance.core.services import Service
+from appliance.core.settings import Settings
+from appliance.features.mail import commands
+from appliance.features.mail.addresses import alias_table, sender_logins
+from appliance.features.mail.service import Dovecot, Postfix
+
+
+def files(s: Settings, facts: Facts) -> list[FileSpec]:
+    return [
+        FileSpec("etc/postfix/vmailbox.j2", "/etc/postfix/vmailbox", "postfix", order=10),
+        FileSpec("etc/postfix/virtual.j2", "/etc/postfix/virtual", "postfix", order=10),
+        FileSpec("etc/postfix/sender_login.j2", "/etc/postfix/sender_login", "postfix", order=10),
+        FileSpec("etc/postfix/master.cf.j2", "/etc/postfix/master.cf", "postfix", order=80),
+        FileSpec("etc/postfix/main.cf.j2", "/etc/postfix/main.cf", "postfix", order=90),
+        FileSpec("etc/dovecot/users.j2", "/etc/dovecot/users", "dovecot", 0o640, "root", "dovecot",
+                 secret=True, order=10),
+        FileSpec("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", order=90),
+    ]
+
+
+def context(s: Settings) -> dict[str, Any]:
+    return {"aliases": alias_table(s), "sender_logins": sender_logins(s)}
+
+
+def services(root: system.Root) -> list[Service]:
+    return [Postfix(root), Dovecot(root)]
+
+
+def prepare(root: system.Root, s: Settings, say: Say) -> None:
+    if tls.ensure_self_signed(root, s.hostname):
+        say(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
+
+
+FEATURE = Feature("mail", "README.md", files=files, context=context, services=services,
+                  commands=commands.register, prepare=prepare)

@@ -1,0 +1,120 @@
+"""Edit the users and aliases in the settings file, keeping the user's comments and layout.
+
+Edits go through tomlkit (Debian's python3-tomlkit), are validated as a whole with
+`settings.parse` before anything is written, and replace the file atomically.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from appliance.core import settings, system
+from appliance.core.errors import SettingsError, UsageError
+
+
+class UserError(UsageError):
+    pass
+
+
+def hash_password(password: str) -> str:
+    """SHA512-CRYPT with a random salt; the password travels on stdin, never argv."""
+    if not password or "\n" in password:
+        raise UserError("the password is empty or has a line break; choose another")
+    if len(password) < 10:
+        raise UserError("the password is shorter than 10 characters; choose a longer one")
+    res = system.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n")
+    return res.stdout.strip()
+
+
+class SettingsDoc:
+    def __init__(self, path: Path, sections: Sequence[settings.Section]) -> None:
+        self.sections = tuple(sections)
+        self.path = path
+        try:
+            self.doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path}: file not found; create it first (see README)") from None
+        except Exception as e:  # tomlkit raises its own ParseError subclasses
+            raise SettingsError([f"TOML syntax error: {e}"], str(path)) from None
+
+    def users(self) -> Any:
+        if "users" not in self.doc:
+            self.doc["users"] = tomlkit.aot()
+        return self.doc["users"]
+
+    def find(self, address: str) -> Any:
+        for u in self.users():
+            if u.get("address") == address:
+                return u
+        raise UserError(f'no user "{address}" in {self.path}; see `appliance user list`')
+
+    def owner_of_alias(self, alias: str) -> Any:
+        for u in self.users():
+            if alias in u.get("aliases", []):
+                return u
+        raise UserError(f'no alias "{alias}" in {self.path}; see `appliance alias list`')
+
+    def save(self) -> settings.Settings:
+        """Validate the edited document as a whole, then write it. Nothing is written if the
+        result would be invalid."""
+        text = tomlkit.dumps(self.doc)
+        parsed = settings.parse(tomllib.loads(text), str(self.path), self.sections)
+        system.write_user_file(self.path, text)
+        return parsed
+
+
+def add_user(path: Path, address: str, password_hash: str, aliases: list[str],
+             sections: Sequence[settings.Section]) -> settings.Settings:
+    doc = SettingsDoc(path, sections)
+    if any(u.get("address") == address for u in doc.users()):
+        raise UserError(f'user "{address}" exists; use `appliance user passwd {address}`')
+    t = tomlkit.table()
+    t.add("address", address)
+    t.add("password_hash", password_hash)
+    if aliases:
+        t.add("aliases", aliases)
+    doc.users().append(t)
+    return doc.save()
+
+
+def set_password(path: Path, address: str, password_hash: str,
+             sections: Sequence[settings.Section]) -> settings.Settings:
+    doc = SettingsDoc(path, sections)
+    doc.find(address)["password_hash"] = password_hash
+    return doc.save()
+
+
+def del_user(path: Path, address: str,
+             sections: Sequence[settings.Section]) -> settings.Settings:
+    doc = SettingsDoc(path, sections)
+    users = doc.users()
+    target = doc.find(address)
+    if len(users) == 1:
+        raise UserError(f'"{address}" is the only user; add another before removing it')
+    if doc.doc.get("postmaster") == address:
+        raise UserError(f'"{address}" receives postmaster@ mail; set `postmaster` to another user first')
+    users.remove(target)
+    return doc.save()
+
+
+def add_alias(path: Path, alias: str, address: str,
+             sections: Sequence[settings.Section]) -> settings.Settings:
+    doc = SettingsDoc(path, sections)
+    user = doc.find(address)
+    if "aliases" not in user:
+        user["aliases"] = tomlkit.array()
+    user["aliases"].append(alias)
+    return doc.save()
+
+
+def del_alias(path: Path, alias: str,
+             sections: Sequence[settings.Section]) -> settings.Settings:
+    doc = SettingsDoc(path, sections)
+    user = doc.owner_of_alias(alias)
+    user["aliases"].remove(alias)
+    return doc.save()

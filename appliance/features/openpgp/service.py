@@ -1,0 +1,30 @@
+"""The proxy as a service the agent configures, validates, (re)starts and probes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from appliance.core.errors import ValidationError
+from appliance.core.services import AgentDaemon
+from appliance.features.openpgp.proxy import ConfigError, parse_config
+
+PIDFILE = "/run/appliance-pgp.pid"
+
+
+class PgpProxy(AgentDaemon):
+    name = "appliance-pgp"
+    unit = "appliance-pgp.service"
+    module = "appliance.features.openpgp.proxy"
+    pidfile = PIDFILE
+    log_path = "/var/log/appliance-pgp.log"
+    reload_ack = re.compile(r"appliance-pgp: (started|reloaded)")
+    reload_errors = re.compile(r"appliance-pgp: .*(Traceback|Error:)")
+
+    def validate(self, stage: Path) -> None:
+        conf = stage / "etc/appliance/openpgp.conf"
+        if conf.exists():
+            try:
+                parse_config(conf.read_text())
+            except ConfigError as e:
+                raise ValidationError(self.name, "openpgp.conf check", str(e)) from None

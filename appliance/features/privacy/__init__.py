@@ -1,0 +1,1 @@
+"""Privacy: the typo guard (held mail, release by reply) and log retention."""

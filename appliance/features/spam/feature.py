@@ -1,0 +1,33 @@
+"""rspamd as Postfix's milter: DKIM signing, SPF/DKIM/DMARC checks, spam scoring, and
+reporting spam (ARF)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.core import system
+from appliance.core.feature import Feature, Say
+from appliance.core.services import Service
+from appliance.core.settings import Settings
+from appliance.features.spam import arf, dkim
+from appliance.features.spam.rspamd import Rspamd, feature
+from appliance.features.spam.settings import SECTION
+
+
+def services(root: system.Root) -> list[Service]:
+    # First: Postfix defers mail while its milter is down.
+    return [Rspamd(root)]
+
+
+def prepare(root: system.Root, s: Settings, say: Say) -> None:
+    if root.is_live and dkim.ensure_active(root, s.spam.dkim_key_bits):
+        say(f"created the DKIM key {dkim.load(root).active} for {s.domain}: publish its "
+            "record (`appliance dns`)")
+
+
+def state(root: system.Root, s: Settings) -> dict[str, Any]:
+    return {"dkim_selector": dkim.load(root).active}
+
+
+FEATURE = Feature("spam", "docs/spam.md", sections=(SECTION,), files=feature, services=services,
+                  commands=arf.register, prepare=prepare, state=state)

@@ -1,0 +1,1 @@
+"""`appliance status` and the daily status mail."""

@@ -1,0 +1,1 @@
+"""The small HTTPS server (nginx): the MTA-STS policy and the Web Key Directory."""

@@ -1,0 +1,58 @@
+"""The features of this build, in order: the only list of them.
+
+The order is the order services are reloaded in (rspamd first: Postfix defers mail while its
+milter is down; the agent's daemons after Postfix, which makes the sockets they use) and the
+order their commands appear in `appliance --help`. A new capability is a folder under
+features/ plus one line here.
+
+This module sits above the features (like the CLI): the core never imports it, and no feature
+does either. It is not features/__init__.py, because importing a feature's daemon module
+(`python3 -m appliance.features.defence.policyd`) runs that file, and a daemon should load the
+core and its own feature, not every feature.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from appliance.core import pipeline, plan, settings, system, tls
+from appliance.core.facts import Facts
+from appliance.core.feature import Feature
+from appliance.core.services import Service
+from appliance.features.certs.feature import FEATURE as CERTS
+from appliance.features.defence.feature import FAIL2BAN, FIREWALL, LIMITS, SSH
+from appliance.features.dns.feature import FEATURE as DNS
+from appliance.features.mail.feature import FEATURE as MAIL
+from appliance.features.openpgp.feature import FEATURE as OPENPGP
+from appliance.features.privacy.feature import FEATURE as PRIVACY
+from appliance.features.relay.feature import FEATURE as RELAY
+from appliance.features.spam.feature import FEATURE as SPAM
+from appliance.features.status.feature import FEATURE as STATUS
+from appliance.features.upnp.feature import FEATURE as UPNP
+from appliance.features.web.feature import FEATURE as WEB
+
+FEATURES: tuple[Feature, ...] = (
+    SPAM, MAIL, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, UPNP, LIMITS, WEB, PRIVACY, STATUS,
+    CERTS, DNS,
+)
+SECTIONS = tuple(pipeline.sections(FEATURES))
+
+
+def parse_settings(data: dict[str, Any], path: str | None = None) -> settings.Settings:
+    return settings.parse(data, path, SECTIONS)
+
+
+def load_settings(path: Path | str = settings.DEFAULT_PATH) -> settings.Settings:
+    return settings.load(path, SECTIONS)
+
+
+def build_plan(s: settings.Settings, facts: Facts, env: jinja2.Environment,
+               paths: plan.Paths | None = None, cert: tls.CertPaths | None = None) -> plan.Plan:
+    return plan.build(s, facts, env, FEATURES, paths=paths or plan.Paths(), cert=cert)
+
+
+def all_services(root: system.Root) -> dict[str, Service]:
+    return pipeline.all_services(root, FEATURES)
