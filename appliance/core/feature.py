@@ -46,6 +46,10 @@ def _no_state(root: system.Root, s: Settings) -> dict[str, Any]:
     return {}
 
 
+def _no_preflight(root: system.Root, s: Settings) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -61,6 +65,10 @@ class Feature:
     commands: Callable[[Any], None] = _no_commands
     # First-use state made on the box before the plan (the DKIM key, a self-signed certificate).
     prepare: Callable[[system.Root, Settings, Say], None] = _no_prepare
+    # Settings the box cannot carry out as it is (OpenPGP turned off while a user has a key):
+    # settings-error lines (field: value, why; fix), found in the agent's state. Asked before
+    # any feature prepares or any file is written, in a dry run too; parsing itself stays pure.
+    preflight: Callable[[system.Root, Settings], list[str]] = _no_preflight
     # Agent state the plan reads, as Facts fields (the DKIM selector, the relay's password).
     state: Callable[[system.Root, Settings], dict[str, Any]] = _no_state
     # A line `appliance apply` prints after its report (what the user should still do).

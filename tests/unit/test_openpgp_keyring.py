@@ -193,3 +193,63 @@ def test_generate_exports_secret_once_and_keeps_only_the_public_key(env: Path, t
                      str(tmp_path / "y.asc")], cli.Env(stdin=io.StringIO("short\n"),
                                                         stdout=io.StringIO(), stderr=err))
     assert code == 2 and "shorter than 12" in err.getvalue() and not (tmp_path / "y.asc").exists()
+
+
+# --- OpenPGP off: never plaintext for a user who has a key or requires encryption ---------------
+OFF = SETTINGS.replace('encrypt = "required"\n', "") + "\n[openpgp]\nenabled = false\n"
+
+
+def test_off_with_a_user_requiring_encryption_is_a_settings_error(env: Path) -> None:
+    (env / "settings.toml").write_text(SETTINGS + "\n[openpgp]\nenabled = false\n")
+    code, _, err = run(env, "list")
+    assert code == 2
+    assert ('users[1].encrypt: "required" needs OpenPGP, which [openpgp] enabled = false turns '
+            'off; keep [openpgp] enabled = true, or set this user\'s encrypt = "when-key"') in err
+    (env / "settings.toml").write_text(SETTINGS + "\n[openpgp]\nenabled = 1\n")
+    code, _, err = run(env, "list")
+    assert code == 2 and "openpgp.enabled: 1 is not true or false" in err
+
+
+def test_off_is_refused_at_apply_while_a_user_has_a_key(env: Path, device: Device,
+                                                         tmp_path: Path) -> None:
+    from appliance import registry
+    from appliance.core import errors, pipeline, system
+
+    assert run(env, "import", ALICE, keyfile(env, device.export(ALICE)))[0] == 0
+    (env / "settings.toml").write_text(OFF)
+    s = registry.load_settings(env / "settings.toml")
+    with pytest.raises(errors.SettingsError) as e:  # the keyring in APPLIANCE_GNUPGHOME
+        pipeline.preflight(system.Root("/"), s, registry.FEATURES, "settings.toml")
+    assert e.value.exit_code == 2
+    assert (f"openpgp.enabled: false would store mail in plaintext for {ALICE} (who has a key); "
+            f"keep [openpgp] enabled = true, or remove that key first with "
+            f"`appliance key remove {ALICE}`") in str(e.value)
+    # `appliance apply` (an offline root here: the keyring inside it) says so and writes nothing.
+    root = tmp_path / "root"
+    (root / "etc/appliance").mkdir(parents=True)
+    (root / "etc/appliance/settings.toml").write_text(OFF)
+    ring = root / "var/lib/appliance/gnupg"
+    ring.mkdir(parents=True)
+    (ring / keyring.INDEX).write_bytes((env / "box-gnupg" / keyring.INDEX).read_bytes())
+    def written() -> list[Path]:  # but the lock file every changing command takes
+        return sorted(p for p in root.rglob("*") if p.name != "apply.lock")
+
+    before = written()
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--settings", "/etc/appliance/settings.toml", "apply", "--root", str(root)],
+                    cli.Env(stdin=io.StringIO(), stdout=out, stderr=err))
+    assert code == 2 and "would store mail in plaintext for alice@example.org" in err.getvalue()
+    assert written() == before
+    # Without keys, off is allowed.
+    assert run(env, "remove", ALICE)[0] == 0
+    pipeline.preflight(system.Root("/"), s, registry.FEATURES)
+
+
+def test_no_key_can_be_imported_while_openpgp_is_off(env: Path, device: Device) -> None:
+    (env / "settings.toml").write_text(OFF)
+    code, _, err = run(env, "import", ALICE, keyfile(env, device.export(ALICE)))
+    assert code == 2
+    assert "OpenPGP is off ([openpgp] enabled = false)" in err and "set enabled = true" in err
+    assert not (env / "box-gnupg" / keyring.INDEX).exists()
+    code, out, _ = run(env, "list")
+    assert code == 0 and f"{ALICE}: stored in plaintext: OpenPGP is off" in out

@@ -28,12 +28,14 @@ def test_plan_lists_every_file_with_owner_mode_and_service(good: dict) -> None:
     assert set(by_path) >= {  # each feature adds its own files; these are the mail core's
         "/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/vmailbox",
         "/etc/postfix/virtual", "/etc/postfix/sender_login", "/etc/dovecot/dovecot.conf",
-        "/etc/dovecot/users", "/etc/postfix/sasl_passwd",  # issue #5: empty without a relay
+        "/etc/dovecot/users",
         "/etc/appliance/openpgp.conf", "/etc/systemd/system/appliance-pgp.service",  # issue #7
     }
     users = by_path["/etc/dovecot/users"]
     assert (users.mode, users.owner, users.group, users.secret) == (0o640, "root", "dovecot", True)
-    assert {"appliance-pgp", "dovecot", "postfix", "wg-relay"} <= set(p.services())
+    assert {"appliance-pgp", "dovecot", "postfix"} <= set(p.services())
+    # Without a relay, none of the relay's files (absent is a state, not an empty file).
+    assert "/etc/postfix/sasl_passwd" not in by_path and "wg-relay" not in p.services()
     # maps go live before the main file that names them
     order = [f.path for f in p.files]
     assert order.index("/etc/postfix/vmailbox") < order.index("/etc/postfix/main.cf")
@@ -141,12 +143,14 @@ def test_smarthost_fails_closed_and_keeps_the_password_secret(good: dict) -> Non
     assert sasl.secret and sasl.mode == 0o600
     assert "[smtp.example.net]:465 box:s3cret pass" in sasl.content.decode()
     without = {x.path: x for x in build({**good, "relay": {}}).files}
-    assert "s3cret" not in without["/etc/postfix/sasl_passwd"].content.decode()
-    assert "relayhost" not in without["/etc/postfix/main.cf"].content.decode()
+    assert "/etc/postfix/sasl_passwd" not in without
+    main = without["/etc/postfix/main.cf"].content.decode()
+    assert "relayhost" not in main and "sasl_passwd" not in main
 
 
-def test_light_mode_files_are_rewritten_not_left_behind(good: dict) -> None:
-    """The agent never deletes files: switching light -> full must rewrite each module file."""
+def test_light_and_full_mode_each_plan_only_their_own_files(good: dict) -> None:
+    """A module's switch file exists only in the mode that turns it off; apply deletes the
+    other mode's files (the owned-files manifest), so nothing of one mode is left in the other."""
     from appliance.features.spam.rspamd import ALWAYS_OFF, LIGHT_OFF
 
     light = files(build({**good, "spam": {"mode": "light"}}))
@@ -154,8 +158,58 @@ def test_light_mode_files_are_rewritten_not_left_behind(good: dict) -> None:
     for m in LIGHT_OFF:
         path = f"/etc/rspamd/local.d/{m}.conf"
         # The module's own switch, at the start of a line (rbl.conf turns single rules off).
-        assert "\nenabled = false;" in light[path] and "\nenabled = false;" not in full[path]
+        assert "\nenabled = false;" in light[path]
+        assert m in ALWAYS_OFF or m == "rbl" or path not in full, path
     for m in ALWAYS_OFF:  # phoning rspamd.com is off in both modes
         assert "enabled = false;" in full[f"/etc/rspamd/local.d/{m}.conf"]
+    learning = {"/etc/dovecot/sieve/learn-spam.sieve", "/etc/dovecot/sieve/learn-ham.sieve",
+                "/etc/dovecot/sieve/rspamd-learn-spam", "/etc/dovecot/sieve/rspamd-learn-ham"}
+    assert learning <= set(full) and not learning & set(light)
     assert "imap_sieve" in full["/etc/dovecot/dovecot.conf"]
     assert "imap_sieve" not in light["/etc/dovecot/dovecot.conf"]
+
+
+# Each feature that can be turned off: (settings that turn it off, the files it plans when on,
+# what main.cf/master.cf must then no longer name). Absent is a state: off plans none of them.
+OFF = {
+    "openpgp": ({"openpgp": {"enabled": False}},
+                {"/etc/appliance/openpgp.conf", "/etc/systemd/system/appliance-pgp.service"},
+                ("appliance-pgp",)),
+    "typo guard": ({"privacy": {"typo_guard": False}},
+                   {"/etc/appliance/typoguard.conf", "/etc/postfix/transport",
+                    "/etc/postfix/release_access", "/etc/systemd/system/appliance-release.service"},
+                   ("/etc/postfix/transport", "release_access", "appliance-release")),
+    "status mail": ({"status": {"daily_mail": False}},
+                    {"/etc/systemd/system/appliance-status.service",
+                     "/etc/systemd/system/appliance-status.timer"}, ()),
+    "web": ({}, {"/etc/nginx/nginx.conf"}, ()),  # off by default; on below
+}
+
+
+@needs_tools
+@pytest.mark.parametrize("name", sorted(OFF))
+def test_a_feature_turned_off_plans_none_of_its_files_and_postfix_still_validates(
+        good: dict, tmp_path: Path, name: str) -> None:
+    off_settings, owned, named = OFF[name]
+    on = files(build({**good, "web": {"enabled": True}}))
+    off = files(build({**good, **off_settings}))
+    assert owned <= set(on), owned - set(on)
+    assert not owned & set(off), owned & set(off)
+    for conf in ("/etc/postfix/main.cf", "/etc/postfix/master.cf"):
+        assert not [n for n in named if n in off[conf]], (conf, named)
+    for path, text in off.items():
+        dest = tmp_path / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text)
+    for argv in (["postconf", "-c", str(tmp_path / "etc/postfix"), "-n"],
+                 ["postconf", "-c", str(tmp_path / "etc/postfix"), "-M"],
+                 ["doveconf", "-n", "-c", str(tmp_path / "etc/dovecot/dovecot.conf")]):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0 and "warning" not in r.stderr.lower(), (argv, r.stderr)
+
+
+def test_openpgp_off_delivers_to_dovecot_directly(good: dict) -> None:
+    on = files(build(good))["/etc/postfix/main.cf"]
+    off = files(build({**good, "openpgp": {"enabled": False}}))["/etc/postfix/main.cf"]
+    assert "virtual_transport = lmtp:unix:private/appliance-pgp\n" in on
+    assert "virtual_transport = lmtp:unix:private/dovecot-lmtp\n" in off

@@ -44,8 +44,12 @@ def test_defaults_and_bad_values_name_field_value_and_fix(good: dict) -> None:
 def test_typoguard_conf_follows_the_settings(good: dict) -> None:
     conf = files(good)[tp.CONF]
     assert tp.parse_conf(conf) == tp.GuardConfig(True, "hashed", "example.org")
+    good["privacy"] = {"typo_history": "plain"}
+    assert tp.parse_conf(files(good)[tp.CONF]) == tp.GuardConfig(True, "plain", "example.org")
+    # Off: no configuration at all, which the policy service reads as "guard off".
     good["privacy"] = {"typo_guard": False, "typo_history": "plain"}
-    assert tp.parse_conf(files(good)[tp.CONF]) == tp.GuardConfig(False, "plain", "example.org")
+    assert tp.CONF not in files(good)
+    assert tp._Cache().get(Path("/nonexistent"))[0].enabled is False
 
 
 @pytest.mark.skipif(not shutil.which("logrotate"), reason="logrotate not installed (make test installs it)")

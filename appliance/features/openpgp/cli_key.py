@@ -35,8 +35,10 @@ def add_parser(sub: Any) -> None:
     k.set_defaults(func=cmd_key)
 
 
-def storage(user: settings.User, fingerprint: str | None) -> str:
+def storage(user: settings.User, fingerprint: str | None, enabled: bool = True) -> str:
     """What happens to the user's incoming mail: the line `key show|list` print."""
+    if not enabled:
+        return "stored in plaintext: OpenPGP is off ([openpgp] enabled = false)"
     if fingerprint:
         return f"stored encrypted (PGP/MIME) to key {fingerprint}"
     if user.encrypt == "required":
@@ -62,11 +64,13 @@ def _date(ts: int | None) -> str:
 def cmd_key(a: argparse.Namespace, env: Any) -> int:
     s = env.settings(Path(a.settings))
     ring = Keyring()
+    on = s.openpgp.enabled
     if a.action == "list":
         index = ring.index()
         rows = [{"user": u.address, "encrypt": u.encrypt,
                  "fingerprint": index[u.address].fingerprint if u.address in index else None,
-                 "storage": storage(u, index[u.address].fingerprint if u.address in index else None)}
+                 "storage": storage(u, index[u.address].fingerprint if u.address in index else None,
+                                    on)}
                 for u in s.users]
         if a.json:
             env.out(json.dumps(rows, indent=2))
@@ -74,6 +78,11 @@ def cmd_key(a: argparse.Namespace, env: Any) -> int:
             env.out(f"{r['user']}: {r['storage']}")
         return EXIT_OK
     user = _user(s, a.user)
+    if a.action in ("import", "generate") and not on:
+        # A key promises encrypted storage, which the box does not give while OpenPGP is off.
+        raise KeyError_(f"OpenPGP is off ([openpgp] enabled = false): mail to {user.address} "
+                        "would still be stored in plaintext; set enabled = true, run "
+                        "`appliance apply`, then import the key")
     if a.action == "import":
         try:
             data = Path(a.file).read_bytes()
@@ -104,7 +113,7 @@ def cmd_key(a: argparse.Namespace, env: Any) -> int:
     if a.action == "remove":
         gone = ring.remove(user.address)
         env.out(f"removed key {gone.fingerprint} of {user.address}")
-        env.out(f"{user.address}: {storage(user, None)}")
+        env.out(f"{user.address}: {storage(user, None, on)}")
         return EXIT_OK
     shown = ring.show(user.address)
     if a.json:
@@ -114,13 +123,13 @@ def cmd_key(a: argparse.Namespace, env: Any) -> int:
             "fingerprint": entry.fingerprint if entry else None,
             "expires": info.effective_expires if info else None,
             "uids": list(info.uids) if info else [],
-            "storage": storage(user, entry.fingerprint if entry else None)}, indent=2))
+            "storage": storage(user, entry.fingerprint if entry else None, on)}, indent=2))
         return EXIT_OK
     if shown is None:
-        env.out(f"{user.address}: {storage(user, None)}")
+        env.out(f"{user.address}: {storage(user, None, on)}")
         return EXIT_OK
     entry, info = shown
-    env.out(f"{user.address}: {storage(user, entry.fingerprint)}")
+    env.out(f"{user.address}: {storage(user, entry.fingerprint, on)}")
     env.out(f"  fingerprint {info.fingerprint}")
     env.out(f"  created {_date(info.created)}, expires {_date(info.effective_expires)}"
             + ("  (EXPIRED: mail waits in the queue; import the extended key)"

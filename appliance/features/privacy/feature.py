@@ -15,4 +15,4 @@ def services(root: system.Root) -> list[Service]:
 
 
 FEATURE = Feature("privacy", "docs/privacy.md", sections=(SECTION,), files=privacy.feature,
-                  services=services, commands=privacy.register)
+                  context=privacy.context, services=services, commands=privacy.register)

@@ -29,21 +29,28 @@ from appliance.features.privacy.settings import HISTORY_GROUP, SECTION, Privacy
 
 
 def feature(s: Any, facts: Any) -> list[Any]:
-    """Plan feature: the guard's configuration, read by the policy service (appliance-policyd),
-    and the submission header checks."""
+    """Plan feature: the submission header checks and log retention, always; with the typo
+    guard on, its configuration (read by the policy service, appliance-policyd) and release by
+    reply (the release agent, the maps main.cf names). Guard off: none of those files, so the
+    policy service finds no configuration (the guard passes everything), the release agent is
+    stopped, and main.cf names neither map (context below)."""
     from appliance.core.plan import FileSpec
 
     p: Privacy = getattr(s, "privacy", Privacy())
-    release = (("release_domain", typoguard_reply.release_domain(s.domain)),
-               ("release_transport", typoguard_reply.TRANSPORT))
-    return [
-        FileSpec("etc/appliance/typoguard.conf.j2", tp.CONF, "appliance-policyd", 0o644,
-                 order=20, extra=(("p", p),)),
+    specs = [
         # master.cf names it (the submission ports' own cleanup service): written before it.
         FileSpec("etc/postfix/submission_header_checks.j2", "/etc/postfix/submission_header_checks",
                  "postfix", order=10),
         FileSpec("etc/logrotate.d/appliance.j2", LOGROTATE_CONF, "logrotate", 0o644, order=50,
                  extra=(("logs", RETAINED_LOGS), ("days", p.log_retention_days))),
+    ]
+    if not p.typo_guard:
+        return specs
+    release = (("release_domain", typoguard_reply.release_domain(s.domain)),
+               ("release_transport", typoguard_reply.TRANSPORT))
+    return specs + [
+        FileSpec("etc/appliance/typoguard.conf.j2", tp.CONF, "appliance-policyd", 0o644,
+                 order=20, extra=(("p", p),)),
         # Release by reply: main.cf names both maps (written before it); the agent's unit.
         FileSpec("etc/postfix/transport.j2", "/etc/postfix/transport", "postfix", order=10,
                  extra=release),
@@ -52,6 +59,11 @@ def feature(s: Any, facts: Any) -> list[Any]:
         FileSpec("etc/systemd/system/appliance-release.service.j2",
                  "/etc/systemd/system/appliance-release.service", "appliance-release", order=20),
     ]
+
+
+def context(s: Any) -> dict[str, Any]:
+    """main.cf routes and guards the release addresses only while the guard is on."""
+    return {"release_by_reply": s.privacy.typo_guard}
 
 
 # Every log the box writes that records who talked to whom: mail (Postfix, Dovecot), auth

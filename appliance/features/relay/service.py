@@ -35,6 +35,11 @@ class WgRelay(Service):
     def direct_reload(self) -> system.Result:
         return relay.up(self.root)
 
+    def direct_stop(self) -> system.Result:
+        # No daemon of its own to signal: the tunnel is kernel state (or wireguard-go, which
+        # exits with its interface).
+        return relay.down()
+
     def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
         params = relay._tunnel_params(self.root)
         if params is None:

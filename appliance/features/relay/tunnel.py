@@ -61,25 +61,23 @@ def notice(s: Settings) -> str | None:
 
 
 def relay_feature(s: Settings, facts: Facts) -> list[FileSpec]:
-    """The SASL password table: always written, empty without a relay, so no stale password
-    outlives a settings change."""
-    rows: list[tuple[str, str]] = []
-    relay = smarthost(s)
+    """A smarthost: its SASL password table. A tunnel: the box's side of it and its unit.
+    Neither: no file at all, so no password outlives the setting and the tunnel service is
+    stopped (which takes the tunnel down)."""
+    relay, tun = smarthost(s), tunnel(s)
     if relay is not None:
         if facts.relay_password is None:
             raise SettingsError(["relay: the smarthost password was not read; run `appliance apply`"])
-        rows.append((f"[{relay.host}]:{relay.port}", f"{relay.username}:{facts.relay_password}"))
-    tun = tunnel(s)
-    return [
-        FileSpec("etc/postfix/sasl_passwd.j2", "/etc/postfix/sasl_passwd", "postfix", 0o600,
-                 secret=True, order=10, extra=(("sasl_rows", rows),)),
-        # The box's side of the tunnel to the user's VPS; empty without one (the service then
-        # takes the tunnel down). The private key stays in its own file, never in this one.
-        FileSpec("etc/appliance/wg-relay.conf.j2", WG_CONF, "wg-relay", 0o600, order=10,
-                 extra=(("tunnel", tun),)),
-        FileSpec("etc/systemd/system/appliance-relay.service.j2",
-                 "/etc/systemd/system/appliance-relay.service", "wg-relay", order=10),
-    ]
+        rows = [(f"[{relay.host}]:{relay.port}", f"{relay.username}:{facts.relay_password}")]
+        return [FileSpec("etc/postfix/sasl_passwd.j2", "/etc/postfix/sasl_passwd", "postfix",
+                         0o600, secret=True, order=10, extra=(("sasl_rows", rows),))]
+    if tun is not None:
+        # The private key stays in its own file, never in this one.
+        return [FileSpec("etc/appliance/wg-relay.conf.j2", WG_CONF, "wg-relay", 0o600, order=10,
+                         extra=(("tunnel", tun),)),
+                FileSpec("etc/systemd/system/appliance-relay.service.j2",
+                         "/etc/systemd/system/appliance-relay.service", "wg-relay", order=10)]
+    return []
 
 
 # --- the tunnel, brought up and down (`appliance relay up|down`, the service's reload) --------

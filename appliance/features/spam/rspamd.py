@@ -84,11 +84,10 @@ def feature(s: Settings, facts: Facts) -> list[FileSpec]:
                            "phishing.conf", "whitelist.conf", "multimap.conf")]
     specs += [FileSpec(f"etc/rspamd/local.d/maps.d/{name}.j2", f"{LOCAL_D}/maps.d/{name}",
                        SERVICE, order=5, extra=ctx) for name in ("freemail.inc", "disposable.inc")]
-    # Every module file is written in both modes (the agent replaces files, it never deletes
-    # them): in full mode the light-mode ones say nothing, so switching back turns them on.
-    specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE,
-                       extra=(("off", light or m in ALWAYS_OFF),))
-              for m in ALWAYS_OFF + LIGHT_OFF if m != "rbl"]
+    # A module's switch file exists only while it is off: in full mode the light-mode ones are
+    # not wanted, so apply deletes them and Debian's defaults turn those modules back on.
+    specs += [FileSpec("etc/rspamd/local.d/module-off.conf.j2", f"{LOCAL_D}/{m}.conf", SERVICE)
+              for m in ALWAYS_OFF + (LIGHT_OFF if light else ()) if m != "rbl"]
     on = s.spam.blocklists
     specs.append(FileSpec("etc/rspamd/local.d/rbl.conf.j2", f"{LOCAL_D}/rbl.conf", SERVICE,
                           extra=(("off", light), ("on", on),
