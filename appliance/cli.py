@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from appliance import __version__, registry
-from appliance.core import command, facts, settings, system
+from appliance.core import command, facts, pipeline, settings, system
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError
 
 
@@ -38,6 +38,7 @@ def cmd_check(a: argparse.Namespace, env: Env) -> int:
     on_box = settings.DEFAULT_PATH.parent.is_dir() and not a.offline
     if on_box:
         facts.check_lan(s.lan, a.file)
+        pipeline.preflight(system.Root("/"), s, env.features, a.file)  # the agent's state too
     env.out(f"{a.file}: ok ({s.domain}, {len(s.users)} user(s), host {s.hostname})")
     if not on_box:
         env.out(f"not checked off the box: {'; '.join(facts.CHECKS_ON_THE_BOX)} "

@@ -210,10 +210,10 @@ def test_off_with_a_user_requiring_encryption_is_a_settings_error(env: Path) -> 
     assert code == 2 and "openpgp.enabled: 1 is not true or false" in err
 
 
-def test_off_is_refused_at_apply_while_a_user_has_a_key(env: Path, device: Device,
-                                                         tmp_path: Path) -> None:
+def test_off_is_refused_at_apply_while_a_user_has_a_key(env: Path, device: Device, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from appliance import registry
-    from appliance.core import errors, pipeline, system
+    from appliance.core import errors, pipeline, settings, system
 
     assert run(env, "import", ALICE, keyfile(env, device.export(ALICE)))[0] == 0
     (env / "settings.toml").write_text(OFF)
@@ -224,6 +224,11 @@ def test_off_is_refused_at_apply_while_a_user_has_a_key(env: Path, device: Devic
     assert (f"openpgp.enabled: false would store mail in plaintext for {ALICE} (who has a key); "
             f"keep [openpgp] enabled = true, or remove that key first with "
             f"`appliance key remove {ALICE}`") in str(e.value)
+    # `appliance check` on the box says so too (it compares the file with the box).
+    monkeypatch.setattr(settings, "DEFAULT_PATH", env / "settings.toml")
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["check", str(env / "settings.toml")], cli.Env(stdout=out, stderr=err))
+    assert code == 2 and "would store mail in plaintext for alice@example.org" in err.getvalue()
     # `appliance apply` (an offline root here: the keyring inside it) says so and writes nothing.
     root = tmp_path / "root"
     (root / "etc/appliance").mkdir(parents=True)
