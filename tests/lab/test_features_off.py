@@ -8,6 +8,7 @@ each must leave nothing of the other behind."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -96,10 +97,19 @@ vps_address = "{VPS_TUN}"
 
 
 def _wg_key() -> tuple[str, str]:
-    private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
-    public = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    return private, public
+    """A WireGuard key pair (X25519, base64), made per run: no key is kept in the repository."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    k = X25519PrivateKey.generate()
+    private = k.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(private).decode(), base64.b64encode(public).decode()
 
 
 BOX_KEY, _ = _wg_key()
