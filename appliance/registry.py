@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from appliance.core import pipeline, plan, settings, system, tls
+from appliance.core import fields, pipeline, plan, settings, system, tls
 from appliance.core.facts import Facts
 from appliance.core.feature import Feature
 from appliance.core.services import Service
@@ -56,3 +56,9 @@ def build_plan(s: settings.Settings, facts: Facts, env: jinja2.Environment,
 
 def all_services(root: system.Root) -> dict[str, Service]:
     return pipeline.all_services(root, FEATURES)
+
+
+def settings_reference() -> str:
+    """docs/settings.md, from the field descriptions of every feature's section."""
+    owner = {s.name: f for f in FEATURES for s in f.sections}
+    return fields.reference(SECTIONS, lambda s: f"{owner[s.name].name} ({owner[s.name].doc})")

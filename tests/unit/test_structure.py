@@ -147,3 +147,19 @@ def test_every_settings_key_belongs_to_one_feature() -> None:
     from appliance.core.settings import CORE_KEYS
 
     assert not set(keys) & CORE_KEYS
+
+
+def test_the_settings_reference_is_current_and_has_every_section() -> None:
+    """docs/settings.md is generated from the field descriptions; a section without them, or a
+    stale file, fails here (regenerate: `appliance settings-reference > docs/settings.md`)."""
+    text = registry.settings_reference()
+    assert (PKG.parent / "docs/settings.md").read_text().rstrip() == text.rstrip()
+    for section in registry.SECTIONS:
+        assert section.fields, f"section {section.name} has no field descriptions"
+        for table, described in section.fields.items():
+            assert f"## [{table.partition(' (')[0]}]" in text
+            for f in described:
+                assert f"| `{f.key}` |" in text
+    for key in ("firewall", "fail2ban", "ssh", "limits", "web", "spam", "upnp", "reachability",
+                "certs", "dns", "privacy", "status", "relay"):
+        assert f"## [{key}]" in text
