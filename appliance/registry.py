@@ -1,9 +1,10 @@
 """The features of this build, in order: the only list of them.
 
 The order is the order services are reloaded in (rspamd first: Postfix defers mail while its
-milter is down; the agent's daemons after Postfix, which makes the sockets they use) and the
-order their commands appear in `appliance --help`. A new capability is a folder under
-features/ plus one line here.
+milter is down; the agent's daemons after Postfix, which makes the sockets they use; fail2ban
+after the daemons whose logs it reads), the order `appliance status` runs their checks in (the
+domain's DNS first) and the order their commands appear in `appliance --help`. A new
+capability is a folder under features/ plus one line here.
 
 This module sits above the features (like the CLI): the core never imports it, and no feature
 does either. It is not features/__init__.py, because importing a feature's daemon module
@@ -35,8 +36,8 @@ from appliance.features.upnp.feature import FEATURE as UPNP
 from appliance.features.web.feature import FEATURE as WEB
 
 FEATURES: tuple[Feature, ...] = (
-    SPAM, MAIL, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, UPNP, LIMITS, WEB, PRIVACY, STATUS,
-    CERTS, DNS,
+    SPAM, MAIL, DNS, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
+    PRIVACY,
 )
 SECTIONS = tuple(pipeline.sections(FEATURES))
 

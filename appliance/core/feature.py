@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import system
+from appliance.core.checks import Check
 from appliance.core.facts import Facts
 from appliance.core.plan import FileSpec
 from appliance.core.services import Service
@@ -63,6 +64,8 @@ class Feature:
     prepare: Callable[[system.Root, Settings, Say], None] = _no_prepare
     # Agent state the plan reads, as Facts fields (the DKIM selector, the relay's password).
     state: Callable[[system.Root, Settings], dict[str, Any]] = _no_state
+    # What `appliance status` checks of it, in order.
+    checks: Sequence[Check] = ()
     # A line `appliance apply` prints after its report (what the user should still do).
     notice: Callable[[Settings], str | None] = _no_notice
     # Commands that change the box take the lock; these verbs do not (they change nothing, or

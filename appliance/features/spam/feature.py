@@ -9,7 +9,7 @@ from appliance.core import system
 from appliance.core.feature import Feature, Say
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.spam import arf, dkim
+from appliance.features.spam import commands, dkim
 from appliance.features.spam.rspamd import Rspamd, feature
 from appliance.features.spam.settings import SECTION
 
@@ -30,4 +30,4 @@ def state(root: system.Root, s: Settings) -> dict[str, Any]:
 
 
 FEATURE = Feature("spam", "docs/spam.md", sections=(SECTION,), files=feature, services=services,
-                  commands=arf.register, prepare=prepare, state=state)
+                  commands=commands.register, prepare=prepare, state=state)
