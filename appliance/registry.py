@@ -14,6 +14,7 @@ core and its own feature, not every feature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,11 @@ def load_settings(path: Path | str = settings.DEFAULT_PATH) -> settings.Settings
 
 
 def build_plan(s: settings.Settings, facts: Facts, env: jinja2.Environment,
-               paths: plan.Paths | None = None, cert: tls.CertPaths | None = None) -> plan.Plan:
-    return plan.build(s, facts, env, FEATURES, paths=paths or plan.Paths(), cert=cert)
+               paths: plan.Paths | None = None, cert: tls.CertPaths | None = None,
+               state: Mapping[str, str] | None = None,
+               secrets: Mapping[str, str] | None = None) -> plan.Plan:
+    inputs = plan.Inputs(s, facts, state or {}, secrets or {})
+    return plan.build(inputs, env, FEATURES, paths=paths or plan.Paths(), cert=cert)
 
 
 def all_services(root: system.Root) -> dict[str, Service]:

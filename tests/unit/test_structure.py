@@ -132,9 +132,9 @@ def everything_on(good: dict) -> dict:
 
 def test_every_planned_file_is_read_by_a_declared_service(everything_on: dict) -> None:
     s = registry.parse_settings(everything_on)
-    f = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1",
-                    relay_password="s3cret pass")
-    p = registry.build_plan(s, f, plan.environment(None))
+    f = facts.Facts("mail.example.org", "eth0", ("198.18.0.0/24",), ("198.18.0.10",), "198.18.0.1")
+    p = registry.build_plan(s, f, plan.environment(None), state={"dkim_selector": "s1"},
+                            secrets={"relay_password": "s3cret pass"})
     from appliance.core import system
 
     declared = set(registry.all_services(system.Root("/nonexistent")))

@@ -4,11 +4,9 @@ service, and `appliance key`."""
 from __future__ import annotations
 
 from appliance.core import system
-from appliance.core.facts import Facts
 from appliance.core.feature import Feature
-from appliance.core.plan import FileSpec
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
-from appliance.core.settings import Settings
 from appliance.features.openpgp import cli_key
 from appliance.features.openpgp.keyring import DEFAULT_HOME
 from appliance.features.openpgp.service import PgpProxy
@@ -17,7 +15,8 @@ SERVICE = "appliance-pgp"
 ENCRYPTION_TIMEOUT_S = 120
 
 
-def openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
+def openpgp(i: Inputs) -> list[FileSpec]:
+    s = i.settings
     pgp = {
         "home": DEFAULT_HOME,
         "timeout": ENCRYPTION_TIMEOUT_S,

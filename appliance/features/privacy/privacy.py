@@ -21,6 +21,7 @@ from typing import Any
 
 from appliance.core import settings, system
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
 from appliance.features.privacy import policy as tp
 from appliance.features.privacy import reply as typoguard_reply
@@ -28,10 +29,10 @@ from appliance.features.privacy import typoguard as tg
 from appliance.features.privacy.settings import HISTORY_GROUP, SECTION, Privacy
 
 
-def feature(s: Any, facts: Any) -> list[Any]:
+def feature(i: Inputs) -> list[FileSpec]:
     """Plan feature: the guard's configuration, read by the policy service (appliance-policyd),
     and the submission header checks."""
-    from appliance.core.plan import FileSpec
+    s = i.settings
 
     p: Privacy = getattr(s, "privacy", Privacy())
     release = (("release_domain", typoguard_reply.release_domain(s.domain)),

@@ -3,8 +3,6 @@ reporting spam (ARF)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from appliance.core import system
 from appliance.core.feature import Feature, Say
 from appliance.core.services import Service
@@ -25,8 +23,9 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
             "record (`appliance dns`)")
 
 
-def state(root: system.Root, s: Settings) -> dict[str, Any]:
-    return {"dkim_selector": dkim.load(root).active}
+def state(root: system.Root, s: Settings) -> dict[str, str]:
+    active = dkim.load(root).active
+    return {"dkim_selector": active} if active else {}
 
 
 FEATURE = Feature("spam", "docs/spam.md", sections=(SECTION,), files=feature, services=services,

@@ -25,6 +25,7 @@ from typing import Any
 from appliance.core import settings, system
 from appliance.core.checks import FAIL, OK, WARN, Check, Context, Result, make_resolver
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
 from appliance.features.status import checks
 
@@ -159,8 +160,8 @@ def register(sub: Any) -> None:
 
 
 # --- the daily timer ---------------------------------------------------------------------------
-def status_units(s: settings.Settings, facts: Any) -> list[Any]:
-    from appliance.core.plan import FileSpec
+def status_units(i: Inputs) -> list[FileSpec]:
+    s = i.settings
 
     if not s.status.daily_mail:
         return []

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from appliance.core import system
 from appliance.core.errors import ValidationError
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings
 
@@ -39,7 +38,8 @@ def web_names(s: Settings) -> list[str]:
     return [f"mta-sts.{s.domain}", f"openpgpkey.{s.domain}"] if s.web.enabled else []
 
 
-def web_feature(s: Settings, facts: Facts) -> list[FileSpec]:
+def web_feature(i: Inputs) -> list[FileSpec]:
+    s = i.settings
     if not s.web.enabled:
         return []
     return [
