@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
 from appliance.features.certs import certs
 
 
-def cmd_cert(a: argparse.Namespace, env: Any) -> int:
+def cmd_cert(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     root = system.Root("/")
     if a.action == "issue":

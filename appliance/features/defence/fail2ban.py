@@ -7,6 +7,7 @@ table, so the appliance firewall can be reloaded without forgetting them.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
 from appliance.core.services import Service
 
@@ -136,7 +138,7 @@ def unban(address: str) -> int:
         return 0
 
 
-def cmd_bans(a: Any, env: Any) -> int:
+def cmd_bans(a: argparse.Namespace, env: Env) -> int:
     found = bans()
     if a.json:
         env.out(json.dumps([b.__dict__ for b in found], indent=2))
@@ -149,7 +151,7 @@ def cmd_bans(a: Any, env: Any) -> int:
     return EXIT_OK
 
 
-def cmd_unban(a: Any, env: Any) -> int:
+def cmd_unban(a: argparse.Namespace, env: Env) -> int:
     n = unban(a.address)
     env.out(f"unbanned {a.address}" if n else f"{a.address} was not banned")
     return EXIT_OK

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import settings, system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
 from appliance.core.tls import active_paths, tlsa_311
 
@@ -28,7 +29,7 @@ def known_facts(s: settings.Settings, root: system.Root) -> Any:
                                        for sel in keys.published()))
 
 
-def cmd_dns(a: argparse.Namespace, env: Any) -> int:
+def cmd_dns(a: argparse.Namespace, env: Env) -> int:
     import json
 
     from appliance.features.dns import records as dnsrecords

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import settings, system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
@@ -206,7 +207,7 @@ def release_held(q: dict[str, Any], settings_path: Path) -> list[str]:
     return learn(domains, _mode(settings_path)) if domains else []
 
 
-def cmd_release(a: argparse.Namespace, env: Any) -> int:
+def cmd_release(a: argparse.Namespace, env: Env) -> int:
     if not _QID.match(a.queue_id):
         raise UsageError(f"{a.queue_id!r} is not a Postfix queue ID (letters and digits, e.g. 4Xyz1234AbC)")
     added = release_held(_held(a.queue_id), Path(a.settings))
@@ -214,7 +215,7 @@ def cmd_release(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK
 
 
-def cmd_typo_guard(a: argparse.Namespace, env: Any) -> int:
+def cmd_typo_guard(a: argparse.Namespace, env: Env) -> int:
     mode = _mode(Path(a.settings))
     if a.action == "learn":
         names = list(a.domain or [])

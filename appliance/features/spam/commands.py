@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK
 from appliance.features.spam import arf, dkim
 
 
-def cmd_dkim(a: argparse.Namespace, env: Any) -> int:
+def cmd_dkim(a: argparse.Namespace, env: Env) -> int:
     """`appliance dkim show|rollover|activate|forget` (appliance/dkim.py has the life of a key)."""
 
     s = env.settings(Path(a.settings))

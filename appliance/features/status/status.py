@@ -24,6 +24,7 @@ from typing import Any
 
 from appliance.core import settings, system
 from appliance.core.checks import FAIL, OK, WARN, Check, Context, Result, make_resolver
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
@@ -117,7 +118,7 @@ def load_previous(root: system.Root) -> dict[str, dict[str, str]]:
     return data.get("results", {}) if isinstance(data, dict) else {}
 
 
-def mail_changes(s: settings.Settings, root: system.Root, results: list[Result], env: Any) -> int:
+def mail_changes(s: settings.Settings, root: system.Root, results: list[Result], env: Env) -> int:
     new, fixed = changes(load_previous(root), results)
     if new or fixed:
         try:
@@ -135,7 +136,7 @@ def mail_changes(s: settings.Settings, root: system.Root, results: list[Result],
     return EXIT_OK
 
 
-def cmd_status(a: argparse.Namespace, env: Any) -> int:
+def cmd_status(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     root = system.Root("/")
     # The facts the DNS records depend on are the dns feature's to compute (`appliance dns`
