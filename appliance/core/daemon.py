@@ -48,18 +48,14 @@ def notify(*states: str) -> None:
 
 
 def activated_sockets() -> dict[str, socket.socket]:
-    """The listening sockets systemd passed (socket activation), by the path each is bound to;
-    empty when the daemon was started otherwise."""
+    """The listening sockets systemd passed (socket activation), by name (the socket unit's
+    FileDescriptorName=); empty when the daemon was started otherwise."""
     if not os.environ.get("LISTEN_FDS"):
         return {}
     from systemd import daemon as sd
 
-    out: dict[str, socket.socket] = {}
-    for fd in sd.listen_fds():  # checks LISTEN_PID, and unsets the variables for children
-        s = socket.socket(fileno=fd)
-        name = s.getsockname()
-        out[name if isinstance(name, str) else str(name)] = s
-    return out
+    # Checks LISTEN_PID, and unsets the variables so that no child takes them for its own.
+    return {name: socket.socket(fileno=fd) for fd, name in sd.listen_fds_with_names().items()}
 
 
 class Idle:

@@ -314,10 +314,10 @@ async def serve(agent: Agent, lmtp_path: str = LMTP_SOCKET, notice_path: str = N
         # has, the agent is not idle.
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def unix_server(client: Any, path: str, owner: str, group: str, mode: int,
+    async def unix_server(client: Any, name: str, path: str, owner: str, group: str, mode: int,
                           **kw: Any) -> asyncio.AbstractServer:
-        if path in passed:  # systemd made it, with the socket unit's owner and mode
-            return await asyncio.start_unix_server(client, sock=passed.pop(path), **kw)
+        if name in passed:  # systemd made it, with the socket unit's path, owner and mode
+            return await asyncio.start_unix_server(client, sock=passed.pop(name), **kw)
         system.remove_path(path)
         server = await asyncio.start_unix_server(client, path, **kw)
         system.chown_path(path, owner, group, mode)
@@ -325,19 +325,22 @@ async def serve(agent: Agent, lmtp_path: str = LMTP_SOCKET, notice_path: str = N
 
     async def listen() -> list[asyncio.AbstractServer]:
         # Postfix's lmtp client runs as postfix; the policy service as nobody:nogroup.
-        lmtp = await unix_server(guarded(lmtp_session), lmtp_path, "postfix", "postfix", 0o600,
-                                 limit=1 << 20)
-        notices = await unix_server(guarded(notices_then_wait), notice_path, "root", "nogroup",
-                                    0o660)
+        lmtp = await unix_server(guarded(lmtp_session), "replies", lmtp_path, "postfix", "postfix",
+                                 0o600, limit=1 << 20)
+        notices = await unix_server(guarded(notices_then_wait), "notices", notice_path, "root",
+                                    "nogroup", 0o660)
         if passed:
             log(f"Error: sockets passed by systemd that are not its own: {', '.join(passed)}")
+            for s in passed.values():
+                s.close()
         return [lmtp, notices]
 
-    how = "on demand (socket activation)" if exit_when_idle and passed else "until stopped"
+    on_demand = bool(passed) and exit_when_idle > 0
+    where = ("on the sockets systemd passed, on demand" if passed else
+             f"on {lmtp_path} (replies) and {notice_path} (notices), until stopped")
     await daemon.serve(NAME, listen, reload=lambda: "its files are read at each use",
-                       ready=ready, idle=idle, exit_when_idle=exit_when_idle if passed else 0.0,
-                       started=f"listening on {lmtp_path} (replies) and {notice_path} (notices), "
-                               f"{how}")
+                       ready=ready, idle=idle, exit_when_idle=exit_when_idle if on_demand else 0.0,
+                       started=f"listening {where}")
 
 
 def main(argv: list[str] | None = None) -> int:
