@@ -67,15 +67,21 @@ class Systemd(Manager):
 
     def _sockets(self, service: Service) -> system.Result:
         """A service started on demand: its socket units listen (enabled, so at boot too); the
-        service itself is not started. One that runs (it was needed a moment ago) gets the
-        reload, which re-reads nothing it keeps: it exits when idle and starts afresh."""
-        for argv in (["systemctl", "daemon-reload"],
-                     ["systemctl", "enable", "--now", *service.socket_units],
-                     ["systemctl", "try-reload-or-restart", service.unit]):
-            res = system.run(argv, check=False)
+        service itself is not started. An instance that runs while its sockets do not (one
+        that made its own sockets: an older unit, or started by hand) is stopped first: systemd
+        refuses to start a socket whose service runs, and that instance would never see the
+        sockets' connections. One that runs on the sockets is left to finish: it reads its
+        files at each use, and exits when idle."""
+        res = system.run(["systemctl", "daemon-reload"], check=False)
+        if res.returncode != 0:
+            return res
+        listening = system.run(["systemctl", "is-active", "--quiet", *service.socket_units],
+                               check=False).returncode == 0
+        if not listening:
+            res = system.run(["systemctl", "stop", service.unit], check=False)
             if res.returncode != 0:
                 return res
-        return res
+        return system.run(["systemctl", "enable", "--now", *service.socket_units], check=False)
 
     def stop(self, service: Service) -> system.Result:
         if service.owns_unit:

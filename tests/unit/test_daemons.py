@@ -188,3 +188,41 @@ def test_release_agent_started_directly_does_not_exit_when_idle(tmp_path: Path) 
     if os.getuid() != 0:
         pytest.skip("the agent hands its sockets to postfix and nogroup: root only")
     assert asyncio.run(main()) == "running"
+
+
+def test_under_systemd_the_agent_starts_the_release_agents_sockets_not_the_agent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the agent asks of systemd for a service started on demand (no systemd here: the
+    commands are recorded)."""
+    from appliance.core import services, system
+    from appliance.features.privacy.release_service import ReleaseAgent
+
+    calls: list[list[str]] = []
+    active: dict[str, bool] = {}
+
+    def run(argv: list[str], check: bool = True, **kw: object) -> system.Result:
+        calls.append(list(argv))
+        rc = 0
+        if argv[1] == "is-active":
+            rc = 0 if all(active.get(u, False) for u in argv[3:]) else 3
+        elif argv[1:3] == ["enable", "--now"]:
+            active.update({u: True for u in argv[3:]})
+        return system.Result(tuple(argv), rc, "", "")
+
+    monkeypatch.setattr(system, "run", run)
+    agent = ReleaseAgent(system.Root("/"))
+    mgr = services.Systemd()
+    sockets = ["appliance-release.socket", "appliance-release-notice.socket"]
+    assert mgr.reload(agent).returncode == 0
+    # First time (or after an older unit that ran it as a daemon of its own): no socket listens,
+    # so whatever instance runs is stopped before the sockets start.
+    assert calls == [["systemctl", "daemon-reload"], ["systemctl", "is-active", "--quiet", *sockets],
+                     ["systemctl", "stop", "appliance-release.service"],
+                     ["systemctl", "enable", "--now", *sockets]]
+    calls.clear()
+    assert mgr.reload(agent).returncode == 0  # the sockets listen: nothing is stopped
+    assert ["systemctl", "stop", "appliance-release.service"] not in calls
+    assert not any(c[1] in ("restart", "reload-or-restart", "start") for c in calls)
+    calls.clear()
+    mgr.stop(agent)  # its files are no longer wanted: the sockets go too
+    assert calls[0] == ["systemctl", "disable", "--now", *sockets, "appliance-release.service"]
