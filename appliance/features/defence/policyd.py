@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import smtplib
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +117,10 @@ class Limiter:
 
 def notify(c: Config, user: str, limit: str) -> None:
     """Tell the postmaster, through our own Postfix (local delivery on port 25)."""
+    # Imported here: a service that never stops anyone does not hold the mail libraries.
+    import smtplib
+    from email.message import EmailMessage
+
     m = EmailMessage()
     m["From"] = c.postmaster
     m["To"] = c.postmaster
