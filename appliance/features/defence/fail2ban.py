@@ -19,7 +19,7 @@ from typing import Any
 from appliance.core import system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
-from appliance.core.services import Service
+from appliance.core.services import Service, pidfile_alive
 
 CONFIG_DIR = "/etc/fail2ban"
 SSHD_LOG = "/var/log/sshd.log"
@@ -51,12 +51,7 @@ class Fail2ban(Service):
             raise ValidationError(self.name, "fail2ban-client -d", "\n".join(bad) or res.output)
 
     def running(self) -> bool:
-        content = self.root.read(self.pidfile).content or b""
-        try:
-            pid = int(content.split()[0]) if content.strip() else 0
-        except ValueError:
-            return False
-        return pid > 0 and system.pid_alive(pid)
+        return pidfile_alive(self.root, self.pidfile)
 
     def _prepare(self) -> None:
         for d in ("/run/fail2ban", "/var/lib/fail2ban"):

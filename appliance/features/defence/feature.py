@@ -8,7 +8,7 @@ from appliance.core.feature import Feature
 from appliance.core.services import Service
 from appliance.features.defence import checks, fail2ban, plan
 from appliance.features.defence.firewall import Nftables
-from appliance.features.defence.policyd import Policyd
+from appliance.features.defence.limits_service import Policyd
 from appliance.features.defence.settings import SECTION
 from appliance.features.defence.ssh import Sshd
 

@@ -53,6 +53,13 @@ def feature(i: Inputs) -> list[FileSpec]:
                  order=10, extra=release),
         FileSpec("etc/systemd/system/appliance-release.service.j2",
                  "/etc/systemd/system/appliance-release.service", "appliance-release", order=20),
+        # It starts on demand: these listen in its place.
+        FileSpec("etc/systemd/system/appliance-release.socket.j2",
+                 "/etc/systemd/system/appliance-release.socket", "appliance-release", order=20,
+                 extra=(("lmtp_socket", typoguard_reply.LMTP_SOCKET),)),
+        FileSpec("etc/systemd/system/appliance-release-notice.socket.j2",
+                 "/etc/systemd/system/appliance-release-notice.socket", "appliance-release",
+                 order=20, extra=(("notice_socket", tp.RELEASE_AGENT_SOCKET),)),
     ]
 
 
