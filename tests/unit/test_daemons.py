@@ -72,7 +72,6 @@ def foreign(modules: list[str], feature: str) -> list[str]:
 
 @pytest.fixture()
 def notify_socket(tmp_path: Path):  # type: ignore[no-untyped-def]
-    pytest.importorskip("systemd.daemon", reason="python3-systemd (Makefile APT_RUNTIME)")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(str(tmp_path / "notify"))
     s.settimeout(20)
