@@ -59,6 +59,11 @@ def cmd_facts(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
+def cmd_settings_reference(a: argparse.Namespace, env: Env) -> int:
+    env.out(registry.settings_reference().rstrip())
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="appliance", description="mail-appliance agent")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -78,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.set_defaults(func=cmd_apply)
 
+    r = sub.add_parser("settings-reference", help="print every feature's settings: key, default, meaning")
+    r.set_defaults(func=cmd_settings_reference)
+
     f = sub.add_parser("facts", help="print what the agent detects (LAN, gateway) as JSON")
     f.set_defaults(func=cmd_facts)
 
@@ -94,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
 # for an apply that holds the lock and waits for `systemctl reload-or-restart`, so taking the
 # lock would deadlock. It only makes the kernel's tunnel match wg-relay.conf, which apply writes
 # atomically, and doing that twice is harmless.
-UNLOCKED = frozenset({"check", "facts"}).union(*(f.unlocked for f in registry.FEATURES))
+UNLOCKED = frozenset({"check", "facts", "settings-reference"}).union(*(f.unlocked for f in registry.FEATURES))
 # How long a second command waits for the first (an apply that restarts rspamd on a Pi takes
 # minutes) before it says "busy" and changes nothing.
 LOCK_WAIT = float(os.environ.get("APPLIANCE_LOCK_WAIT", "300"))

@@ -1,9 +1,10 @@
 """The features of this build, in order: the only list of them.
 
 The order is the order services are reloaded in (rspamd first: Postfix defers mail while its
-milter is down; the agent's daemons after Postfix, which makes the sockets they use) and the
-order their commands appear in `appliance --help`. A new capability is a folder under
-features/ plus one line here.
+milter is down; the agent's daemons after Postfix, which makes the sockets they use; fail2ban
+after the daemons whose logs it reads), the order `appliance status` runs their checks in (the
+domain's DNS first) and the order their commands appear in `appliance --help`. A new
+capability is a folder under features/ plus one line here.
 
 This module sits above the features (like the CLI): the core never imports it, and no feature
 does either. It is not features/__init__.py, because importing a feature's daemon module
@@ -13,12 +14,13 @@ core and its own feature, not every feature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from appliance.core import pipeline, plan, settings, system, tls
+from appliance.core import fields, pipeline, plan, settings, system, tls
 from appliance.core.facts import Facts
 from appliance.core.feature import Feature
 from appliance.core.services import Service
@@ -35,8 +37,8 @@ from appliance.features.upnp.feature import FEATURE as UPNP
 from appliance.features.web.feature import FEATURE as WEB
 
 FEATURES: tuple[Feature, ...] = (
-    SPAM, MAIL, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, UPNP, LIMITS, WEB, PRIVACY, STATUS,
-    CERTS, DNS,
+    SPAM, MAIL, DNS, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
+    PRIVACY,
 )
 SECTIONS = tuple(pipeline.sections(FEATURES))
 
@@ -50,9 +52,18 @@ def load_settings(path: Path | str = settings.DEFAULT_PATH) -> settings.Settings
 
 
 def build_plan(s: settings.Settings, facts: Facts, env: jinja2.Environment,
-               paths: plan.Paths | None = None, cert: tls.CertPaths | None = None) -> plan.Plan:
-    return plan.build(s, facts, env, FEATURES, paths=paths or plan.Paths(), cert=cert)
+               paths: plan.Paths | None = None, cert: tls.CertPaths | None = None,
+               state: Mapping[str, str] | None = None,
+               secrets: Mapping[str, str] | None = None) -> plan.Plan:
+    inputs = plan.Inputs(s, facts, state or {}, secrets or {})
+    return plan.build(inputs, env, FEATURES, paths=paths or plan.Paths(), cert=cert)
 
 
 def all_services(root: system.Root) -> dict[str, Service]:
     return pipeline.all_services(root, FEATURES)
+
+
+def settings_reference() -> str:
+    """docs/settings.md, from the field descriptions of every feature's section."""
+    owner = {s.name: f for f in FEATURES for s in f.sections}
+    return fields.reference(SECTIONS, lambda s: f"{owner[s.name].name} ({owner[s.name].doc})")

@@ -28,10 +28,6 @@ class Facts:
     # connections arrive from it.
     public_address: str | None = None
     notes: tuple[str, ...] = field(default=())  # what detection could not decide, for status
-    # The smarthost password, read from the file the settings name ([relay] password_file).
-    relay_password: str | None = field(default=None, repr=False)
-    # The DKIM selector that signs (appliance/dkim.py state); None until the first live apply.
-    dkim_selector: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {

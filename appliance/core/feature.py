@@ -5,20 +5,20 @@ never imports a feature."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import system
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
+from appliance.core.checks import Check
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Section, Settings
 
 Say = Callable[[str], None]
 
 
-def _no_files(s: Settings, facts: Facts) -> list[FileSpec]:
+def _no_files(i: Inputs) -> list[FileSpec]:
     return []
 
 
@@ -42,7 +42,7 @@ def _no_notice(s: Settings) -> str | None:
     return None
 
 
-def _no_state(root: system.Root, s: Settings) -> dict[str, Any]:
+def _no_state(root: system.Root, s: Settings) -> Mapping[str, str]:
     return {}
 
 
@@ -55,8 +55,8 @@ class Feature:
     name: str
     doc: str  # where a person reads about it (docs/...)
     sections: Sequence[Section] = ()
-    # (settings, facts) -> the files it wants; pure. Nothing when it is off: absent is a state.
-    files: Callable[[Settings, Facts], list[FileSpec]] = _no_files
+    # Inputs -> the files it wants; pure. Nothing when it is off: absent is a state.
+    files: Callable[[Inputs], list[FileSpec]] = _no_files
     # Names its templates share with other features' templates (the relay's host in main.cf).
     context: Callable[[Settings], dict[str, Any]] = _no_context
     # The services that read its files, in the order they are reloaded.
@@ -69,8 +69,13 @@ class Feature:
     # settings-error lines (field: value, why; fix), found in the agent's state. Asked before
     # any feature prepares or any file is written, in a dry run too; parsing itself stays pure.
     preflight: Callable[[system.Root, Settings], list[str]] = _no_preflight
-    # Agent state the plan reads, as Facts fields (the DKIM selector, the relay's password).
-    state: Callable[[system.Root, Settings], dict[str, Any]] = _no_state
+    # Agent state the plan reads, by name (the DKIM selector that signs).
+    state: Callable[[system.Root, Settings], Mapping[str, str]] = _no_state
+    # Secrets the plan reads, by name (the relay's password): kept apart from state, never
+    # shown in a diff or a log.
+    secrets: Callable[[system.Root, Settings], Mapping[str, str]] = _no_state
+    # What `appliance status` checks of it, in order.
+    checks: Sequence[Check] = ()
     # A line `appliance apply` prints after its report (what the user should still do).
     notice: Callable[[Settings], str | None] = _no_notice
     # Commands that change the box take the lock; these verbs do not (they change nothing, or

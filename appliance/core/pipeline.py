@@ -6,7 +6,6 @@ and applied (validated, swapped, reloaded, or rolled back).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,12 +44,14 @@ def converge(settings_path: Path, root: system.Root, dry_run: bool, features: Se
     if not dry_run:
         for feature in features:
             feature.prepare(root, s, say)
-    state: dict[str, object] = {}
+    state: dict[str, str] = {}
+    secrets: dict[str, str] = {}
     for feature in features:
         state.update(feature.state(root, s))
-    f = dataclasses.replace(f, **state)  # type: ignore[arg-type]
+        secrets.update(feature.secrets(root, s))
     tmpl = plan.environment(root.host(plan.OVERRIDE_DIR))
-    desired = plan.build(s, f, tmpl, features, cert=tls.active_paths(root, s.hostname))
+    desired = plan.build(plan.Inputs(s, f, state, secrets), tmpl, features,
+                         cert=tls.active_paths(root, s.hostname))
     manager = services.detect_manager(root)
     return apply(root, desired, all_services(root, features), manager, dry_run=dry_run,
                  log=lambda m: say(f"appliance: {m}"), also_reload=also_reload)

@@ -7,8 +7,8 @@ and loop. One template per config file, under templates/ mirroring the target pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,12 +74,26 @@ class FileSpec:
     extra: tuple[tuple[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the plan is a function of, each kind apart: the user's settings, the
+    machine's facts, the agent's state (the DKIM selector that signs), and secrets (a relay's
+    password), which never reach a diff or a log."""
+
+    settings: Settings
+    facts: Facts
+    state: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
 class Contributor(Protocol):
     """What the plan asks of a feature (core.feature.Feature is one)."""
 
-    def files(self, s: Settings, facts: Facts) -> list[FileSpec]: ...
+    @property
+    def files(self) -> Callable[[Inputs], list[FileSpec]]: ...
 
-    def context(self, s: Settings) -> dict[str, Any]: ...
+    @property
+    def context(self) -> Callable[[Settings], dict[str, Any]]: ...
 
 
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
@@ -118,11 +132,12 @@ def _is_override(env: jinja2.Environment, template: str) -> bool:
 
 
 def build(
-    s: Settings, facts: Facts, env: jinja2.Environment, features: Sequence[Contributor],
+    inputs: Inputs, env: jinja2.Environment, features: Sequence[Contributor],
     paths: Paths = Paths(), cert: tls.CertPaths | None = None,
 ) -> Plan:
     """Each feature contributes the files it wants (pure functions of settings and facts) and
     the names its templates share with others (the relay's host in Postfix's main.cf)."""
+    s, facts = inputs.settings, inputs.facts
     cert = cert or tls.self_signed_paths()
     context: dict[str, Any] = {
         "s": s,
@@ -138,7 +153,7 @@ def build(
     for feature in features:
         context.update(feature.context(s))
     files = []
-    specs = [spec for feature in features for spec in feature.files(s, facts)]
+    specs = [spec for feature in features for spec in feature.files(inputs)]
     for spec in specs:
         template = spec.template
         try:

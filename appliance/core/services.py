@@ -19,6 +19,10 @@ from appliance.core.errors import ValidationError
 # Diagnostics go to stderr; stdout is the configuration itself (which has an "error" service).
 WARNING = re.compile(r"\b(warning|fatal|error)\b", re.IGNORECASE)
 
+# The ports the box serves mail on to the internet: SMTP (the MX), submission with implicit TLS
+# and with STARTTLS, IMAPS. The firewall opens them; UPnP maps them; nothing else is exposed.
+MAIL_PORTS = (25, 465, 587, 993)
+
 
 class Manager:
     """How services are reloaded on this machine."""
@@ -46,6 +50,8 @@ class Systemd(Manager):
     name = "systemd"
 
     def reload(self, service: Service) -> system.Result:
+        if service.socket_units:
+            return self._sockets(service)
         if service.unit.startswith("appliance-"):
             # The agent writes its own unit files: systemd must re-read them, and they are
             # enabled so they come back at boot.
@@ -59,15 +65,34 @@ class Systemd(Manager):
         verb = "restart" if service.needs_restart() else "reload-or-restart"
         return system.run(["systemctl", verb, service.unit], check=False)
 
+    def _sockets(self, service: Service) -> system.Result:
+        """A service started on demand: its socket units listen (enabled, so at boot too); the
+        service itself is not started. An instance that runs while its sockets do not (one
+        that made its own sockets: an older unit, or started by hand) is stopped first: systemd
+        refuses to start a socket whose service runs, and that instance would never see the
+        sockets' connections. One that runs on the sockets is left to finish: it reads its
+        files at each use, and exits when idle."""
+        res = system.run(["systemctl", "daemon-reload"], check=False)
+        if res.returncode != 0:
+            return res
+        listening = system.run(["systemctl", "is-active", "--quiet", *service.socket_units],
+                               check=False).returncode == 0
+        if not listening:
+            res = system.run(["systemctl", "stop", service.unit], check=False)
+            if res.returncode != 0:
+                return res
+        return system.run(["systemctl", "enable", "--now", *service.socket_units], check=False)
+
     def stop(self, service: Service) -> system.Result:
         if service.owns_unit:
-            res = system.run(["systemctl", "disable", "--now", service.unit], check=False)
+            res = system.run(["systemctl", "disable", "--now", *service.socket_units, service.unit],
+                             check=False)
             if res.returncode != 0:
                 return res
         return service.after_stop()
 
     def resume(self, service: Service) -> system.Result:
-        if service.owns_unit:
+        if service.owns_unit and not service.socket_units:
             res = system.run(["systemctl", "enable", service.unit], check=False)
             if res.returncode != 0:
                 return res
@@ -127,6 +152,8 @@ class Service:
     # Whether the unit is this service's alone, so that it is disabled when none of the
     # service's files is wanted (not so for a unit shared with what the agent does not own).
     owns_unit = True
+    # Socket units that start the service on demand (systemd): the agent starts these, not it.
+    socket_units: tuple[str, ...] = ()
 
     def __init__(self, root: system.Root) -> None:
         self.root = root
@@ -146,8 +173,7 @@ class Service:
         argv = ("kill", "-TERM", self.pidfile or f"<{self.name} has no PID file>")
         if not self.pidfile:
             return system.Result(argv, 1, "", f"the agent cannot stop {self.name} without systemd")
-        content = self.root.read(self.pidfile).content or b""
-        pid = int(content.split()[0]) if content.split() and content.split()[0].isdigit() else 0
+        pid = read_pid(self.root, self.pidfile)
         if pid > 0 and not system.stop_pid(pid):
             return system.Result(argv, 1, "", f"{self.name} (pid {pid}) did not exit")
         return system.Result(argv, 0, "", "")
@@ -159,11 +185,16 @@ class Service:
     def running(self) -> bool:
         raise NotImplementedError
 
+    def under_systemd(self) -> bool:
+        return self.root.is_live and bool(self.unit) and Path("/run/systemd/system").is_dir()
+
     def active(self) -> bool:
         """Whether the service runs: systemd's word where systemd manages it (a unit's daemon
-        may keep no PID file there), else the service's own check."""
-        if self.root.is_live and self.unit and Path("/run/systemd/system").is_dir():
-            res = system.run(["systemctl", "is-active", "--quiet", self.unit], check=False)
+        may keep no PID file there), else the service's own check. A service started on demand
+        counts as running while its sockets listen."""
+        if self.under_systemd():
+            units = self.socket_units or (self.unit,)
+            res = system.run(["systemctl", "is-active", "--quiet", *units], check=False)
             return res.returncode == 0
         return self.running()
 
@@ -233,8 +264,9 @@ class Scheduled(Service):
 
 
 class AgentDaemon(Service):
-    """One of the agent's own daemons (`python -m appliance.<module> --daemon PIDFILE --log LOG`),
-    which re-reads its configuration on SIGHUP and logs "<name>: started|reloaded"."""
+    """One of the agent's own daemons (appliance/core/daemon.py: `python -m MODULE --daemon
+    PIDFILE --log LOG` without an init system, a Type=notify unit under systemd), which
+    re-reads its configuration on SIGHUP and logs "<name>: started|reloaded"."""
 
     module = ""
     pidfile = ""
@@ -243,21 +275,52 @@ class AgentDaemon(Service):
         return pidfile_alive(self.root, self.pidfile)
 
     def direct_reload(self) -> system.Result:
-        if self.running():
-            pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+        pid = read_pid(self.root, self.pidfile)
+        if pid and system.pid_alive(pid):
             system.signal_pid(pid, signal.SIGHUP)
             return system.Result(("kill", "-HUP", str(pid)), 0, "", "")
         # The agent's own interpreter and package: /usr/bin/python3 on the box, the venv in tests.
         return system.run_daemon([sys.executable, "-m", self.module,
                                   "--daemon", self.pidfile, "--log", self.log_path])
 
+    def probe(self, log_offset: int, settle: float = 10.0) -> str | None:
+        """Under systemd the unit is Type=notify: `systemctl restart` returned once the daemon
+        said READY=1, and a reload shows as "reloading" until it says READY=1 again. That is
+        waited for first. The log's acknowledgement is still read after it: systemd 252 runs
+        ExecReload (a SIGHUP) and moves on before the daemon has even seen the signal
+        (Type=notify-reload, which waits, is systemd 253). A service started on demand has
+        nothing to acknowledge: its sockets listening is the check."""
+        if not self.under_systemd():
+            return super().probe(log_offset, settle)
+        deadline = time.monotonic() + settle
+        state = ""
+        while time.monotonic() < deadline:
+            state = system.run(["systemctl", "show", "-P", "ActiveState", self.unit],
+                               check=False).stdout.strip()
+            if state not in ("activating", "reloading"):
+                break
+            time.sleep(0.05)
+        if state in ("activating", "reloading"):
+            return f"{self.name} did not report ready within {settle:.0f} s (still {state})"
+        if self.socket_units:
+            bad = [line for line in self.root.read_from(self.log_path, log_offset).splitlines()
+                   if self.reload_errors.search(line)]
+            if bad:
+                return "\n".join(bad[-5:])
+            return None if self.active() else \
+                f"{self.name}: {', '.join(self.socket_units)} not listening"
+        return super().probe(log_offset, max(1.0, deadline - time.monotonic()))
+
+
+def read_pid(root: system.Root, path: str) -> int:
+    """The PID a daemon wrote to `path` (its first word), or 0: no file, or not a number."""
+    content = root.read(path).content if path else None
+    words = content.split() if content else []
+    return int(words[0]) if words and words[0].isdigit() else 0
+
 
 def pidfile_alive(root: system.Root, path: str) -> bool:
-    content = root.read(path).content
-    try:
-        pid = int(content.split()[0]) if content else 0
-    except ValueError:
-        return False
+    pid = read_pid(root, path)
     return pid > 0 and system.pid_alive(pid)
 
 

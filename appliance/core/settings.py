@@ -103,6 +103,8 @@ class Section:
     keys: tuple[str, ...]  # the top-level keys it reads
     parse: Callable[[dict[str, Any], Collector], Any]
     lan_keys: tuple[str, ...] = ()  # keys it adds to [lan]
+    # Each table's field descriptions (core.fields.Field), for the settings reference.
+    fields: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

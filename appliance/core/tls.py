@@ -6,6 +6,7 @@ Each choice cites the guideline it follows. Postfix here is 3.7 (Debian 12): it 
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +84,14 @@ def live_paths(root: system.Root, hostname: str) -> CertPaths | None:
 def active_paths(root: system.Root, hostname: str) -> CertPaths:
     """The certificate the services should use: the CA's once issued, else the self-signed one."""
     return live_paths(root, hostname) or self_signed_paths()
+
+
+def tlsa_311(cert_pem: bytes) -> str:
+    """DANE-EE(3) SPKI(1) SHA-256(1): the hash of the public key, which --reuse-key keeps stable."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()

@@ -111,10 +111,10 @@ def test_jails_never_ban_the_lan_the_router_or_the_public_address(good: dict) ->
                       "fe80::/10"]
     assert "bantime.increment = true" in jail and "bantime = -1" not in jail
     assert "banaction = nftables[type=allports]" in jail
-    assert defence.fail2ban(s, f)  # on by default
+    assert defence.fail2ban(plan.Inputs(s, f))  # on by default
 
 
 def test_fail2ban_can_be_turned_off(good: dict) -> None:
     good["fail2ban"] = {"enabled": False}
     s = registry.parse_settings(good)
-    assert defence.fail2ban(s, facts.Facts("mail.example.org")) == []
+    assert defence.fail2ban(plan.Inputs(s, facts.Facts("mail.example.org"))) == []

@@ -127,13 +127,10 @@ def test_shipped_templates_pass_the_real_validators(good: dict, tmp_path: Path) 
 
 
 def test_smarthost_fails_closed_and_keeps_the_password_secret(good: dict) -> None:
-    import dataclasses
-
     good["relay"] = {"kind": "smarthost", "host": "smtp.example.net", "port": 465, "username": "box",
                      "password_file": "/etc/appliance/relay.password"}
     s = registry.parse_settings(good)
-    f = dataclasses.replace(LAN_FACTS, relay_password="s3cret pass")
-    p = registry.build_plan(s, f, plan.environment(None))
+    p = registry.build_plan(s, LAN_FACTS, plan.environment(None), secrets={"relay_password": "s3cret pass"})
     by_path = {x.path: x for x in p.files}
     main = by_path["/etc/postfix/main.cf"].content.decode()
     assert "relayhost = [smtp.example.net]:465\n" in main

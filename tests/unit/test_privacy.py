@@ -38,7 +38,7 @@ def test_defaults_and_bad_values_name_field_value_and_fix(good: dict) -> None:
     assert 'privacy.typo_guard: "yes" is not true or false' in text
     assert 'privacy.typo_history: "clear" is not a storage mode; use "hashed" or "plain"' in text
     assert "privacy.log_retention_days: 0 is out of range" in text
-    assert "privacy.retain: 1 is not a known setting" in text
+    assert "privacy.retain: \"retain\" is not a known [privacy] setting" in text
 
 
 def test_typoguard_conf_follows_the_settings(good: dict) -> None:

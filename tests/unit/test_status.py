@@ -15,10 +15,15 @@ import pytest
 
 from appliance import registry
 from appliance.core import facts, plan
+from appliance.core.checks import FAIL, OK, WARN, Context, Result
 from appliance.core.errors import SettingsError
+from appliance.features.certs import checks as certs_checks
+from appliance.features.defence import checks as defence_checks
+from appliance.features.dns import checks as dns_checks
 from appliance.features.status import checks as status_checks
 from appliance.features.status import status
-from appliance.features.status.checks import FAIL, OK, WARN, Context, Result, interpret_dnsbl
+from appliance.features.status.checks import interpret_dnsbl
+from appliance.features.upnp import checks as upnp_checks
 
 IP = "203.0.113.2"
 
@@ -175,7 +180,7 @@ def test_fail2ban_status_is_parsed() -> None:
    |- Currently banned:\t2
    |- Total banned:\t5
    `- Banned IP list:\t198.51.100.66 198.51.100.67"""
-    assert status_checks.parse_fail2ban_status(text) == {"current": 2, "total": 5}
+    assert defence_checks.parse_fail2ban_status(text) == {"current": 2, "total": 5}
 
 
 @pytest.mark.parametrize("free,total,want", [(50 * 2**30, 100 * 2**30, OK), (2 * 2**30, 20 * 2**30, WARN),
@@ -187,7 +192,7 @@ def test_disk_thresholds(free: int, total: int, want: str) -> None:
 @pytest.mark.parametrize("days,self_signed,want", [(80, False, OK), (15, False, WARN), (5, False, FAIL),
                                                    (-1, False, FAIL), (300, True, WARN)])
 def test_certificate_thresholds(days: float, self_signed: bool, want: str) -> None:
-    r = status_checks.cert_status(days, self_signed, "mail.example.org")
+    r = certs_checks.cert_status(days, self_signed, "mail.example.org")
     assert r.status == want and (want == OK or "appliance cert" in r.fix)
 
 
@@ -217,16 +222,16 @@ def ctx(good: dict[str, Any], data: dict[tuple[str, str], list[str]], **known: A
 def test_reverse_dns_forward_confirmed(good: dict[str, Any]) -> None:
     ptr = ("2.113.0.203.in-addr.arpa", "PTR")
     a = ("mail.example.org", "A")
-    ok = status_checks.check_reverse_dns(ctx(good, {ptr: ["mail.example.org."], a: [IP]}, public_ipv4=IP))
+    ok = dns_checks.check_reverse_dns(ctx(good, {ptr: ["mail.example.org."], a: [IP]}, public_ipv4=IP))
     assert [r.status for r in ok] == [OK]
     for data, words in (({}, "has no PTR"),
                         ({ptr: ["dsl-2.isp.example."]}, "greets (HELO) as mail.example.org"),
                         ({ptr: ["mail.example.org."], a: ["192.0.2.9"]}, "forward-confirmed")):
-        r = status_checks.check_reverse_dns(ctx(good, data, public_ipv4=IP))[0]
+        r = dns_checks.check_reverse_dns(ctx(good, data, public_ipv4=IP))[0]
         assert r.status == FAIL and words in r.detail, r
-    relay = status_checks.check_reverse_dns(ctx(good, {}, public_ipv4=IP, sending_ipv4="198.51.100.7"))[0]
+    relay = dns_checks.check_reverse_dns(ctx(good, {}, public_ipv4=IP, sending_ipv4="198.51.100.7"))[0]
     assert "198.51.100.7" in relay.detail
-    assert status_checks.check_reverse_dns(ctx(good, {})) == []
+    assert dns_checks.check_reverse_dns(ctx(good, {})) == []
 
 
 def test_blocklist_check_queries_each_zone_for_the_sending_address(good: dict[str, Any]) -> None:
@@ -246,7 +251,7 @@ def test_with_a_smarthost_an_end_user_listing_is_fine_and_reverse_dns_not_ours(g
     assert r.status == OK and "smarthost" in r.detail
     c.resolver = FakeResolver({("2.113.0.203.zen.spamhaus.org", "A"): ["127.0.0.4", "127.0.0.10"]})
     assert status_checks.check_blocklists(c)[0].status == FAIL  # an infected device: still a failure
-    assert status_checks.check_reverse_dns(c) == []
+    assert dns_checks.check_reverse_dns(c) == []
 
 
 # --- settings and the timer --------------------------------------------------------------------
@@ -290,18 +295,18 @@ def test_upnp_mappings_from_the_state_file(good: dict[str, Any], tmp_path: Any) 
 
     root = system.Root(tmp_path)
     c = Context(registry.parse_settings(good), root, None, now=10_000.0)
-    assert [r.status for r in status_checks.check_upnp(c)] == [WARN]  # no mapping made yet
+    assert [r.status for r in upnp_checks.check_upnp(c)] == [WARN]  # no mapping made yet
     state = {"external_ip": IP, "at": 9_000, "outcomes": [
         {"port": 25, "result": "renewed", "detail": ""},
         {"port": 587, "result": "conflict", "detail": "held by 198.18.0.20"}]}
     root.write_atomic(upnp.STATE_PATH, system.FileState(json.dumps(state).encode()))
-    got = {r.name: r for r in status_checks.check_upnp(c)}
+    got = {r.name: r for r in upnp_checks.check_upnp(c)}
     assert got["upnp port 25"].status == OK and got["upnp port 587"].status == FAIL
     assert "held by 198.18.0.20" in got["upnp port 587"].detail and "upnp renewal" not in got
     c.now = 9_000.0 + 3 * 3600
-    assert status_checks.check_upnp(c)[-1].name == "upnp renewal"
+    assert upnp_checks.check_upnp(c)[-1].name == "upnp renewal"
     off = Context(registry.parse_settings({**good, "upnp": {"enabled": False}}), root, None)
-    assert status_checks.check_upnp(off) == []
+    assert upnp_checks.check_upnp(off) == []
 
 
 def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_path: Any,
@@ -322,17 +327,18 @@ def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_pa
     monkeypatch.setattr(reachability, "ask_probe", probe)  # the probe runs outside: a stand-in
     c = Context(s, root, None)
     c._known = Known(public_ipv4=IP)
-    got = {r.name: r.status for r in status_checks.check_reachability(c)}
+    got = {r.name: r.status for r in upnp_checks.check_reachability(c)}
     assert asked == [("http://192.0.2.7:8025", "t" * 20, [25, 465, 587, 993])]
     assert got == {"reachable port 25": OK, "reachable port 465": OK, "reachable port 587": FAIL,
                    "reachable port 993": OK, "reachability address": WARN}
-    assert status_checks.check_reachability(Context(registry.parse_settings(good), root, None)) == []
+    assert upnp_checks.check_reachability(Context(registry.parse_settings(good), root, None)) == []
 
 
 def test_mta_sts_policy_compared_with_the_settings() -> None:
     import dataclasses
 
-    from appliance.features.status.checks import FAIL, OK, compare_mta_sts
+    from appliance.core.checks import FAIL, OK
+    from appliance.features.web.checks import compare_mta_sts
     from appliance.features.web.web import mta_sts_policy
 
     s = registry.parse_settings({"domain": "example.org", "web": {"enabled": True, "mta_sts_mode": "enforce"},

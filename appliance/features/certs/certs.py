@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -26,22 +25,11 @@ from appliance.features.upnp import client as upnp
 from appliance.features.web.web import web_names
 
 LIVE = tls.LIVE
-live_paths, active_paths = tls.live_paths, tls.active_paths
+live_paths, active_paths, tlsa_311 = tls.live_paths, tls.active_paths, tls.tlsa_311
 
 
 class CertError(ApplianceError):
     pass
-
-
-def tlsa_311(cert_pem: bytes) -> str:
-    """DANE-EE(3) SPKI(1) SHA-256(1): the hash of the public key, which --reuse-key keeps stable."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
 
 
 def days_left(cert_pem: bytes, now: float | None = None) -> float:

@@ -7,6 +7,7 @@ table, so the appliance firewall can be reloaded without forgetting them.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import re
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
-from appliance.core.services import Service
+from appliance.core.services import Service, pidfile_alive
 
 CONFIG_DIR = "/etc/fail2ban"
 SSHD_LOG = "/var/log/sshd.log"
@@ -49,12 +51,7 @@ class Fail2ban(Service):
             raise ValidationError(self.name, "fail2ban-client -d", "\n".join(bad) or res.output)
 
     def running(self) -> bool:
-        content = self.root.read(self.pidfile).content or b""
-        try:
-            pid = int(content.split()[0]) if content.strip() else 0
-        except ValueError:
-            return False
-        return pid > 0 and system.pid_alive(pid)
+        return pidfile_alive(self.root, self.pidfile)
 
     def _prepare(self) -> None:
         for d in ("/run/fail2ban", "/var/lib/fail2ban"):
@@ -136,7 +133,7 @@ def unban(address: str) -> int:
         return 0
 
 
-def cmd_bans(a: Any, env: Any) -> int:
+def cmd_bans(a: argparse.Namespace, env: Env) -> int:
     found = bans()
     if a.json:
         env.out(json.dumps([b.__dict__ for b in found], indent=2))
@@ -149,7 +146,7 @@ def cmd_bans(a: Any, env: Any) -> int:
     return EXIT_OK
 
 
-def cmd_unban(a: Any, env: Any) -> int:
+def cmd_unban(a: argparse.Namespace, env: Env) -> int:
     n = unban(a.address)
     env.out(f"unbanned {a.address}" if n else f"{a.address} was not banned")
     return EXIT_OK

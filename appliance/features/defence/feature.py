@@ -6,9 +6,9 @@ from __future__ import annotations
 from appliance.core import system
 from appliance.core.feature import Feature
 from appliance.core.services import Service
-from appliance.features.defence import fail2ban, plan
+from appliance.features.defence import checks, fail2ban, plan
 from appliance.features.defence.firewall import Nftables
-from appliance.features.defence.policyd import Policyd
+from appliance.features.defence.limits_service import Policyd
 from appliance.features.defence.settings import SECTION
 from appliance.features.defence.ssh import Sshd
 
@@ -35,5 +35,6 @@ FIREWALL = Feature("firewall", "docs/lan-defence.md", sections=(SECTION,), files
                    services=_firewall)
 SSH = Feature("ssh", "docs/lan-defence.md", files=plan.ssh, services=_ssh)
 FAIL2BAN = Feature("fail2ban", "docs/lan-defence.md", files=plan.fail2ban, services=_fail2ban,
-                   commands=fail2ban.register, unlocked=frozenset({"bans"}))
+                   commands=fail2ban.register, unlocked=frozenset({"bans"}),
+                   checks=(checks.check_fail2ban,))
 LIMITS = Feature("limits", "docs/lan-defence.md", files=plan.limits, services=_limits)

@@ -17,11 +17,10 @@ from pathlib import Path
 from appliance.core import system
 from appliance.core.errors import ValidationError
 from appliance.core.facts import Facts
-from appliance.core.services import Service
+from appliance.core.services import MAIL_PORTS, Service
 from appliance.core.settings import Settings
 
 RULES_PATH = "/etc/nftables.d/appliance.nft"
-MAIL_PORTS = (25, 465, 587, 993)
 WEB_PORTS = (80, 443)
 LINK_LOCAL6 = "fe80::/10"
 

@@ -4,15 +4,14 @@ fail2ban.py and ssh.py."""
 
 from __future__ import annotations
 
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
-from appliance.core.settings import Settings
+from appliance.core.plan import FileSpec, Inputs
 from appliance.features.defence.fail2ban import SSHD_LOG
 from appliance.features.defence.firewall import RULES_PATH, lan_networks, never_ban, wan_tcp_ports
 from appliance.features.defence.ssh import AUTHORIZED_KEYS, DROPIN
 
 
-def firewall(s: Settings, facts: Facts) -> list[FileSpec]:
+def firewall(i: Inputs) -> list[FileSpec]:
+    s, facts = i.settings, i.facts
     if not s.defence.firewall:
         return []
     v4, v6 = lan_networks(s, facts)
@@ -21,7 +20,8 @@ def firewall(s: Settings, facts: Facts) -> list[FileSpec]:
     return [FileSpec("etc/nftables.d/appliance.nft.j2", RULES_PATH, "nftables", extra=extra)]
 
 
-def fail2ban(s: Settings, facts: Facts) -> list[FileSpec]:
+def fail2ban(i: Inputs) -> list[FileSpec]:
+    s, facts = i.settings, i.facts
     if not s.defence.fail2ban:
         return []
     extra = (("ignoreip", never_ban(s, facts)), ("d", s.defence), ("sshd_log", SSHD_LOG))
@@ -37,7 +37,8 @@ def fail2ban(s: Settings, facts: Facts) -> list[FileSpec]:
     ]
 
 
-def ssh(s: Settings, facts: Facts) -> list[FileSpec]:
+def ssh(i: Inputs) -> list[FileSpec]:
+    s = i.settings
     specs = [FileSpec("etc/ssh/sshd_config.d/appliance.conf.j2", DROPIN, "sshd", order=90,
                       extra=(("sshd_log", SSHD_LOG),))]
     if s.defence.authorized_keys:
@@ -46,8 +47,9 @@ def ssh(s: Settings, facts: Facts) -> list[FileSpec]:
     return specs
 
 
-def limits(s: Settings, facts: Facts) -> list[FileSpec]:
+def limits(i: Inputs) -> list[FileSpec]:
     """The outbound kill-switch's configuration (policyd.py); Postfix's master.cf names it."""
+    s = i.settings
     return [FileSpec("etc/appliance/limits.conf.j2", "/etc/appliance/limits.conf",
                      "appliance-policyd", order=10, extra=(("lim", s.defence.limits),)),
             FileSpec("etc/systemd/system/appliance-policyd.service.j2",

@@ -1,4 +1,4 @@
-"""The outbound kill-switch (issue #8): a small Postfix policy service for submission.
+"""The outbound kill-switch: a small Postfix policy service for submission.
 
 Postfix asks it at the end of every authenticated message (`smtpd_end_of_data_restrictions =
 check_policy_service inet:127.0.0.1:10031` on ports 587/465). It counts messages per user (per
@@ -19,20 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
-import signal
-import smtplib
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
-from appliance.core import system
-from appliance.core.errors import ValidationError
-from appliance.core.services import AgentDaemon
-from appliance.features.privacy import policy as typoguard_policy
+from appliance.core import daemon
 
 CONF = "/etc/appliance/limits.conf"
 HOST, PORT = "127.0.0.1", 10031
@@ -41,8 +35,11 @@ LOG = "/var/log/appliance-policyd.log"
 HOUR, DAY = 3600, 86400
 
 
+NAME = "appliance-policyd"
+
+
 def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} appliance-policyd: {msg}", flush=True)
+    daemon.log(NAME, msg)
 
 
 @dataclass(frozen=True)
@@ -120,6 +117,10 @@ class Limiter:
 
 def notify(c: Config, user: str, limit: str) -> None:
     """Tell the postmaster, through our own Postfix (local delivery on port 25)."""
+    # Imported here: a service that never stops anyone does not hold the mail libraries.
+    import smtplib
+    from email.message import EmailMessage
+
     m = EmailMessage()
     m["From"] = c.postmaster
     m["To"] = c.postmaster
@@ -136,9 +137,19 @@ def notify(c: Config, user: str, limit: str) -> None:
         s.send_message(m)
 
 
+def typo_guard() -> Any:
+    """The typo guard's checks (the privacy feature), which this service runs at RCPT and at
+    the end of a submission. Imported at the first submission rather than at start: the
+    service's own code is the limits, and a policy service that never sees a submission (or
+    a test of the limits) does not load another feature."""
+    from appliance.features.privacy import policy
+
+    return policy
+
+
 def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str, str | None]:
-    if attrs.get("protocol_state") == "RCPT":  # issue #10: the typo-domain guard, per recipient
-        return typoguard_policy.at_rcpt(attrs), None
+    if attrs.get("protocol_state") == "RCPT":  # the typo-domain guard, per recipient
+        return typo_guard().at_rcpt(attrs), None
     user = attrs.get("sasl_username", "")
     if not user:  # not authenticated (port 25): not ours to count
         return "DUNNO", None
@@ -147,18 +158,16 @@ def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str,
     except ValueError:
         n = 0
     action, limit = limiter.decide(user, n, now)
-    if action == "DUNNO":  # issue #10: a near-miss recipient domain holds the message
-        action = typoguard_policy.at_end(attrs)
+    if action == "DUNNO":  # a near-miss recipient domain holds the message
+        action = typo_guard().at_end(attrs)
     return action, limit
 
 
 async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
-    c = parse_config(Path(conf_path).read_text())
-    limiter = Limiter(c)
+    limiter = Limiter(parse_config(Path(conf_path).read_text()))
     loop = asyncio.get_running_loop()
 
     async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        nonlocal limiter
         try:
             while True:  # Postfix keeps the connection for several requests
                 attrs: dict[str, str] = {}
@@ -189,72 +198,33 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
             with contextlib.suppress(Exception):
                 w.close()
 
-    def reread() -> None:
-        nonlocal limiter
+    def reread() -> str:
         try:
             new = parse_config(Path(conf_path).read_text())
         except (OSError, ValueError, TypeError) as e:
-            log(f"Error: reload ignored: {conf_path}: {e}")
-            return
+            raise daemon.ReloadError(f"{conf_path}: {e}") from None
         limiter.c = new  # counters survive a reload
-        log("reloaded")
+        return f"{conf_path}; the counters are kept"
 
-    server = await asyncio.start_server(client, HOST, PORT)
-    log(f"started: listening on {HOST}:{PORT}")
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reread)
-    if ready:
-        ready.set()
-    async with server:
-        await stop.wait()
-    log("stopped")
+    async def listen() -> list[asyncio.AbstractServer]:
+        return [await asyncio.start_server(client, HOST, PORT)]
 
+    await daemon.serve(NAME, listen, started=f"listening on {HOST}:{PORT}", reload=reread,
+                       ready=ready)
 
-class Policyd(AgentDaemon):
-    """The kill-switch as a service the agent configures, validates, (re)starts and probes."""
-
-    name = "appliance-policyd"
-    unit = "appliance-policyd.service"
-    module = "appliance.features.defence.policyd"
-    pidfile = PIDFILE
-    log_path = LOG
-    reload_ack = re.compile(r"appliance-policyd: (started|reloaded)")
-    reload_errors = re.compile(r"appliance-policyd: .*(Traceback|Error:)")
-    ports = (PORT,)
-
-    def validate(self, stage: Path) -> None:
-        conf = stage / CONF.lstrip("/")
-        if conf.exists():
-            try:
-                parse_config(conf.read_text())
-            except (ValueError, TypeError) as e:
-                raise ValidationError(self.name, "limits.conf check", str(e)) from None
-        guard = stage / typoguard_policy.CONF.lstrip("/")  # issue #10
-        if guard.exists():
-            try:
-                typoguard_policy.parse_conf(guard.read_text())
-            except typoguard_policy.GuardError as e:
-                raise ValidationError(self.name, "typoguard.conf check", str(e)) from None
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="appliance-policyd", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=NAME, description=(__doc__ or "").splitlines()[0])
     p.add_argument("--config", default=CONF)
     p.add_argument("--user", default="nobody", help="run as this user (when started as root)")
-    p.add_argument("--daemon", metavar="PIDFILE", help="detach, write PIDFILE (no init system)")
-    p.add_argument("--log", default=LOG, help="with --daemon")
+    daemon.add_arguments(p, LOG)
     a = p.parse_args(argv)
     try:
         parse_config(Path(a.config).read_text())
     except (OSError, ValueError, TypeError) as e:
-        print(f"appliance-policyd: {a.config}: {e}", file=sys.stderr)
+        print(f"{NAME}: {a.config}: {e}", file=sys.stderr)
         return 2
-    if a.daemon:
-        system.daemonize(a.daemon, a.log)
-    system.drop_privileges(a.user)
-    asyncio.run(serve(a.config))
-    return 0
+    return daemon.run(lambda: serve(a.config), daemon=a.daemon, log_path=a.log, user=a.user)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.settings import Section
+from appliance.core import fields
+from appliance.core.settings import Collector, Section
 
 Add = Callable[[str, Any, str, str], None]
 
@@ -86,63 +87,55 @@ def _key_blob_ok(line: str) -> bool:
     return blob[4:4 + n] == kind.encode()
 
 
-def _table(data: dict[str, Any], name: str, known: set[str], add: Add) -> dict[str, Any]:
-    raw = data.get(name, {})
-    if not isinstance(raw, dict):
-        add(name, raw, "is not a table", f"write it as a [{name}] section or remove it")
-        return {}
-    for key in sorted(set(raw) - known):
-        add(f"{name}.{key}", key, f"is not a known [{name}] setting",
-            f"use {', '.join(sorted(known))}")
-    return raw
+def _key_ok(k: Any) -> bool:
+    return isinstance(k, str) and bool(_KEY.match(k.strip())) and _key_blob_ok(k.strip())
 
 
-def _bool(raw: dict[str, Any], section: str, key: str, default: bool, add: Add) -> bool:
-    v = raw.get(key, default)
-    if not isinstance(v, bool):
-        add(f"{section}.{key}", v, "is not true or false", f"write {key} = true or {key} = false")
-        return default
-    return v
+def _seconds(key: str, default: int, hi: int, doc: str) -> fields.Field:
+    return fields.whole(key, default, 1, hi, doc,
+                        fix=f"use a whole number of seconds between 1 and {hi}, e.g. {default}")
 
 
-def _int(raw: dict[str, Any], section: str, key: str, default: int, lo: int, hi: int,
-         add: Add, unit: str = "") -> int:
-    v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        add(f"{section}.{key}", v, "is out of range",
-            f"use a whole number{unit} between {lo} and {hi}, e.g. {default}")
-        return default
-    return v
+TABLES: dict[str, tuple[fields.Field, ...]] = {
+    "firewall": (
+        fields.flag("enabled", True, "nftables rules: mail ports from anywhere, the rest from the LAN only"),
+        fields.flag("web", False, "also open 80/443 to the internet (certificates, MTA-STS)"),
+    ),
+    "fail2ban": (
+        fields.flag("enabled", True, "ban addresses that keep guessing passwords"),
+        fields.whole("maxretry", 5, 1, 100, "failed logins before a ban"),
+        _seconds("findtime", 600, 7 * 86400, "the window the failures are counted in, seconds"),
+        _seconds("bantime", 600, 30 * 86400, "the first ban, seconds; each repeat doubles it"),
+        _seconds("bantime_max", 7 * 86400, 365 * 86400, "the longest ban, seconds"),
+    ),
+    "ssh": (
+        fields.Field("authorized_keys", (), "public keys that may log in as root (none: SSH stays off)",
+                     lambda v: isinstance(v, list), "is not a list",
+                     'write it as ["ssh-ed25519 AAAA... you@laptop"]',
+                     item=fields.Item(_key_ok, "is not an OpenSSH public key line",
+                                      "paste one line of your ~/.ssh/id_ed25519.pub (type, base64 key, "
+                                      "comment)"),
+                     convert=lambda v: tuple(k.strip() for k in v)),
+    ),
+    "limits": (
+        fields.whole("messages_per_hour", 100, 1, 100000, "messages one user may send in an hour"),
+        fields.whole("messages_per_day", 500, 1, 1000000, "messages one user may send in a day"),
+        fields.whole("recipients_per_message", 50, 1, 1000, "recipients of one message"),
+        fields.whole("global_per_hour", 1000, 1, 1000000, "messages the whole box may send in an hour"),
+    ),
+}
 
 
-def parse(data: dict[str, Any], add: Add) -> Defence:
-    fw = _table(data, "firewall", {"enabled", "web"}, add)
-    f2b = _table(data, "fail2ban", {"enabled", "maxretry", "findtime", "bantime", "bantime_max"}, add)
-    ssh = _table(data, "ssh", {"authorized_keys"}, add)
-    lim = _table(data, "limits", {"messages_per_hour", "messages_per_day", "recipients_per_message",
-                                  "global_per_hour"}, add)
-    lan = data.get("lan", {}) if isinstance(data.get("lan", {}), dict) else {}
-
-    bantime = _int(f2b, "fail2ban", "bantime", 600, 1, 30 * 86400, add, " of seconds")
-    bantime_max = _int(f2b, "fail2ban", "bantime_max", 7 * 86400, 1, 365 * 86400, add, " of seconds")
+def parse(data: dict[str, Any], c: Collector) -> Defence:
+    add = c.add
+    fw, f2b, ssh, lim = (fields.parse_table(data.get(name, {}), name, TABLES[name], c)
+                         for name in SECTIONS)
+    bantime, bantime_max = f2b["bantime"], f2b["bantime_max"]
     if bantime_max < bantime:
         add("fail2ban.bantime_max", bantime_max, f"is shorter than bantime ({bantime})",
             "make bantime_max at least as long as bantime")
         bantime_max = bantime
-
-    keys: list[str] = []
-    raw_keys = ssh.get("authorized_keys", [])
-    if not isinstance(raw_keys, list):
-        add("ssh.authorized_keys", raw_keys, "is not a list",
-            'write it as ["ssh-ed25519 AAAA... you@laptop"]')
-        raw_keys = []
-    for i, k in enumerate(raw_keys):
-        if not isinstance(k, str) or not _KEY.match(k.strip()) or not _key_blob_ok(k.strip()):
-            shown = k[:24] + "…" if isinstance(k, str) and len(k) > 24 else k
-            add(f"ssh.authorized_keys[{i}]", shown, "is not an OpenSSH public key line",
-                "paste one line of your ~/.ssh/id_ed25519.pub (type, base64 key, comment)")
-        else:
-            keys.append(k.strip())
+    lan = data.get("lan", {}) if isinstance(data.get("lan", {}), dict) else {}
 
     trusted: list[str] = []
     raw_trusted = lan.get("also_trusted", [])
@@ -171,25 +164,12 @@ def parse(data: dict[str, Any], add: Add) -> Defence:
                 'use your router\'s public address, e.g. "203.0.113.2", or remove it')
 
     return Defence(
-        firewall=_bool(fw, "firewall", "enabled", True, add),
-        web=_bool(fw, "firewall", "web", False, add),
-        fail2ban=_bool(f2b, "fail2ban", "enabled", True, add),
-        maxretry=_int(f2b, "fail2ban", "maxretry", 5, 1, 100, add),
-        findtime=_int(f2b, "fail2ban", "findtime", 600, 1, 7 * 86400, add, " of seconds"),
-        bantime=bantime,
-        bantime_max=bantime_max,
-        authorized_keys=tuple(keys),
-        limits=Limits(
-            messages_per_hour=_int(lim, "limits", "messages_per_hour", 100, 1, 100000, add),
-            messages_per_day=_int(lim, "limits", "messages_per_day", 500, 1, 1000000, add),
-            recipients_per_message=_int(lim, "limits", "recipients_per_message", 50, 1, 1000, add),
-            global_per_hour=_int(lim, "limits", "global_per_hour", 1000, 1, 1000000, add),
-        ),
-        also_trusted=tuple(trusted),
-        public_address=public,
+        firewall=fw["enabled"], web=fw["web"], fail2ban=f2b["enabled"], maxretry=f2b["maxretry"],
+        findtime=f2b["findtime"], bantime=bantime, bantime_max=bantime_max,
+        authorized_keys=ssh["authorized_keys"], limits=Limits(**lim),
+        also_trusted=tuple(trusted), public_address=public,
     )
 
 
 # The defence is one section of four tables; the LAN it trusts may be widened in [lan].
-SECTION = Section("defence", SECTIONS, lambda data, c: parse(data, c.add),
-                  lan_keys=tuple(sorted(KNOWN_LAN_EXTRA)))
+SECTION = Section("defence", SECTIONS, parse, lan_keys=tuple(sorted(KNOWN_LAN_EXTRA)), fields=TABLES)

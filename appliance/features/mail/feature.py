@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.core import system, tls
-from appliance.core.facts import Facts
 from appliance.core.feature import Feature, Say
-from appliance.core.plan import FileSpec
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings
 from appliance.features.mail import commands
@@ -15,7 +14,7 @@ from appliance.features.mail.addresses import alias_table, sender_logins
 from appliance.features.mail.service import Dovecot, Postfix
 
 
-def files(s: Settings, facts: Facts) -> list[FileSpec]:
+def files(i: Inputs) -> list[FileSpec]:
     return [
         FileSpec("etc/postfix/vmailbox.j2", "/etc/postfix/vmailbox", "postfix", order=10),
         FileSpec("etc/postfix/virtual.j2", "/etc/postfix/virtual", "postfix", order=10),

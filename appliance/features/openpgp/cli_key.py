@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import settings
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK
 from appliance.features.openpgp.keyring import KeyError_, Keyring
 
@@ -61,7 +62,7 @@ def _date(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts)) if ts else "never"
 
 
-def cmd_key(a: argparse.Namespace, env: Any) -> int:
+def cmd_key(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     ring = Keyring()
     on = s.openpgp.enabled

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import system
-from appliance.core.facts import Facts
 from appliance.core.feature import Feature
-from appliance.core.plan import FileSpec
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings
 from appliance.features.openpgp import cli_key
@@ -24,7 +23,8 @@ ENCRYPTION_TIMEOUT_S = 120
 PROXY_TRANSPORT = "lmtp:unix:private/appliance-pgp"
 
 
-def openpgp(s: Settings, facts: Facts) -> list[FileSpec]:
+def openpgp(i: Inputs) -> list[FileSpec]:
+    s = i.settings
     if not s.openpgp.enabled:
         return []
     pgp = {

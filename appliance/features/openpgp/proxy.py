@@ -21,17 +21,18 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.core import system
+from appliance.core import daemon, system
 from appliance.features.openpgp import gpgserver, keyring, pgpmime
 
 CONF = "/etc/appliance/openpgp.conf"
+NAME = "appliance-pgp"
+LOG = "/var/log/appliance-pgp.log"
 MODES = ("when-key", "required")
 
 
@@ -101,7 +102,7 @@ class Deferred(Exception):
 
 
 def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} appliance-pgp: {msg}", flush=True)
+    daemon.log(NAME, msg)
 
 
 # --- the policy: what happens to one message for one recipient ------------------------------------
@@ -417,7 +418,7 @@ def _path(arg: str) -> str:
 async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
     engine = Engine(conf_path)
     c = engine.config()
-    system.remove_path(c.listen)
+    loop = asyncio.get_running_loop()
 
     async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
@@ -430,53 +431,39 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
             with contextlib.suppress(Exception):
                 w.close()
 
-    # The limit caps one DATA buffer (Postfix enforces message_size_limit before us).
-    server = await asyncio.start_unix_server(client, c.listen, limit=1 << 31)
-    log(f"started: listening on {c.listen}, delivering to {c.dovecot}, keys in {c.home}")
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    async def listen() -> list[asyncio.AbstractServer]:
+        system.remove_path(c.listen)
+        # The limit caps one DATA buffer (Postfix enforces message_size_limit before us).
+        server = await asyncio.start_unix_server(client, c.listen, limit=1 << 31)
+        if c.flush:
+            # Listening now: mail Postfix deferred while the proxy was down goes out at once,
+            # not after its backoff (a 2 s outage otherwise stalled delivery for many minutes).
+            res = await loop.run_in_executor(None, lambda: system.run([c.flush, "-f"], check=False,
+                                                                        timeout=60))
+            log(f"queue flushed ({c.flush} -f)" if res.returncode == 0 else
+                f"queue flush failed: {c.flush} -f exit {res.returncode}: {res.stderr.strip()[:200]}")
+        return [server]
 
-    def hup() -> None:
+    def hup() -> str:
         engine.gpg.reset()  # fresh gpg processes (they are also replaced when gpg or keys change)
-        log("reloaded: configuration is re-read whenever its file changes")
+        return "configuration is re-read whenever its file changes"
 
-    loop.add_signal_handler(signal.SIGHUP, hup)
-    if c.flush:
-        # Listening now: mail Postfix deferred while the proxy was down goes out at once,
-        # not after its backoff (a 2 s outage otherwise stalled delivery for many minutes).
-        res = await loop.run_in_executor(None, lambda: system.run([c.flush, "-f"], check=False,
-                                                                    timeout=60))
-        log(f"queue flushed ({c.flush} -f)" if res.returncode == 0 else
-            f"queue flush failed: {c.flush} -f exit {res.returncode}: {res.stderr.strip()[:200]}")
-    if ready:
-        ready.set()
-    try:
-        async with server:
-            await stop.wait()
-    finally:
-        engine.close()
-    log("stopped")
+    await daemon.serve(NAME, listen, reload=hup, ready=ready, on_stop=engine.close,
+                       started=f"listening on {c.listen}, delivering to {c.dovecot}, keys in {c.home}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="appliance-pgp", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=NAME, description=(__doc__ or "").splitlines()[0])
     p.add_argument("--config", default=CONF)
     p.add_argument("--user", default="postfix", help="run as this user (when started as root)")
-    p.add_argument("--daemon", metavar="PIDFILE", help="detach, write PIDFILE (no init system)")
-    p.add_argument("--log", default="/var/log/appliance-pgp.log", help="with --daemon")
+    daemon.add_arguments(p, LOG)
     a = p.parse_args(argv)
     try:
         parse_config(Path(a.config).read_text())
     except (OSError, ConfigError) as e:
-        print(f"appliance-pgp: {a.config}: {e}", file=sys.stderr)
+        print(f"{NAME}: {a.config}: {e}", file=sys.stderr)
         return 2
-    if a.daemon:
-        system.daemonize(a.daemon, a.log)
-    system.drop_privileges(a.user)
-    asyncio.run(serve(a.config))
-    return 0
+    return daemon.run(lambda: serve(a.config), daemon=a.daemon, log_path=a.log, user=a.user)
 
 
 if __name__ == "__main__":

@@ -7,17 +7,17 @@ from pathlib import Path
 
 from appliance.core.errors import ValidationError
 from appliance.core.services import AgentDaemon
-from appliance.features.openpgp.proxy import ConfigError, parse_config
+from appliance.features.openpgp.proxy import LOG, NAME, ConfigError, parse_config
 
 PIDFILE = "/run/appliance-pgp.pid"
 
 
 class PgpProxy(AgentDaemon):
-    name = "appliance-pgp"
+    name = NAME
     unit = "appliance-pgp.service"
     module = "appliance.features.openpgp.proxy"
     pidfile = PIDFILE
-    log_path = "/var/log/appliance-pgp.log"
+    log_path = LOG
     reload_ack = re.compile(r"appliance-pgp: (started|reloaded)")
     reload_errors = re.compile(r"appliance-pgp: .*(Traceback|Error:)")
 

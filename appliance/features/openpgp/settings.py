@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.settings import Collector, Section, table
+from appliance.core import fields
+from appliance.core.settings import Collector
 
 
 @dataclass(frozen=True)
@@ -16,14 +18,18 @@ class OpenpgpSection:
     enabled: bool = True
 
 
-def _parse_openpgp(data: dict[str, Any], c: Collector) -> OpenpgpSection:
-    t = table(data.get("openpgp", {}), "openpgp", {"enabled"}, c)
-    enabled = t.get("enabled", True)
-    if not isinstance(enabled, bool):
-        c.add("openpgp.enabled", enabled, "is not true or false", "write enabled = true or false")
-        enabled = True
-    if not enabled:
+FIELDS = (
+    fields.flag("enabled", True, "store incoming mail encrypted to each user's key (the delivery "
+                "proxy); off only while no user has a key or `encrypt = \"required\"`"),
+)
+_TABLE = fields.section("openpgp", OpenpgpSection, FIELDS)
+
+
+def _parse(data: dict[str, Any], c: Collector) -> OpenpgpSection:
+    value: OpenpgpSection = _TABLE.parse(data, c)
+    if not value.enabled:
         # Off stores mail in plaintext: never for a user who asked for nothing but ciphertext.
+        # The users are the core's table, so this spans the document, not [openpgp] alone.
         # (Users with a key are the keyring's to tell, at apply: see feature.preflight.)
         users = data.get("users")
         for i, user in enumerate(users if isinstance(users, list) else []):
@@ -32,7 +38,7 @@ def _parse_openpgp(data: dict[str, Any], c: Collector) -> OpenpgpSection:
                       "needs OpenPGP, which [openpgp] enabled = false turns off",
                       'keep [openpgp] enabled = true, or set this user\'s encrypt = "when-key" '
                       "(mail without a key is then stored in plaintext)")
-    return OpenpgpSection(enabled)
+    return value
 
 
-SECTION = Section("openpgp", ("openpgp",), _parse_openpgp)
+SECTION = dataclasses.replace(_TABLE, parse=_parse)

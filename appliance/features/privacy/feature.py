@@ -6,7 +6,7 @@ from appliance.core import system
 from appliance.core.feature import Feature
 from appliance.core.services import Service
 from appliance.features.privacy import privacy
-from appliance.features.privacy.release_agent import ReleaseAgent
+from appliance.features.privacy.release_service import ReleaseAgent
 from appliance.features.privacy.settings import SECTION
 
 

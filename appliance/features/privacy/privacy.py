@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import settings, system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
 from appliance.features.privacy import policy as tp
 from appliance.features.privacy import reply as typoguard_reply
@@ -28,13 +30,13 @@ from appliance.features.privacy import typoguard as tg
 from appliance.features.privacy.settings import HISTORY_GROUP, SECTION, Privacy
 
 
-def feature(s: Any, facts: Any) -> list[Any]:
+def feature(i: Inputs) -> list[FileSpec]:
     """Plan feature: the submission header checks and log retention, always; with the typo
     guard on, its configuration (read by the policy service, appliance-policyd) and release by
-    reply (the release agent, the maps main.cf names). Guard off: none of those files, so the
-    policy service finds no configuration (the guard passes everything), the release agent is
-    stopped, and main.cf names neither map (context below)."""
-    from appliance.core.plan import FileSpec
+    reply (the release agent, its sockets, the maps main.cf names). Guard off: none of those
+    files, so the policy service finds no configuration (the guard passes everything), the
+    release agent and its sockets are stopped, and main.cf names neither map (context below)."""
+    s = i.settings
 
     p: Privacy = getattr(s, "privacy", Privacy())
     specs = [
@@ -58,6 +60,13 @@ def feature(s: Any, facts: Any) -> list[Any]:
                  order=10, extra=release),
         FileSpec("etc/systemd/system/appliance-release.service.j2",
                  "/etc/systemd/system/appliance-release.service", "appliance-release", order=20),
+        # It starts on demand: these listen in its place.
+        FileSpec("etc/systemd/system/appliance-release.socket.j2",
+                 "/etc/systemd/system/appliance-release.socket", "appliance-release", order=20,
+                 extra=(("lmtp_socket", typoguard_reply.LMTP_SOCKET),)),
+        FileSpec("etc/systemd/system/appliance-release-notice.socket.j2",
+                 "/etc/systemd/system/appliance-release-notice.socket", "appliance-release",
+                 order=20, extra=(("notice_socket", tp.RELEASE_AGENT_SOCKET),)),
     ]
 
 
@@ -217,7 +226,7 @@ def release_held(q: dict[str, Any], settings_path: Path) -> list[str]:
     return learn(domains, _mode(settings_path)) if domains else []
 
 
-def cmd_release(a: argparse.Namespace, env: Any) -> int:
+def cmd_release(a: argparse.Namespace, env: Env) -> int:
     if not _QID.match(a.queue_id):
         raise UsageError(f"{a.queue_id!r} is not a Postfix queue ID (letters and digits, e.g. 4Xyz1234AbC)")
     added = release_held(_held(a.queue_id), Path(a.settings))
@@ -225,7 +234,7 @@ def cmd_release(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK
 
 
-def cmd_typo_guard(a: argparse.Namespace, env: Any) -> int:
+def cmd_typo_guard(a: argparse.Namespace, env: Env) -> int:
     mode = _mode(Path(a.settings))
     if a.action == "learn":
         names = list(a.domain or [])

@@ -1,4 +1,4 @@
-"""The release agent (issue #10): releases mail the typo guard held when the sender replies to
+"""The release agent: releases mail the typo guard held when the sender replies to
 the notice, and sends those notices with their reply address.
 
     policy service --(held: qid, sender, verdicts)--> /run/appliance-release.sock --+
@@ -32,32 +32,34 @@ import asyncio
 import contextlib
 import json
 import re
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from appliance.core import system
+from appliance.core import daemon, system
 from appliance.core.errors import ApplianceError
-from appliance.core.services import AgentDaemon
 from appliance.features.privacy import policy as tp
 from appliance.features.privacy import reply as tr
 from appliance.features.privacy import typoguard as tg
 
-LMTP_SOCKET = "/var/spool/postfix/private/appliance-release"
+LMTP_SOCKET = tr.LMTP_SOCKET
 TRANSPORT = tr.TRANSPORT
 NOTICE_SOCKET = tp.RELEASE_AGENT_SOCKET
 SECRET = f"{tp.STATE_DIR}/release.key"
 PIDFILE = "/run/appliance-release.pid"
 LOG = "/var/log/appliance-release.log"
 SETTINGS = "/etc/appliance/settings.toml"
+NAME = "appliance-release"
+# Started on demand (socket activation), it exits after this long without a session or a notice
+# in progress: it has work only when a message is held or its sender answers the notice.
+EXIT_WHEN_IDLE_S = 60.0
 HELD_WAIT_S = 30.0  # the policy service answers HOLD before cleanup has queued the message
 MAX_REQUEST = 65536
 
 
 def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} appliance-release: {msg}", flush=True)
+    daemon.log(NAME, msg)
 
 
 class Deferred(Exception):
@@ -283,66 +285,73 @@ async def notice_session(agent: Agent, r: asyncio.StreamReader, w: asyncio.Strea
 
 
 async def serve(agent: Agent, lmtp_path: str = LMTP_SOCKET, notice_path: str = NOTICE_SOCKET,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, exit_when_idle: float = 0.0) -> None:
+    """Serve replies (LMTP, for Postfix) and notices (for the policy service). On sockets that
+    systemd passed (socket activation): those, and exit after `exit_when_idle` seconds without
+    work; otherwise (no init system) the agent makes the sockets and runs until stopped."""
     tasks: set[asyncio.Task[None]] = set()
+    idle = daemon.Idle()
+    passed = daemon.activated_sockets()
 
     def guarded(session: Any, *extra: Any) -> Any:
         async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                await session(agent, r, w, *extra)
-            except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-                pass
-            except Exception as e:  # noqa: BLE001 - the reply stays queued in Postfix
-                log(f"Error: session: {type(e).__name__}: {e}")
-            finally:
-                with contextlib.suppress(Exception):
-                    w.close()
+            with idle.work():
+                try:
+                    await session(agent, r, w, *extra)
+                except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+                    pass
+                except Exception as e:  # noqa: BLE001 - the reply stays queued in Postfix
+                    log(f"Error: session: {type(e).__name__}: {e}")
+                finally:
+                    with contextlib.suppress(Exception):
+                        w.close()
         return client
 
-    for p in (lmtp_path, notice_path):
-        system.remove_path(p)
-    lmtp = await asyncio.start_unix_server(guarded(lmtp_session), lmtp_path, limit=1 << 20)
-    notices = await asyncio.start_unix_server(guarded(notice_session, tasks), notice_path)
-    # Postfix's lmtp client runs as postfix; the policy service as nobody:nogroup.
-    system.chown_path(lmtp_path, "postfix", "postfix", 0o600)
-    system.chown_path(notice_path, "root", "nogroup", 0o660)
-    log(f"started: listening on {lmtp_path} (replies) and {notice_path} (notices)")
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: log("reloaded: its files are read at each use"))
-    if ready:
-        ready.set()
-    async with lmtp, notices:
-        await stop.wait()
-    log("stopped")
+    async def notices_then_wait(a: Agent, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await notice_session(a, r, w, tasks)
+        w.close()
+        # The notice goes out after the answer (it waits for the message to be held): until it
+        # has, the agent is not idle.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def unix_server(client: Any, name: str, path: str, owner: str, group: str, mode: int,
+                          **kw: Any) -> asyncio.AbstractServer:
+        if name in passed:  # systemd made it, with the socket unit's path, owner and mode
+            return await asyncio.start_unix_server(client, sock=passed.pop(name), **kw)
+        system.remove_path(path)
+        server = await asyncio.start_unix_server(client, path, **kw)
+        system.chown_path(path, owner, group, mode)
+        return server
 
-class ReleaseAgent(AgentDaemon):
-    """The agent as a service the agent configures, (re)starts and probes."""
+    async def listen() -> list[asyncio.AbstractServer]:
+        # Postfix's lmtp client runs as postfix; the policy service as nobody:nogroup.
+        lmtp = await unix_server(guarded(lmtp_session), "replies", lmtp_path, "postfix", "postfix",
+                                 0o600, limit=1 << 20)
+        notices = await unix_server(guarded(notices_then_wait), "notices", notice_path, "root",
+                                    "nogroup", 0o660)
+        if passed:
+            log(f"Error: sockets passed by systemd that are not its own: {', '.join(passed)}")
+            for s in passed.values():
+                s.close()
+        return [lmtp, notices]
 
-    name = "appliance-release"
-    unit = "appliance-release.service"
-    module = "appliance.features.privacy.release_agent"
-    pidfile = PIDFILE
-    log_path = LOG
-    reload_ack = re.compile(r"appliance-release: (started|reloaded)")
-    reload_errors = re.compile(r"appliance-release: .*(Traceback|Error:)")
+    on_demand = bool(passed) and exit_when_idle > 0
+    where = ("on the sockets systemd passed, on demand" if passed else
+             f"on {lmtp_path} (replies) and {notice_path} (notices), until stopped")
+    await daemon.serve(NAME, listen, reload=lambda: "its files are read at each use",
+                       ready=ready, idle=idle, exit_when_idle=exit_when_idle if on_demand else 0.0,
+                       started=f"listening {where}")
 
-    def validate(self, stage: Path) -> None:
-        return None  # no configuration of its own: typoguard.conf is checked by the policy service
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="appliance-release", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=NAME, description=(__doc__ or "").splitlines()[0])
     p.add_argument("--settings", default=SETTINGS)
-    p.add_argument("--daemon", metavar="PIDFILE", help="detach, write PIDFILE (no init system)")
-    p.add_argument("--log", default=LOG, help="with --daemon")
+    p.add_argument("--exit-when-idle", type=float, default=EXIT_WHEN_IDLE_S, metavar="SECONDS",
+                   help="on sockets systemd passed: exit after this long without work (0: never)")
+    daemon.add_arguments(p, LOG)
     a = p.parse_args(argv)
-    if a.daemon:
-        system.daemonize(a.daemon, a.log)
-    asyncio.run(serve(Agent(a.settings)))
-    return 0
+    return daemon.run(lambda: serve(Agent(a.settings), exit_when_idle=a.exit_when_idle),
+                      daemon=a.daemon, log_path=a.log)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,6 @@ def recipient_domains(q: dict[str, Any]) -> list[str]:
 
 # Where Postfix hands a reply to a held-mail notice: the release agent's LMTP socket.
 TRANSPORT = "lmtp:unix:private/appliance-release"
+# Where that transport connects (Postfix's queue directory + private/...): the release agent's
+# socket unit listens there.
+LMTP_SOCKET = "/var/spool/postfix/private/appliance-release"

@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from appliance.core import system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
 from appliance.features.relay import tunnel as relay
 
 
-def cmd_relay(a: argparse.Namespace, env: Any) -> int:
+def cmd_relay(a: argparse.Namespace, env: Env) -> int:
     root = system.Root("/")
     if a.action == "up":
         res = relay.up(root)

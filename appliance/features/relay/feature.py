@@ -25,10 +25,11 @@ def services(root: system.Root) -> list[Service]:
     return [WgRelay(root)]
 
 
-def state(root: system.Root, s: Settings) -> dict[str, Any]:
-    return {"relay_password": tunnel.read_password(s)}
+def secrets(root: system.Root, s: Settings) -> dict[str, str]:
+    password = tunnel.read_password(s)
+    return {"relay_password": password} if password is not None else {}
 
 
 FEATURE = Feature("relay", "README.md", sections=(SECTION,), files=tunnel.relay_feature,
-                  context=context, services=services, commands=commands.register, state=state,
+                  context=context, services=services, commands=commands.register, secrets=secrets,
                   notice=tunnel.notice, unlocked=frozenset({"relay"}))

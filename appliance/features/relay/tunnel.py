@@ -13,8 +13,7 @@ from pathlib import Path
 
 from appliance.core import system
 from appliance.core.errors import SettingsError
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.settings import Settings
 from appliance.features.relay.settings import RelaySection, TunnelSection
 
@@ -60,15 +59,17 @@ def notice(s: Settings) -> str | None:
     return None
 
 
-def relay_feature(s: Settings, facts: Facts) -> list[FileSpec]:
+def relay_feature(i: Inputs) -> list[FileSpec]:
     """A smarthost: its SASL password table. A tunnel: the box's side of it and its unit.
     Neither: no file at all, so no password outlives the setting and the tunnel service is
     stopped (which takes the tunnel down)."""
+    s = i.settings
     relay, tun = smarthost(s), tunnel(s)
     if relay is not None:
-        if facts.relay_password is None:
+        password = i.secrets.get("relay_password")
+        if password is None:
             raise SettingsError(["relay: the smarthost password was not read; run `appliance apply`"])
-        rows = [(f"[{relay.host}]:{relay.port}", f"{relay.username}:{facts.relay_password}")]
+        rows = [(f"[{relay.host}]:{relay.port}", f"{relay.username}:{password}")]
         return [FileSpec("etc/postfix/sasl_passwd.j2", "/etc/postfix/sasl_passwd", "postfix",
                          0o600, secret=True, order=10, extra=(("sasl_rows", rows),))]
     if tun is not None:

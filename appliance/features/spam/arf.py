@@ -43,6 +43,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.core import system
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, EXIT_USAGE, ApplianceError
 
 KEY_PATH = "/var/lib/appliance/arf-redaction.key"
@@ -334,7 +335,7 @@ def load_key(path: str = KEY_PATH) -> bytes:
     return key
 
 
-def cmd_report_spam(a: argparse.Namespace, env: Any) -> int:
+def cmd_report_spam(a: argparse.Namespace, env: Env) -> int:
     try:
         raw = Path(a.message).read_bytes()
     except OSError as e:

@@ -3,13 +3,11 @@ reporting spam (ARF)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from appliance.core import system
 from appliance.core.feature import Feature, Say
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.spam import arf, dkim
+from appliance.features.spam import commands, dkim
 from appliance.features.spam.rspamd import Rspamd, feature
 from appliance.features.spam.settings import SECTION
 
@@ -25,9 +23,10 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
             "record (`appliance dns`)")
 
 
-def state(root: system.Root, s: Settings) -> dict[str, Any]:
-    return {"dkim_selector": dkim.load(root).active}
+def state(root: system.Root, s: Settings) -> dict[str, str]:
+    active = dkim.load(root).active
+    return {"dkim_selector": active} if active else {}
 
 
 FEATURE = Feature("spam", "docs/spam.md", sections=(SECTION,), files=feature, services=services,
-                  commands=arf.register, prepare=prepare, state=state)
+                  commands=commands.register, prepare=prepare, state=state)

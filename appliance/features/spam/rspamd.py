@@ -34,10 +34,8 @@ from pathlib import Path
 
 from appliance.core import system
 from appliance.core.errors import ValidationError
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
-from appliance.core.services import Service, pidfile_alive
-from appliance.core.settings import Settings
+from appliance.core.plan import FileSpec, Inputs
+from appliance.core.services import Service, pidfile_alive, read_pid
 from appliance.features.spam import dkim
 from appliance.features.spam.settings import SPAM_BLOCKLISTS
 
@@ -66,11 +64,12 @@ WORKER_SOCKETS = {"worker-proxy": "localhost:11332", "worker-normal": "localhost
 ALWAYS_OFF = ("asn", "fuzzy_check", "rspamd_update")
 
 
-def feature(s: Settings, facts: Facts) -> list[FileSpec]:
+def feature(i: Inputs) -> list[FileSpec]:
+    s, selector = i.settings, i.state.get("dkim_selector")
     light = s.spam.mode == "light"
     ctx = (("light", light), ("controller", CONTROLLER),
-           ("dkim_selector", facts.dkim_selector),
-           ("dkim_key", dkim.key_path(facts.dkim_selector) if facts.dkim_selector else ""))
+           ("dkim_selector", selector),
+           ("dkim_key", dkim.key_path(selector) if selector else ""))
     specs = [FileSpec(f"etc/rspamd/local.d/{name}.j2", f"{LOCAL_D}/{name}", SERVICE, extra=ctx)
              for name in ("logging.inc", "worker-proxy.inc", "worker-normal.inc",
                           "worker-controller.inc", "actions.conf", "dkim_signing.conf",
@@ -194,21 +193,21 @@ class Rspamd(Service):
             return False
         if self.wanted_sockets() != listening_sockets(self.wanted_ports()):
             return True
-        pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+        pid = read_pid(self.root, self.pidfile)
         started = system.process_start_time(pid)
         caches = [p.stat().st_mtime for p in self.root.host(CACHE_DIR).glob("*.hs*")]
         return started is not None and bool(caches) and max(caches) > started
 
     def direct_reload(self) -> system.Result:
         if self.running() and self.needs_restart():
-            pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+            pid = read_pid(self.root, self.pidfile)
             system.signal_pid(pid, signal.SIGTERM)
             for _ in range(100):  # bounded: 10 s for the workers to finish their messages
                 if not system.pid_alive(pid):
                     break
                 time.sleep(0.1)
         if self.running():
-            pid = int((self.root.read(self.pidfile).content or b"0").split()[0])
+            pid = read_pid(self.root, self.pidfile)
             system.signal_pid(pid, signal.SIGHUP)
             return system.Result(("kill", "-HUP", str(pid)), 0, "", "")
         # What Debian's package and unit provide on a real box (the lab's /var and /run are

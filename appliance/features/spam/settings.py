@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from appliance.core.settings import Collector, Section, table
+from appliance.core import fields
 
 # rspamd's DNS blocklist rules (Debian's modules.d/rbl.conf) and the zone each one queries;
 # `[spam] blocklists` picks among them (docs/outside-parties.md lists the default ones).
@@ -37,24 +36,19 @@ class SpamSection:
     blocklists: tuple[str, ...] = ("spamhaus", "dnswl")
 
 
-def _parse_spam(raw: Any, c: Collector) -> SpamSection:
-    t = table(raw, "spam", {"mode", "dkim_key_bits", "blocklists"}, c)
-    mode = t.get("mode", "full")
-    if mode not in SPAM_MODES:
-        c.add("spam.mode", mode, "is not a filter mode",
-              'use "full" (1 GB boards and up) or "light" (512 MB boards: DKIM, SPF, DMARC only)')
-        mode = "full"
-    bits = t.get("dkim_key_bits", 2048)
-    if bits not in (2048, 3072, 4096):
-        c.add("spam.dkim_key_bits", bits, "is not a DKIM RSA key size",
-              "use 2048 (fits one DNS TXT string set everywhere), 3072 or 4096")
-        bits = 2048
-    lists = t.get("blocklists", list(SpamSection.blocklists))
-    if not isinstance(lists, list) or not all(x in SPAM_BLOCKLISTS for x in lists):
-        c.add("spam.blocklists", lists, "names a blocklist rspamd has no rule for",
-              "use a list of: " + ", ".join(sorted(SPAM_BLOCKLISTS)) + " ([] for none)")
-        lists = list(SpamSection.blocklists)
-    return SpamSection(mode, bits, tuple(dict.fromkeys(lists)))
-
-
-SECTION = Section("spam", ("spam",), lambda data, c: _parse_spam(data.get("spam", {}), c))
+FIELDS = (
+    fields.choice("mode", "full", SPAM_MODES,
+                  "`full`: scanning and Bayes learning from Junk; `light`: DKIM, SPF and DMARC only "
+                  "(512 MB boards)", "is not a filter mode",
+                  'use "full" (1 GB boards and up) or "light" (512 MB boards: DKIM, SPF, DMARC only)'),
+    fields.choice("dkim_key_bits", 2048, (2048, 3072, 4096), "size of a new DKIM RSA key",
+                  "is not a DKIM RSA key size",
+                  "use 2048 (fits one DNS TXT string set everywhere), 3072 or 4096"),
+    fields.Field("blocklists", ("spamhaus", "dnswl"),
+                 "rspamd's DNS blocklist rules that stay on (full mode); every other one is off",
+                 lambda v: isinstance(v, list) and all(x in SPAM_BLOCKLISTS for x in v),
+                 "names a blocklist rspamd has no rule for",
+                 "use a list of: " + ", ".join(sorted(SPAM_BLOCKLISTS)) + " ([] for none)",
+                 convert=lambda v: tuple(dict.fromkeys(v))),
+)
+SECTION = fields.section("spam", SpamSection, FIELDS)

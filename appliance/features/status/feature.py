@@ -14,4 +14,5 @@ def services(root: system.Root) -> list[Service]:
 
 
 FEATURE = Feature("status", "docs/status.md", sections=(SECTION,), files=status.status_units,
-                  services=services, commands=status.register, unlocked=frozenset({"status"}))
+                  services=services, commands=status.register, checks=status.CHECKS,
+                  unlocked=frozenset({"status"}))

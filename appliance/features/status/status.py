@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import smtplib
+from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from appliance.core import settings, system
+from appliance.core.checks import FAIL, OK, WARN, Check, Context, Result, make_resolver
+from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
-from appliance.features.status.checks import CHECKS, FAIL, OK, WARN, Context, Result, make_resolver
+from appliance.features.status import checks
 
 STATE_PATH = "/var/lib/appliance/status.json"
 NOTIFY_VIA = ("127.0.0.1", 25)  # our own Postfix delivers to the postmaster's mailbox
@@ -32,9 +36,14 @@ UNITS = "/etc/systemd/system"
 _MARK = {OK: "ok  ", WARN: "WARN", FAIL: "FAIL"}
 
 
-def run_checks(c: Context, checks: list[Any] | None = None) -> list[Result]:
+# The status feature's own checks; every other feature declares its own (Feature.checks).
+CHECKS: tuple[Check, ...] = (checks.check_blocklists, checks.check_queue, checks.check_disk,
+                             checks.check_updates)
+
+
+def run_checks(c: Context, checks: Sequence[Check]) -> list[Result]:
     out: list[Result] = []
-    for check in checks if checks is not None else CHECKS:
+    for check in checks:
         try:
             out += check(c)
         except Exception as e:  # one broken check must not hide the others
@@ -109,7 +118,7 @@ def load_previous(root: system.Root) -> dict[str, dict[str, str]]:
     return data.get("results", {}) if isinstance(data, dict) else {}
 
 
-def mail_changes(s: settings.Settings, root: system.Root, results: list[Result], env: Any) -> int:
+def mail_changes(s: settings.Settings, root: system.Root, results: list[Result], env: Env) -> int:
     new, fixed = changes(load_previous(root), results)
     if new or fixed:
         try:
@@ -127,10 +136,15 @@ def mail_changes(s: settings.Settings, root: system.Root, results: list[Result],
     return EXIT_OK
 
 
-def cmd_status(a: argparse.Namespace, env: Any) -> int:
+def cmd_status(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     root = system.Root("/")
-    results = run_checks(Context(s, root, make_resolver()))
+    # The facts the DNS records depend on are the dns feature's to compute (`appliance dns`
+    # computes them the same way); several features' checks compare against them.
+    from appliance.features.dns.commands import known_facts
+
+    every = [check for feature in env.features for check in feature.checks]
+    results = run_checks(Context(s, root, make_resolver(), known_facts=known_facts), every)
     if a.mail_changes:
         return mail_changes(s, root, results, env)
     env.out(json.dumps([r.as_dict() for r in results], indent=2) if a.json else table(results))
@@ -147,8 +161,8 @@ def register(sub: Any) -> None:
 
 
 # --- the daily timer ---------------------------------------------------------------------------
-def status_units(s: settings.Settings, facts: Any) -> list[Any]:
-    from appliance.core.plan import FileSpec
+def status_units(i: Inputs) -> list[FileSpec]:
+    s = i.settings
 
     if not s.status.daily_mail:
         return []

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from appliance.core import system
+from appliance.core.services import MAIL_PORTS
 
-MAIL_PORTS = (25, 465, 587, 993)
 WEB_PORTS = (80, 443)
 NEVER = (22,)  # SSH stays on the LAN, whatever a caller asks
 DESCRIPTION = "mail-appliance"

@@ -26,7 +26,7 @@ def _cfg(a: argparse.Namespace, env: Env) -> upnp.UpnpSettings:
     return upnp.UpnpSettings(s.upnp.enabled, s.upnp.lease_seconds, s.upnp.igd_url)
 
 
-def _print_report(env: Any, rep: upnp.Report, as_json: bool) -> None:
+def _print_report(env: Env, rep: upnp.Report, as_json: bool) -> None:
     if as_json:
         env.out(json.dumps(rep.as_dict(), indent=2))
         return
@@ -36,7 +36,7 @@ def _print_report(env: Any, rep: upnp.Report, as_json: bool) -> None:
         env.out(f"  port {o.port}: {o.result}" + (f" - {o.detail}" if o.detail else ""))
 
 
-def cmd_upnp(a: argparse.Namespace, env: Any) -> int:
+def cmd_upnp(a: argparse.Namespace, env: Env) -> int:
     cfg = _cfg(a, env)
     if not cfg.enabled:
         env.err("appliance: UPnP is off in the settings ([upnp] enabled = false); nothing to do")
@@ -80,7 +80,7 @@ def cmd_upnp(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK if rep.ok else EXIT_FAILED
 
 
-def cmd_stop(a: argparse.Namespace, env: Any) -> int:
+def cmd_stop(a: argparse.Namespace, env: Env) -> int:
     """What the box does on shutdown: take its port mappings off the router."""
     cfg = _cfg(a, env)
     if not cfg.enabled:
@@ -95,7 +95,7 @@ def cmd_stop(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK if rep.ok else EXIT_FAILED
 
 
-def cmd_reachability(a: argparse.Namespace, env: Any) -> int:
+def cmd_reachability(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     v = reachability.evaluate(reachability.collect(s))
     note = relay.notice(s)
@@ -111,7 +111,7 @@ def cmd_reachability(a: argparse.Namespace, env: Any) -> int:
     return EXIT_OK if v.verdict == "direct" else EXIT_FAILED
 
 
-def cmd_probe_server(a: argparse.Namespace, env: Any) -> int:
+def cmd_probe_server(a: argparse.Namespace, env: Env) -> int:
     try:
         token = Path(a.token_file).read_text().strip()
     except OSError as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from appliance.core import system
 from appliance.core.feature import Feature
 from appliance.core.services import Service
-from appliance.features.upnp import commands
+from appliance.features.upnp import checks, commands
 from appliance.features.upnp.settings import SECTION_REACHABILITY, SECTION_UPNP
 from appliance.features.upnp.timer import UpnpTimer, upnp_units
 
@@ -17,4 +17,5 @@ def services(root: system.Root) -> list[Service]:
 
 FEATURE = Feature("upnp", "README.md", sections=(SECTION_UPNP, SECTION_REACHABILITY),
                   files=upnp_units, services=services, commands=commands.register,
+                  checks=(checks.check_upnp, checks.check_reachability),
                   unlocked=frozenset({"probe-server"}))

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from appliance.core.settings import Settings
 from appliance.features.upnp import client as upnp
 
 # Addresses that are not the public internet, as seen from a home router's WAN side:
@@ -223,7 +224,7 @@ def serve_probe(listen: str, port: int, token: str, lifetime: float | None = Non
         srv.server_close()
 
 
-def collect(s: Any, igd_factory: Any = None) -> Evidence:
+def collect(s: Settings, igd_factory: Any = None) -> Evidence:
     """Gather the evidence for `evaluate` from the router, the listed hosts and the user's probe."""
     ev = Evidence()
     cfg = upnp.UpnpSettings(s.upnp.enabled, s.upnp.lease_seconds, s.upnp.igd_url)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core.settings import Collector, Section, is_ip, table, valid_domain
+from appliance.core import fields
+from appliance.core.settings import is_ip, valid_domain
 
 
 @dataclass(frozen=True)
@@ -26,53 +26,31 @@ class ReachabilitySection:
     probe_token_file: str | None = None
 
 
-def _parse_upnp(raw: Any, c: Collector) -> UpnpSection:
-    t = table(raw, "upnp", {"enabled", "lease_seconds", "igd_url"}, c)
-    enabled = t.get("enabled", True)
-    if not isinstance(enabled, bool):
-        c.add("upnp.enabled", enabled, "is not true or false", "write enabled = true or enabled = false")
-        enabled = True
-    lease = t.get("lease_seconds", 3600)
-    if isinstance(lease, bool) or not isinstance(lease, int) or not 120 <= lease <= 86400:
-        c.add("upnp.lease_seconds", lease, "is not a lease in seconds",
-              "use 120 to 86400; the timer renews at half the lease (default 3600)")
-        lease = 3600
-    url = t.get("igd_url")
-    if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url)):
-        c.add("upnp.igd_url", url, "is not an http URL",
-              'use the router\'s rootDesc URL, e.g. "http://192.168.1.1:5000/rootDesc.xml", or remove it')
-        url = None
-    return UpnpSection(enabled, lease, url or None)
+def _host(h: Any) -> bool:
+    name, _, port = h.partition(":") if isinstance(h, str) else ("", "", "")
+    return isinstance(h, str) and (valid_domain(name) or is_ip(name)) and (not port or port.isdigit())
 
 
-def _parse_reachability(raw: Any, c: Collector) -> ReachabilitySection:
-    t = table(raw, "reachability", {"outbound_probe_hosts", "probe_url", "probe_token_file"}, c)
-    hosts = t.get("outbound_probe_hosts", [])
-    good: list[str] = []
-    if not isinstance(hosts, list):
-        c.add("reachability.outbound_probe_hosts", hosts, "is not a list", 'write ["mx.example.net"]')
-        hosts = []
-    for i, h in enumerate(hosts):
-        name, _, port = h.partition(":") if isinstance(h, str) else ("", "", "")
-        bad_port = bool(port) and not port.isdigit()
-        if not isinstance(h, str) or not (valid_domain(name) or is_ip(name)) or bad_port:
-            c.add(f"reachability.outbound_probe_hosts[{i}]", h, "is not a host or host:port",
-                  'use a mail server you may test against, e.g. "mx.example.net" or "192.0.2.25:25"')
-        else:
-            good.append(h)
-    url = t.get("probe_url")
-    if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url)):
-        c.add("reachability.probe_url", url, "is not an http(s) URL",
-              "use the URL of your own probe (see README, Reachability), or remove it")
-        url = None
-    token = t.get("probe_token_file")
-    if token is not None and (not isinstance(token, str) or not token.startswith("/")):
-        c.add("reachability.probe_token_file", token, "is not an absolute path",
-              'use e.g. "/etc/appliance/probe.token"')
-        token = None
-    return ReachabilitySection(tuple(good), url or None, token)
-
-
-SECTION_UPNP = Section("upnp", ("upnp",), lambda data, c: _parse_upnp(data.get("upnp", {}), c))
-SECTION_REACHABILITY = Section("reachability", ("reachability",),
-                               lambda data, c: _parse_reachability(data.get("reachability", {}), c))
+UPNP_FIELDS = (
+    fields.flag("enabled", True, "ask the router (UPnP IGD) to forward the mail ports to the box"),
+    fields.whole("lease_seconds", 3600, 120, 86400, "how long a mapping lasts; renewed at half of it",
+                 "is not a lease in seconds",
+                 "use 120 to 86400; the timer renews at half the lease (default 3600)"),
+    fields.url("igd_url", "the router's UPnP description URL, when discovery does not find it",
+               "is not an http URL",
+               'use the router\'s rootDesc URL, e.g. "http://192.168.1.1:5000/rootDesc.xml", or remove it'),
+)
+REACHABILITY_FIELDS = (
+    fields.names("outbound_probe_hosts", (), "mail servers to test outbound port 25 against; none by "
+                 "default (no traffic you did not ask for)", "is not a list", 'write ["mx.example.net"]',
+                 item=fields.Item(_host, "is not a host or host:port",
+                                  'use a mail server you may test against, e.g. "mx.example.net" or '
+                                  '"192.0.2.25:25"')),
+    fields.url("probe_url", "your own external probe (`appliance probe-server` on your VPS)",
+               "is not an http(s) URL",
+               "use the URL of your own probe (see README, Reachability), or remove it"),
+    fields.path("probe_token_file", "the file holding the probe's token",
+                'use e.g. "/etc/appliance/probe.token"'),
+)
+SECTION_UPNP = fields.section("upnp", UpnpSection, UPNP_FIELDS)
+SECTION_REACHABILITY = fields.section("reachability", ReachabilitySection, REACHABILITY_FIELDS)

@@ -3,15 +3,14 @@ shutdown (no systemd in the lab: `appliance upnp watch` does the renewing there)
 
 from __future__ import annotations
 
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
+from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
-from appliance.core.settings import Settings
 
 UNITS = "/etc/systemd/system"
 
 
-def upnp_units(s: Settings, facts: Facts) -> list[FileSpec]:
+def upnp_units(i: Inputs) -> list[FileSpec]:
+    s = i.settings
     renew = (("renew_seconds", max(60, s.upnp.lease_seconds // 2)),)
     return [
         FileSpec("etc/systemd/system/appliance-upnp.service.j2", f"{UNITS}/appliance-upnp.service",

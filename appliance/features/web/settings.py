@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from appliance.core.settings import Collector, Section, table
+from appliance.core import fields
 
 
 @dataclass(frozen=True)
@@ -17,23 +16,14 @@ class WebSection:
     mta_sts_max_age: int = 86400
 
 
-def _parse_web(raw: Any, c: Collector) -> WebSection:
-    t = table(raw, "web", {"enabled", "mta_sts_mode", "mta_sts_max_age"}, c)
-    enabled = t.get("enabled", False)
-    if not isinstance(enabled, bool):
-        c.add("web.enabled", enabled, "is not true or false", "write enabled = true or false")
-        enabled = False
-    mode = t.get("mta_sts_mode", "testing")
-    if mode not in ("testing", "enforce", "none"):
-        c.add("web.mta_sts_mode", mode, "is not an MTA-STS mode",
-              'use "testing" first, "enforce" once `appliance dns --check` passes, or "none"')
-        mode = "testing"
-    age = t.get("mta_sts_max_age", 86400)
-    if isinstance(age, bool) or not isinstance(age, int) or not 300 <= age <= 31557600:
-        c.add("web.mta_sts_max_age", age, "is not a duration in seconds",
-              "use 86400 (a day) while testing, 604800 (a week) or more when enforcing")
-        age = 86400
-    return WebSection(enabled, mode, age)
-
-
-SECTION = Section("web", ("web",), lambda data, c: _parse_web(data.get("web", {}), c))
+FIELDS = (
+    fields.flag("enabled", False, "serve the MTA-STS policy (and WKD) over HTTPS at mta-sts.<domain>"),
+    fields.choice("mta_sts_mode", "testing", ("testing", "enforce", "none"),
+                  "RFC 8461 mode: `testing` first, `enforce` once `appliance dns --check` passes",
+                  "is not an MTA-STS mode",
+                  'use "testing" first, "enforce" once `appliance dns --check` passes, or "none"'),
+    fields.whole("mta_sts_max_age", 86400, 300, 31557600, "how long senders cache the policy, seconds",
+                 "is not a duration in seconds",
+                 "use 86400 (a day) while testing, 604800 (a week) or more when enforcing"),
+)
+SECTION = fields.section("web", WebSection, FIELDS)

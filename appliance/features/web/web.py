@@ -13,9 +13,8 @@ from pathlib import Path
 
 from appliance.core import system
 from appliance.core.errors import ValidationError
-from appliance.core.facts import Facts
-from appliance.core.plan import FileSpec
-from appliance.core.services import Service
+from appliance.core.plan import FileSpec, Inputs
+from appliance.core.services import Service, pidfile_alive
 from appliance.core.settings import Settings
 
 WWW = "/var/lib/appliance/www"
@@ -39,7 +38,8 @@ def web_names(s: Settings) -> list[str]:
     return [f"mta-sts.{s.domain}", f"openpgpkey.{s.domain}"] if s.web.enabled else []
 
 
-def web_feature(s: Settings, facts: Facts) -> list[FileSpec]:
+def web_feature(i: Inputs) -> list[FileSpec]:
+    s = i.settings
     if not s.web.enabled:
         return []
     return [
@@ -70,11 +70,7 @@ class Nginx(Service):
             raise ValidationError(self.name, "nginx -t", res.output)
 
     def running(self) -> bool:
-        content = self.root.read("/run/nginx.pid").content
-        try:
-            return bool(content) and system.pid_alive(int(content.split()[0]))  # type: ignore[union-attr]
-        except ValueError:
-            return False
+        return pidfile_alive(self.root, "/run/nginx.pid")
 
     def direct_reload(self) -> system.Result:
         if self.running():

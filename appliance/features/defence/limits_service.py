@@ -1,0 +1,41 @@
+"""The policy service (policyd.py) as a service the agent configures, validates, (re)starts and
+probes. Apart from the daemon, so the daemon's process loads none of the agent's side."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from appliance.core.errors import ValidationError
+from appliance.core.services import AgentDaemon
+from appliance.features.defence.policyd import CONF, LOG, NAME, PIDFILE, PORT, parse_config
+
+
+class Policyd(AgentDaemon):
+    """The kill-switch (and the typo guard's checks, which it runs)."""
+
+    name = NAME
+    unit = "appliance-policyd.service"
+    module = "appliance.features.defence.policyd"
+    pidfile = PIDFILE
+    log_path = LOG
+    reload_ack = re.compile(r"appliance-policyd: (started|reloaded)")
+    reload_errors = re.compile(r"appliance-policyd: .*(Traceback|Error:)")
+    ports = (PORT,)
+
+    def validate(self, stage: Path) -> None:
+        conf = stage / CONF.lstrip("/")
+        if conf.exists():
+            try:
+                parse_config(conf.read_text())
+            except (ValueError, TypeError) as e:
+                raise ValidationError(self.name, "limits.conf check", str(e)) from None
+        # The typo guard's configuration is read by this service too (its checks run here).
+        from appliance.features.privacy import policy as typo_guard
+
+        guard = stage / typo_guard.CONF.lstrip("/")
+        if guard.exists():
+            try:
+                typo_guard.parse_conf(guard.read_text())
+            except typo_guard.GuardError as e:
+                raise ValidationError(self.name, "typoguard.conf check", str(e)) from None
