@@ -165,7 +165,9 @@ TOGGLES = {
         processes=("appliance.features.openpgp.proxy",)),
     "typo guard": Toggle("", "\n[privacy]\ntypo_guard = false\n", (
         "/etc/appliance/typoguard.conf", "/etc/postfix/transport", "/etc/postfix/release_access",
-        "/etc/systemd/system/appliance-release.service"),
+        "/etc/systemd/system/appliance-release.service",
+        "/etc/systemd/system/appliance-release.socket",
+        "/etc/systemd/system/appliance-release-notice.socket"),
         lambda lab: pid_alive(lab, "/run/appliance-release.pid"),
         processes=("appliance.features.privacy.release_agent",)),
 }
