@@ -188,3 +188,9 @@ def test_every_check_is_declared_by_one_feature() -> None:
             assert check not in owners, f"{check} is declared by {owners[check]} and {f.name}"
             owners[check] = f.name
     assert len(owners) >= 12  # every check `appliance status` ran before the checks moved
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """A module a person can read in one sitting; past that it is two things."""
+    long = {m: n for m, f in modules().items() if (n := len(f.read_text().splitlines())) > 400}
+    assert long == {}

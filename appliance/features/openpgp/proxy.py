@@ -11,8 +11,8 @@ Never fail open: any exception while handling a recipient whose mail must be enc
 that recipient a 451; plaintext reaches Dovecot only for users whose setting allows it and who
 have no key, and for mail that is already encrypted.
 
-Configuration (re-read when its file changes, no restart): /etc/appliance/openpgp.conf, lines
-`key = value` and `user ADDRESS MODE`; the key index in the GnuPG home (keyring.INDEX).
+Configuration (re-read when its file changes, no restart): config.py; the key index in the GnuPG
+home (keyring.INDEX). The LMTP wire format: lmtp.py.
 """
 
 from __future__ import annotations
@@ -23,61 +23,23 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appliance.core import daemon, system
 from appliance.features.openpgp import gpgserver, keyring, pgpmime
+from appliance.features.openpgp.config import CONF, MODES, Config, ConfigError, parse_config
+from appliance.features.openpgp.lmtp import Downstream, dot_stuff, dot_stuffed, read_reply
 
-CONF = "/etc/appliance/openpgp.conf"
+# Named here too: the tests and the service speak of the proxy's config and wire format.
+__all__ = ["CONF", "MODES", "Config", "ConfigError", "parse_config", "Downstream", "dot_stuff",
+           "dot_stuffed", "read_reply"]
+
+
 NAME = "appliance-pgp"
+
+
 LOG = "/var/log/appliance-pgp.log"
-MODES = ("when-key", "required")
-
-
-@dataclass
-class Config:
-    listen: str = "/var/spool/postfix/private/appliance-pgp"
-    dovecot: str = "/var/spool/postfix/private/dovecot-lmtp"
-    home: str = keyring.DEFAULT_HOME
-    gpg: str = "/usr/bin/gpg"
-    timeout: float = 120.0  # one gpg run; past it the recipient is deferred
-    hostname: str = "localhost"
-    flush: str = ""  # postqueue, run with -f once listening; empty: none (tests without Postfix)
-    users: dict[str, str] = field(default_factory=dict)  # address -> mode
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def parse_config(text: str) -> Config:
-    c = Config()
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("user "):
-            parts = line.split()
-            if len(parts) != 3 or parts[2] not in MODES or "@" not in parts[1]:
-                raise ConfigError(f"line {n}: expected `user ADDRESS {'|'.join(MODES)}`: {line!r}")
-            c.users[parts[1].lower()] = parts[2]
-            continue
-        key, sep, value = (p.strip() for p in line.partition("="))
-        if not sep or key not in ("listen", "dovecot", "home", "gpg", "timeout", "hostname",
-                                           "flush"):
-            raise ConfigError(f"line {n}: unknown setting {line!r}")
-        if key == "timeout":
-            try:
-                c.timeout = float(value)
-            except ValueError:
-                raise ConfigError(f"line {n}: timeout {value!r} is not a number of seconds") from None
-            if not 0 < c.timeout <= 3600:
-                raise ConfigError(f"line {n}: timeout {value!r} is not between 0 and 3600 s")
-        else:
-            setattr(c, key, value)
-    return c
 
 
 class Reloading:
@@ -180,117 +142,6 @@ class Engine:
             + (f" (after {waited:.0f} ms waiting for a free gpg)" if waited >= 1 else ""))
         cache[entry.fingerprint] = out
         return out
-
-
-# --- LMTP -----------------------------------------------------------------------------------------
-def dot_stuffed(data: bytes) -> tuple[bytes, bytes]:
-    """(the data dot-stuffed, the end-of-data line): two pieces, so a large message is not
-    copied once more only to append five bytes; no copy at all when no line starts with '.'."""
-    if b"\r\n." in data:
-        data = data.replace(b"\r\n.", b"\r\n..")
-    if data.startswith(b"."):
-        data = b"." + data
-    return data, (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
-
-
-def dot_stuff(data: bytes) -> bytes:
-    return b"".join(dot_stuffed(data))
-
-
-async def read_reply(r: asyncio.StreamReader) -> str:
-    lines = []
-    for _ in range(100):
-        line = (await r.readline()).decode(errors="replace").rstrip("\r\n")
-        if not line:
-            raise ConnectionError("Dovecot closed the LMTP connection")
-        lines.append(line)
-        if len(line) < 4 or line[3] != "-":
-            return "\r\n".join(lines) if len(lines) == 1 else lines[-1]
-    raise ConnectionError("an endless reply from Dovecot")
-
-
-class Downstream:
-    """One LMTP connection to Dovecot per Postfix session, reused across its messages (as
-    Postfix reuses its connection to us); any doubt about its state closes it."""
-
-    def __init__(self) -> None:
-        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def _open(self, c: Config) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.conn is not None:
-            r, w = self.conn
-            try:
-                w.write(b"RSET\r\n")
-                await w.drain()
-                if (await asyncio.wait_for(read_reply(r), 30)).startswith("250"):
-                    return self.conn
-            except (OSError, TimeoutError):
-                pass
-            self.close()
-        r, w = await asyncio.wait_for(asyncio.open_unix_connection(c.dovecot, limit=1 << 20), 30)
-        self.conn = (r, w)
-        if not (await read_reply(r)).startswith("220"):
-            raise ConnectionError("no LMTP greeting from Dovecot")
-        w.write(f"LHLO {c.hostname}\r\n".encode())
-        await read_reply(r)
-        return r, w
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn[1].write(b"QUIT\r\n")
-                self.conn[1].close()
-            self.conn = None
-
-    async def deliver(self, c: Config, sender: str,
-                      groups: list[tuple[bytes, list[str]]]) -> dict[str, str]:
-        """One transaction per distinct content; the reply for each recipient."""
-        try:
-            return await self._deliver(c, sender, groups)
-        except BaseException:
-            self.close()
-            raise
-
-    async def _deliver(self, c: Config, sender: str,
-                       groups: list[tuple[bytes, list[str]]]) -> dict[str, str]:
-        replies: dict[str, str] = {}
-        r, w = await self._open(c)
-        for n, (data, rcpts) in enumerate(groups):
-            if n:
-                w.write(b"RSET\r\n")
-                await read_reply(r)
-            w.write(f"MAIL FROM:<{sender}>\r\n".encode())
-            await w.drain()
-            if not (rep := await read_reply(r)).startswith("250"):
-                replies.update({x: rep for x in rcpts})
-                continue
-            accepted = []
-            for x in rcpts:
-                w.write(f"RCPT TO:<{x}>\r\n".encode())
-                await w.drain()
-                rep = await read_reply(r)
-                if rep.startswith("250"):
-                    accepted.append(x)
-                else:
-                    replies[x] = rep
-            if not accepted:
-                continue
-            w.write(b"DATA\r\n")
-            await w.drain()
-            rep = await read_reply(r)
-            if not rep.startswith("354"):
-                replies.update({x: rep for x in accepted})
-                continue
-            body, end = dot_stuffed(data)
-            if len(body) < 1 << 16:
-                w.write(body + end)  # one send
-            else:  # no copy of a large message only to append five bytes (3.11's writelines joins)
-                w.write(body)
-                w.write(end)
-            await w.drain()
-            for x in accepted:
-                replies[x] = await asyncio.wait_for(read_reply(r), 300)
-        return replies
 
 
 class Session:
