@@ -315,3 +315,17 @@ def test_firstboot_makes_no_snakeoil_certificate() -> None:
     users = [str(p.relative_to(REPO)) for p in (REPO / "appliance").rglob("*")
              if p.is_file() and "snakeoil" in p.read_text(errors="replace")]
     assert users == []
+
+
+def test_rspamd_url_matcher_is_compiled_at_build_time() -> None:
+    """rspamd's URL matcher (hyperscan, amd64) is compiled by the image build, after the
+    playbook installed rspamd and before finalize.sh audits the tree, into rspamd's own cache
+    directory, without network; the arm64 build (no hyperscan) skips it."""
+    src = (REPO / "image/build.py").read_text()
+    hooks = re.findall(r"--customize-hook=(?:\{HOOKS\}/)?([\w.-]+)", src)
+    assert hooks.index("rspamd-cache.sh") < hooks.index("finalize.sh")
+    assert src.index("rspamd-cache.sh") > src.index('"--customize-hook=env "')
+    hook = (REPO / "image/hooks/rspamd-cache.sh").read_text()
+    assert "unshare --net chroot" in hook
+    assert "cache=/var/lib/rspamd" in hook
+    assert "libhyperscan5" in hook and "exit 0" in hook
