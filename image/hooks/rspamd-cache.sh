@@ -1,7 +1,8 @@
 #!/bin/sh
 # mmdebstrap customize hook (provision stage), after the playbook: compile rspamd's URL
-# matcher (the 9600 suffixes of the public suffix list) into its hyperscan cache now, once,
-# instead of at every card's first rspamd start.
+# matcher (the 9600 suffixes of the public suffix list) and the other pattern sets of its
+# packaged configuration into its hyperscan cache now, once, instead of at every card's
+# first rspamd start.
 #
 # Why: where Debian's rspamd uses hyperscan (amd64), its main process compiles that matcher
 # before any worker listens: ~20 s of CPU on a PC, over 200 s under emulation (the boot
@@ -31,6 +32,12 @@ echo "I: $(date +%T) compiling rspamd's URL matcher (hyperscan) into $cache"
 # the same file name). No network: a namespace of its own.
 unshare --net chroot "$root" rspamadm lua -b \
     -e "require('rspamd_url').init('$tld')" >/dev/null
+# The smaller multipattern sets (about 1.6 MB, from rspamd's packaged modules; the same with
+# the agent's configuration): `rspamadm configtest` compiles them. Without them the first
+# apply's validation of rspamd (configtest) compiles them itself: 2.2-2.8 s natively instead
+# of 0.9-1.0 s, tens of seconds under emulation.
+unshare --net chroot "$root" rspamadm configtest -c /etc/rspamd/rspamd.conf 2>/dev/null |
+    grep -q 'syntax OK' || { echo "E: rspamadm configtest failed on Debian's configuration" >&2; exit 1; }
 big=$(find "$root$cache" -maxdepth 1 -name '*.hsmp' -size +10M | head -n 1)
 if [ -z "$big" ]; then
     echo "E: rspamadm wrote no URL matcher cache into $cache" >&2
@@ -39,4 +46,5 @@ fi
 # rspamd writes a mmap-able copy (.unser) itself at the first load: ship only the database.
 rm -f "$root$cache"/*.unser
 chroot "$root" chown -R _rspamd:_rspamd "$cache"
-echo "I: $(date +%T) $(basename "$big"): $(du -m "$big" | cut -f1) MiB"
+echo "I: $(date +%T) URL matcher $(basename "$big"): $(du -m "$big" | cut -f1) MiB;" \
+    "$(find "$root$cache" -maxdepth 1 -name '*.hsmp' | wc -l) pattern sets in all"
