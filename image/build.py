@@ -236,6 +236,7 @@ def stage_provision(cfg: Config, base: Path) -> Path:
         f"--customize-hook={HOOKS}/provision-prepare.sh",
         "--customize-hook=env " + ansible_env + " " + " ".join(playbook),
         f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
+        f"--customize-hook={HOOKS}/rspamd-cache.sh",
         f"--customize-hook={HOOKS}/finalize.sh",
         "bookworm", str(rootfs), *cfg.sources(),
     ]

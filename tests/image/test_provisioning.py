@@ -250,3 +250,83 @@ def test_firstboot_logs_each_apply_step_as_it_happens(tmp_path: Path, monkeypatc
     fake.write_text("#!/bin/sh\necho 'appliance: error: rspamd: validation failed' >&2\nexit 3\n")
     assert not fb.apply()
     assert "apply FAILED (exit 3)" in (tmp_path / "appliance-firstboot.log").read_text()
+
+
+def render_role_template(role: str, name: str, **variables) -> str:
+    import jinja2
+    import yaml
+
+    defaults = yaml.safe_load((PROVISIONING / "roles" / role / "defaults/main.yml").read_text())
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PROVISIONING / "roles" / role / "templates"),
+                             trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return env.get_template(name).render(ansible_managed="managed", **{**defaults, **variables})
+
+
+def test_firstboot_makes_only_the_host_keys_sshd_serves(tmp_path: Path) -> None:
+    """The first boot makes each card's SSH host keys: exactly the types the image's sshd
+    drop-in names (an RSA key nobody is configured to use only cost first-boot time), each
+    with its own private key (no key of the build ends up shared)."""
+    need("ssh-keygen")
+    fb = load_firstboot()
+    ssh = tmp_path / "etc/ssh"
+    (ssh / "sshd_config.d").mkdir(parents=True)
+    # Debian's sshd_config: the drop-ins first, HostKey lines commented out.
+    (ssh / "sshd_config").write_text("Include /etc/ssh/sshd_config.d/*.conf\n"
+                                     "#HostKey /etc/ssh/ssh_host_rsa_key\n"
+                                     "#HostKey /etc/ssh/ssh_host_ecdsa_key\n"
+                                     "#HostKey /etc/ssh/ssh_host_ed25519_key\n")
+    dropin = render_role_template("appliance_firstboot", "ssh-host-keys.conf.j2")
+    (ssh / "sshd_config.d/host-keys.conf").write_text(dropin.replace("/etc/ssh/", f"{ssh}/"))
+    (ssh / "sshd_config.d/50-appliance.conf").write_text("PasswordAuthentication no\n")
+    served = sorted(re.findall(r"^HostKey /etc/ssh/ssh_host_(\w+)_key$", dropin, re.M))
+    assert served == ["ecdsa", "ed25519"]
+
+    fb.make_host_keys(ssh)
+    made = sorted(p.name for p in ssh.glob("ssh_host_*"))
+    assert made == sorted(f"ssh_host_{k}_key{ext}" for k in served for ext in ("", ".pub"))
+    for kind in served:
+        key = ssh / f"ssh_host_{kind}_key"
+        assert key.stat().st_mode & 0o077 == 0
+        shown = subprocess.run(["ssh-keygen", "-l", "-f", str(key)], capture_output=True,
+                               text=True, check=True).stdout
+        assert f"({kind.upper()})" in shown
+    before = {p: p.read_bytes() for p in ssh.glob("ssh_host_*")}
+    fb.make_host_keys(ssh)  # a second run keeps the keys it made
+    assert before == {p: p.read_bytes() for p in ssh.glob("ssh_host_*")}
+
+
+def test_firstboot_without_hostkey_lines_makes_sshds_default_keys(tmp_path: Path, monkeypatch) -> None:
+    """A configuration that names no HostKey: sshd loads its built-in list, so every type
+    is made (ssh-keygen -A), as before."""
+    fb = load_firstboot()
+    ssh = tmp_path / "ssh"
+    (ssh / "sshd_config.d").mkdir(parents=True)
+    (ssh / "sshd_config").write_text("#HostKey /etc/ssh/ssh_host_rsa_key\nPort 22\n")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(fb, "must", lambda cmd, timeout=120: calls.append(cmd) or "")
+    fb.make_host_keys(ssh)
+    assert calls == [["ssh-keygen", "-A"]]
+
+
+def test_firstboot_makes_no_snakeoil_certificate() -> None:
+    """Nothing on the appliance reads Debian's snakeoil certificate (the agent makes its own
+    self-signed one for Postfix, Dovecot and nginx), so the first boot does not spend time on it."""
+    script = (PROVISIONING / "roles/appliance_firstboot/files/appliance-firstboot").read_text()
+    assert "make-ssl-cert" not in script
+    users = [str(p.relative_to(REPO)) for p in (REPO / "appliance").rglob("*")
+             if p.is_file() and "snakeoil" in p.read_text(errors="replace")]
+    assert users == []
+
+
+def test_rspamd_url_matcher_is_compiled_at_build_time() -> None:
+    """rspamd's URL matcher (hyperscan, amd64) is compiled by the image build, after the
+    playbook installed rspamd and before finalize.sh audits the tree, into rspamd's own cache
+    directory, without network; the arm64 build (no hyperscan) skips it."""
+    src = (REPO / "image/build.py").read_text()
+    hooks = re.findall(r"--customize-hook=(?:\{HOOKS\}/)?([\w.-]+)", src)
+    assert hooks.index("rspamd-cache.sh") < hooks.index("finalize.sh")
+    assert src.index("rspamd-cache.sh") > src.index('"--customize-hook=env "')
+    hook = (REPO / "image/hooks/rspamd-cache.sh").read_text()
+    assert "unshare --net chroot" in hook
+    assert "cache=/var/lib/rspamd" in hook
+    assert "libhyperscan5" in hook and "exit 0" in hook
