@@ -249,6 +249,21 @@ def in_private_namespaces(work: Path) -> int | None:
 
 
 SENDER_DOMAIN = "sender.example"
+FINGERPRINT = re.compile(r"(SHA256:\S+) .*\((\w+)\)$", re.M)  # ssh-keygen -l output
+
+
+def check_host_keys(res: Results, port: int, firstboot_log: str) -> None:
+    """sshd serves exactly the host keys this card made at its first boot, the ones its
+    log shows (so a user can compare the fingerprint), of the types the image's sshd
+    drop-in names: Ed25519 and ECDSA, no RSA."""
+    scan = run(["ssh-keyscan", "-p", str(port), "-T", "20", "127.0.0.1"], timeout=90).stdout
+    listed = run(["ssh-keygen", "-l", "-f", "-"], input=scan, timeout=30).stdout if scan else ""
+    served = sorted(FINGERPRINT.findall(listed))
+    logged = sorted(FINGERPRINT.findall(firstboot_log))
+    res.check("sshd serves the host keys the first boot made (Ed25519, ECDSA; no RSA)",
+              bool(served) and served == logged
+              and {kind for _, kind in served} == {"ED25519", "ECDSA"},
+              f"served {served}, logged {logged}")
 
 
 def check_dns(res: Results, key: Path, ports: dict[int, int], dns_server: recording_dns.RecordingDns,
@@ -378,6 +393,7 @@ def main() -> int:
                       remote["hostname"].strip())
             size_mib = int(remote["df"].split()[1])
             res.check("root filesystem grew to the card", size_mib > GROW_MIB, f"{size_mib} MiB")
+            check_host_keys(res, ports[22], remote["log"])
         r = run(ssh_cmd(key, ports[22]) + [
             "journalctl -b --no-pager -o short-monotonic | grep -E "
             "'Failed to start|Scheduled restart job|Main process exited'; echo ---; "
