@@ -51,7 +51,7 @@ $(VENV)/.ok: requirements-dev.txt pyproject.toml
 venv: $(VENV)/.ok
 
 unit: venv
-	$(PY) -m pytest -q -n 2 tests/unit
+	$(PY) -m pytest -q -n 2 --dist worksteal tests/unit
 
 lab: deps
 	$(PY) -m pytest -q tests/lab
