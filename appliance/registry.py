@@ -3,7 +3,8 @@
 The order is the order services are reloaded in (rspamd first: Postfix defers mail while its
 milter is down; the agent's daemons after Postfix, which makes the sockets they use; fail2ban
 after the daemons whose logs it reads), the order `appliance status` runs their checks in (the
-domain's DNS first) and the order their commands appear in `appliance --help`. A new
+domain's DNS first), the order of the records `appliance dns` prints (the domain's own first)
+and the order their commands appear in `appliance --help`. A new
 capability is a folder under features/ plus one line here.
 
 This module sits above the features (like the CLI): the core never imports it, and no feature
@@ -37,7 +38,7 @@ from appliance.features.upnp.feature import FEATURE as UPNP
 from appliance.features.web.feature import FEATURE as WEB
 
 FEATURES: tuple[Feature, ...] = (
-    SPAM, MAIL, DNS, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
+    DNS, SPAM, MAIL, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
     PRIVACY,
 )
 SECTIONS = tuple(pipeline.sections(FEATURES))

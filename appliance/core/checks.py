@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from appliance.core import system
+from appliance.core.records import Known, Record
 from appliance.core.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -37,18 +38,26 @@ class Context:
     resolver: Any = None
     now: float = field(default_factory=time.time)
     # What the DNS records depend on (the public address, the served certificate, the DKIM
-    # keys), computed once for every check that needs it, the way `appliance dns` does it; the
-    # command that runs the checks says how.
-    known_facts: Callable[[Settings, system.Root], Any] | None = None
-    _known: Any = None
+    # keys), computed once for every check that needs it, and the records themselves, the way
+    # `appliance dns` does it: the command that runs the checks asks the features
+    # (`pipeline.known`, `pipeline.dns_records`).
+    known_facts: Callable[[Settings, system.Root], Known] | None = None
+    dns_records: Callable[[Settings, Known], list[Record]] | None = None
+    _known: Known | None = None
 
     @property
-    def known(self) -> Any:
+    def known(self) -> Known:
         if self._known is None:
             if self.known_facts is None:
                 raise ValueError("these checks need the facts the DNS records depend on")
             self._known = self.known_facts(self.s, self.root)
         return self._known
+
+    @property
+    def records(self) -> list[Record]:
+        if self.dns_records is None:
+            raise ValueError("these checks need the records the features want in DNS")
+        return self.dns_records(self.s, self.known)
 
     @property
     def sending_ip(self) -> str | None:

@@ -6,12 +6,14 @@ never imports a feature."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import system
 from appliance.core.checks import Check
 from appliance.core.plan import FileSpec, Inputs
+from appliance.core.records import Known, Record
 from appliance.core.services import Service
 from appliance.core.settings import Section, Settings
 
@@ -46,6 +48,23 @@ def _no_state(root: system.Root, s: Settings) -> Mapping[str, str]:
     return {}
 
 
+def _nothing_known(root: system.Root, s: Settings) -> Mapping[str, Any]:
+    return {}
+
+
+def _no_records(s: Settings, k: Known) -> list[Record]:
+    return []
+
+
+def _no_names(s: Settings) -> list[str]:
+    return []
+
+
+def _in_the_way_of_nothing(root: system.Root, s: Settings,
+                           ports: Sequence[int]) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
 def _no_preflight(root: system.Root, s: Settings) -> list[str]:
     return []
 
@@ -76,6 +95,17 @@ class Feature:
     secrets: Callable[[system.Root, Settings], Mapping[str, str]] = _no_state
     # What `appliance status` checks of it, in order.
     checks: Sequence[Check] = ()
+    # What it knows that DNS records depend on, by `Known` field (the DKIM keys, the served
+    # certificate), or one of `records.ADDRESS_SOURCES` (where the internet reaches the box).
+    known: Callable[[system.Root, Settings], Mapping[str, Any]] = _nothing_known
+    # The DNS records it needs (`appliance dns` prints them, `status` checks them); pure.
+    records: Callable[[Settings, Known], list[Record]] = _no_records
+    # Host names the box's certificate must also hold (mta-sts.<domain> for the web server).
+    cert_names: Callable[[Settings], list[str]] = _no_names
+    # Makes the box reachable from the internet on extra ports while the block runs, where this
+    # feature stands in the way (a router's port mapping): `pipeline.exposed`.
+    expose: Callable[[system.Root, Settings, Sequence[int]],
+                     AbstractContextManager[None]] = _in_the_way_of_nothing
     # A line `appliance apply` prints after its report (what the user should still do).
     notice: Callable[[Settings], str | None] = _no_notice
     # Commands that change the box take the lock; these verbs do not (they change nothing, or

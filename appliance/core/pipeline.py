@@ -6,10 +6,12 @@ and applied (validated, swapped, reloaded, or rolled back).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
-from appliance.core import facts, plan, services, settings, system, tls
+from appliance.core import facts, plan, records, services, settings, system, tls
 from appliance.core.apply import Report, apply
 from appliance.core.errors import SettingsError
 from appliance.core.feature import Feature
@@ -21,6 +23,40 @@ def sections(features: Sequence[Feature]) -> list[settings.Section]:
 
 def all_services(root: system.Root, features: Sequence[Feature]) -> dict[str, services.Service]:
     return {svc.name: svc for f in features for svc in f.services(root)}
+
+
+def known(root: system.Root, s: settings.Settings, features: Sequence[Feature]) -> records.Known:
+    """Ask every feature what it knows; a value told by two features is a bug, not a choice."""
+    told: dict[str, tuple[str, Any]] = {}
+    for f in features:
+        for key, value in f.known(root, s).items():
+            if key not in records.TOLD and key not in records.ADDRESS_SOURCES:
+                raise ValueError(f"feature {f.name} tells {key!r}, which no record uses")
+            if key in told:
+                raise ValueError(f"{key!r} is told by both {told[key][0]} and {f.name}")
+            if value not in (None, ()):
+                told[key] = (f.name, value)
+    public = next((told[k][1] for k in records.ADDRESS_SOURCES if k in told), None)
+    return records.Known(public_ipv4=public,
+                         **{k: v for k, (_, v) in told.items() if k in records.TOLD})
+
+
+def dns_records(s: settings.Settings, known: records.Known,
+                features: Sequence[Feature]) -> list[records.Record]:
+    """Every record the domain needs, in the registry's order of the features asking."""
+    return [r for f in features for r in f.records(s, known)]
+
+
+@contextmanager
+def exposed(root: system.Root, s: settings.Settings, features: Sequence[Feature],
+            ports: Sequence[int]) -> Iterator[None]:
+    """Reachable from the internet on these extra ports while the block runs (port 80 for an
+    ACME challenge): each feature that stands in the way opens them and closes them after,
+    whatever happens."""
+    with ExitStack() as stack:
+        for f in features:
+            stack.enter_context(f.expose(root, s, ports))
+        yield
 
 
 def preflight(root: system.Root, s: settings.Settings, features: Sequence[Feature],

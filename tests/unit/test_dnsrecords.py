@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from appliance import registry
+from appliance.core import pipeline
+from appliance.core.records import Known, Record
 from appliance.features.dns import records as dnsrecords
-from appliance.features.dns.records import Known
 
 from .conftest import ALICE_HASH
 
@@ -12,12 +13,17 @@ S = registry.parse_settings({"domain": "example.org", "users": [{"address": "a@e
                                                         "password_hash": ALICE_HASH}]})
 
 
-def by(records: list[dnsrecords.Record]) -> dict[tuple[str, str], str]:
+def by(records: list[Record]) -> dict[tuple[str, str], str]:
     return {(r.name, r.rtype): r.value for r in records}
 
 
+def expected(s: object, k: Known) -> list[Record]:
+    """Every feature's records, as `appliance dns` gathers them."""
+    return pipeline.dns_records(s, k, registry.FEATURES)  # type: ignore[arg-type]
+
+
 def test_complete_set_with_values() -> None:
-    got = by(dnsrecords.expected(S, Known(public_ipv4="203.0.113.9", tlsa_311="ab" * 32)))
+    got = by(expected(S, Known(public_ipv4="203.0.113.9", tlsa_311="ab" * 32)))
     assert got[("example.org.", "MX")] == "10 mail.example.org."
     assert got[("mail.example.org.", "A")] == "203.0.113.9"
     assert got[("example.org.", "TXT")] == '"v=spf1 mx -all"'
@@ -32,13 +38,13 @@ def test_complete_set_with_values() -> None:
 
 
 def test_relay_sending_address_enters_spf_and_ptr() -> None:
-    got = by(dnsrecords.expected(S, Known(public_ipv4="203.0.113.9", sending_ipv4="198.51.100.7")))
+    got = by(expected(S, Known(public_ipv4="203.0.113.9", sending_ipv4="198.51.100.7")))
     assert got[("example.org.", "TXT")] == '"v=spf1 mx ip4:198.51.100.7 -all"'
     assert ("7.100.51.198.in-addr.arpa.", "PTR") in got
 
 
 def test_without_an_address_no_a_or_ptr_is_invented() -> None:
-    got = by(dnsrecords.expected(S, Known()))
+    got = by(expected(S, Known()))
     assert not any(t in ("A", "PTR") for _n, t in got)
 
 

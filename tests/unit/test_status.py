@@ -211,7 +211,7 @@ class FakeResolver:
 
 
 def ctx(good: dict[str, Any], data: dict[tuple[str, str], list[str]], **known: Any) -> Context:
-    from appliance.features.dns.records import Known
+    from appliance.core.records import Known
 
     c = Context(registry.parse_settings({**good, "status": {"blocklists": ["dnsbl.test"]}}), None,  # type: ignore[arg-type]
                 FakeResolver(data))
@@ -312,7 +312,7 @@ def test_upnp_mappings_from_the_state_file(good: dict[str, Any], tmp_path: Any) 
 def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_path: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from appliance.core import system
-    from appliance.features.dns.records import Known
+    from appliance.core.records import Known
     from appliance.features.upnp import reachability
 
     root = system.Root(tmp_path)

@@ -166,12 +166,8 @@ def test_the_settings_reference_is_current_and_has_every_section() -> None:
 
 
 # Imports from one feature into another that remain: each should become an interface the core
-# defines (the box's public address as agent state, the relay's kind as a fact). This list may
-# only shrink: a new cross-feature import fails here.
-CROSS_FEATURE = {
-    ("certs", "upnp"), ("certs", "web"), ("defence", "privacy"), ("dns", "relay"), ("dns", "spam"),
-    ("dns", "upnp"), ("dns", "web"), ("status", "dns"), ("status", "relay"), ("upnp", "relay"),
-}
+# defines. This list may only shrink: a new cross-feature import fails here.
+CROSS_FEATURE = {("defence", "privacy")}
 
 
 def test_features_import_each_other_no_more_than_they_did() -> None:

@@ -1,7 +1,7 @@
 """Certificates from Let's Encrypt (or any ACME CA) through Debian's certbot.
 
-- http-01: certbot's standalone server answers on port 80, which is mapped on the router (UPnP)
-  only for the challenge and unmapped afterwards, whatever happens.
+- http-01: certbot's standalone server answers on port 80, which is opened (the router's UPnP
+  mapping, the box's firewall) only for the challenge and closed afterwards, whatever happens.
 - dns-01: for users who cannot open port 80: the challenge TXT record is written with an
   RFC 2136 update (TSIG-signed, dnspython) to the user's DNS server, and removed afterwards.
 - The private key is kept across renewals (`--reuse-key`), so a DANE `3 1 1` TLSA record stays
@@ -16,16 +16,20 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from appliance.core import system, tls
 from appliance.core.errors import ApplianceError
 from appliance.core.settings import Settings
-from appliance.features.upnp import client as upnp
-from appliance.features.web.web import web_names
 
 LIVE = tls.LIVE
 live_paths, active_paths, tlsa_311 = tls.live_paths, tls.active_paths, tls.tlsa_311
+
+
+# Ports -> a block during which they reach the box from the internet.
+Exposed = Callable[[Sequence[int]], AbstractContextManager[object]]
 
 
 class CertError(ApplianceError):
@@ -51,11 +55,12 @@ def _env(s: Settings) -> dict[str, str]:
     return env
 
 
-def certbot_argv(s: Settings, settings_path: str, force: bool = False) -> list[str]:
+def certbot_argv(s: Settings, settings_path: str, force: bool = False,
+                 names: Sequence[str] = ()) -> list[str]:
     argv = [
         "certbot", "certonly", "--non-interactive", "--agree-tos",
         "--server", s.certs.acme_server, "--cert-name", s.hostname, "-d", s.hostname,
-        *[arg for name in web_names(s) for arg in ("-d", name)],
+        *[arg for name in names for arg in ("-d", name)],
         "--key-type", "ecdsa", "--reuse-key",
         "--deploy-hook", _agent_command(settings_path, "cert", "deploy"),
     ]
@@ -83,60 +88,39 @@ def _close_port_80() -> None:
                check=False)
 
 
-def issue(s: Settings, settings_path: str, force: bool = False) -> system.Result:
-    """Obtain (or re-obtain) the certificate for the mail host name."""
+def issue(s: Settings, settings_path: str, force: bool = False, names: Sequence[str] = (),
+          exposed: Exposed = nullcontext) -> system.Result:
+    """Obtain (or re-obtain) the certificate for the mail host name and `names`. For http-01,
+    `exposed` makes port 80 reachable from the internet while certbot runs (the router's
+    mapping: `pipeline.exposed`)."""
     if s.certs.challenge == "http-01":
         _open_port_80()
     try:
-        return _issue(s, settings_path, force)
-    finally:
-        if s.certs.challenge == "http-01":
-            _close_port_80()
-
-
-def _issue(s: Settings, settings_path: str, force: bool = False) -> system.Result:
-    igd = None
-    cfg = upnp.UpnpSettings(s.upnp.enabled, s.upnp.lease_seconds, s.upnp.igd_url)
-    if s.certs.challenge == "http-01" and cfg.enabled:
-        try:
-            igd = upnp.Igd(cfg)
-            upnp.renew(igd, cfg, extra=[80])  # port 80 only for the challenge
-        except upnp.UpnpError:
-            igd = None  # the user may have forwarded port 80 by hand
-    try:
-        return system.run(certbot_argv(s, settings_path, force), env=_env(s), timeout=300)
+        with exposed([80]) if s.certs.challenge == "http-01" else nullcontext():
+            return system.run(certbot_argv(s, settings_path, force, names), env=_env(s), timeout=300)
     except system.CommandError as e:
         out = e.result.output
         raise CertError(f"certbot could not get a certificate for {s.hostname}:\n{out[-1500:]}\n"
                         "Check that the name's A record points at your public address and that "
                         "port 80 reaches this box (appliance reachability), or use dns-01.") from None
     finally:
-        if igd is not None:
-            upnp.remove(igd, [80])
+        if s.certs.challenge == "http-01":
+            _close_port_80()
 
 
-def renew(s: Settings, force: bool = False) -> system.Result:
+def renew(s: Settings, force: bool = False, exposed: Exposed = nullcontext) -> system.Result:
     argv = ["certbot", "renew", "--non-interactive", "--no-random-sleep-on-renew",
             "--cert-name", s.hostname]
     if force:
         argv.append("--force-renewal")
-    igd = None
-    cfg = upnp.UpnpSettings(s.upnp.enabled, s.upnp.lease_seconds, s.upnp.igd_url)
     if s.certs.challenge == "http-01":
         _open_port_80()
-    if s.certs.challenge == "http-01" and cfg.enabled:
-        try:
-            igd = upnp.Igd(cfg)
-            upnp.renew(igd, cfg, extra=[80])
-        except upnp.UpnpError:
-            igd = None
     try:
-        return system.run(argv, env=_env(s), timeout=300, check=False)
+        with exposed([80]) if s.certs.challenge == "http-01" else nullcontext():
+            return system.run(argv, env=_env(s), timeout=300, check=False)
     finally:
         if s.certs.challenge == "http-01":
             _close_port_80()
-        if igd is not None:
-            upnp.remove(igd, [80])
 
 
 def dns_hook(s: Settings, action: str) -> None:

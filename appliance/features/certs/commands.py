@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from appliance.core import system
+from appliance.core import pipeline, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
 from appliance.features.certs import certs
@@ -15,12 +17,16 @@ from appliance.features.certs import certs
 def cmd_cert(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     root = system.Root("/")
+    def exposed(ports: Sequence[int]) -> AbstractContextManager[None]:
+        return pipeline.exposed(root, s, env.features, ports)
+
     if a.action == "issue":
-        certs.issue(s, a.settings, force=a.force)
+        names = [n for f in env.features for n in f.cert_names(s)]
+        certs.issue(s, a.settings, force=a.force, names=names, exposed=exposed)
         env.out(f"certificate for {s.hostname} issued; services reloaded by the deploy hook")
         return EXIT_OK
     if a.action == "renew":
-        res = certs.renew(s, force=a.force)
+        res = certs.renew(s, force=a.force, exposed=exposed)
         env.out(res.output)
         return EXIT_OK if res.returncode == 0 else EXIT_FAILED
     if a.action == "deploy":

@@ -4,7 +4,10 @@ the reverse DNS of the sending address."""
 from __future__ import annotations
 
 from appliance.core.checks import DNS_LIFETIME, FAIL, OK, WARN, Context, Result, lookup, make_resolver
-from appliance.features.relay.settings import RelaySection
+
+
+def smarthost_sends(c: Context) -> bool:
+    return getattr(c.s.relay, "kind", None) == "smarthost"
 
 
 def check_records(c: Context) -> list[Result]:
@@ -15,7 +18,7 @@ def check_records(c: Context) -> list[Result]:
         out.append(Result("dns public address", WARN, "the public address is not known, so the A, "
                           "SPF and PTR values cannot be checked",
                           "set [dns] public_ipv4, or run `appliance upnp renew`"))
-    for f in dnsrecords.check(dnsrecords.expected(c.s, c.known), c.resolver):
+    for f in dnsrecords.check(c.records, c.resolver):
         out.append(Result(f"dns {f.record}", OK if f.ok else FAIL, f.detail, f.fix))
     return out
 
@@ -57,7 +60,7 @@ def check_reverse_dns(c: Context) -> list[Result]:
     from appliance.features.dns.records import reverse_name
 
     ip, helo = c.sending_ip, c.s.hostname.rstrip(".").lower()
-    if not ip or isinstance(c.s.relay, RelaySection):  # a smarthost sends: its PTR, not ours
+    if not ip or smarthost_sends(c):  # a smarthost sends: its PTR, not ours
         return []
     name = "reverse dns"
     ask = (f"ask your ISP (or VPS provider) to set the reverse DNS (PTR) of {ip} to {helo}")

@@ -7,26 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from appliance.core import settings, system
+from appliance.core import pipeline, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
-from appliance.core.tls import active_paths, tlsa_311
-
-
-def known_facts(s: settings.Settings, root: system.Root) -> Any:
-    """What the records depend on, read from the box: public address, served certificate, DKIM
-    keys. `appliance dns` and `appliance status` both compute the records from this."""
-    from appliance.features.dns import records as dnsrecords
-    from appliance.features.spam import dkim
-    from appliance.features.upnp import client as upnp
-
-    pem = root.read(active_paths(root, s.hostname).fullchain).content
-    keys = dkim.load(root)
-    return dnsrecords.Known(public_ipv4=dnsrecords.public_ipv4(s, upnp.load_state(root)),
-                            public_ipv6=s.dns.public_ipv6,
-                            tlsa_311=tlsa_311(pem) if pem else None,
-                            dkim=tuple((sel, dkim.public_key_b64(root, sel))
-                                       for sel in keys.published()))
 
 
 def cmd_dns(a: argparse.Namespace, env: Env) -> int:
@@ -36,8 +19,8 @@ def cmd_dns(a: argparse.Namespace, env: Env) -> int:
 
     s = env.settings(Path(a.settings))
     root = system.Root("/")
-    known = known_facts(s, root)
-    records = dnsrecords.expected(s, known)
+    known = pipeline.known(root, s, env.features)
+    records = pipeline.dns_records(s, known, env.features)
     if a.push:
         if not (s.dns.update_server and s.dns.update_key_file):
             from appliance.core.errors import ApplianceError
@@ -74,7 +57,6 @@ def cmd_dns(a: argparse.Namespace, env: Env) -> int:
             env.out("; no public address known: set [dns] public_ipv4 or run `appliance upnp renew`")
         env.out(dnsrecords.zone_text(records).rstrip())
     return EXIT_OK
-
 
 
 def register(sub: Any) -> None:

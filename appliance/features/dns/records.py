@@ -1,7 +1,8 @@
 """`appliance dns`: every DNS record the domain needs, and `check` comparing what is published.
 
-`expected` is pure: settings + what the agent knows (public address, served certificate) in,
-records out, each with the reason it exists. `check` queries the resolver the box uses and
+`records` is pure: settings + what the agent knows (public address) in, the domain's own records
+out, each with the reason it exists; other features add theirs (`Feature.records`), and
+`pipeline.dns_records` gathers them all. `check` queries the resolver the box uses and
 compares *values*, not only presence, and gives a one-line fix per problem.
 """
 
@@ -12,44 +13,19 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from appliance.core import system
+from appliance.core.records import Known, Record, fq
 from appliance.core.settings import Settings
-from appliance.features.spam.dkim import record_text
-
-
-@dataclass(frozen=True)
-class Record:
-    name: str  # fully qualified, with the trailing dot
-    rtype: str
-    value: str  # presentation format, as in a zone file
-    why: str
-    ttl: int = 3600
-
-    def zone_line(self) -> str:
-        return f"{self.name}\t{self.ttl}\tIN\t{self.rtype}\t{self.value}"
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the agent knows about the box when it computes the records."""
-
-    public_ipv4: str | None = None
-    public_ipv6: str | None = None
-    tlsa_311: str | None = None  # of the certificate Postfix serves
-    sending_ipv4: str | None = None  # where outbound SMTP leaves (the relay VPS), if not the box
-    # (selector, base64 public key) of each DKIM key to publish, the signing one first.
-    dkim: tuple[tuple[str, str], ...] = ()
-
-
-def _fq(name: str) -> str:
-    return name if name.endswith(".") else name + "."
 
 
 def reverse_name(ip: str) -> str:
     return ipaddress.ip_address(ip).reverse_pointer + "."
 
 
-def expected(s: Settings, k: Known) -> list[Record]:
-    d, host = _fq(s.domain), _fq(s.hostname)
+def records(s: Settings, k: Known) -> list[Record]:
+    """The domain's own records: where mail goes, who may send as it, how clients find it.
+    (Other features add theirs: DKIM keys, MTA-STS, TLSA.)"""
+    d, host = fq(s.domain), fq(s.hostname)
     pm = f"postmaster@{s.domain}"
     out = [Record(d, "MX", f"10 {host}", "where the internet delivers mail for your domain")]
     if k.public_ipv4:
@@ -61,47 +37,26 @@ def expected(s: Settings, k: Known) -> list[Record]:
     out += [
         Record(d, "TXT", f'"{spf}"', f"SPF: only your MX{' and your relay' if k.sending_ipv4 else ''} "
                "may send as your domain; everyone else fails (-all)"),
-        Record(_fq(f"_dmarc.{s.domain}"), "TXT", f'"v=DMARC1; p=quarantine; rua=mailto:{pm}"',
+        Record(fq(f"_dmarc.{s.domain}"), "TXT", f'"v=DMARC1; p=quarantine; rua=mailto:{pm}"',
                "DMARC: mail failing SPF and DKIM goes to spam; reports to your postmaster"),
-    ]
-    for n, (selector, p) in enumerate(k.dkim):
-        out.append(Record(_fq(f"{selector}._domainkey.{s.domain}"), "TXT", record_text(p),
-                          "DKIM: receivers check your mail's signature with this key"
-                          + ("" if n == 0 else " (a key being rolled over: keep it published)")))
-    out += [
-        Record(_fq(f"_smtp._tls.{s.domain}"), "TXT", f'"v=TLSRPTv1; rua=mailto:{pm}"',
+        Record(fq(f"_smtp._tls.{s.domain}"), "TXT", f'"v=TLSRPTv1; rua=mailto:{pm}"',
                "TLS-RPT: senders report TLS failures delivering to you"),
-    ]
-    if s.web.enabled and s.web.mta_sts_mode != "none":
-        from appliance.features.web.web import mta_sts_id
-
-        if k.public_ipv4:
-            out.append(Record(_fq(f"mta-sts.{s.domain}"), "A", k.public_ipv4,
-                              "where senders fetch your MTA-STS policy (HTTPS)"))
-        out.append(Record(_fq(f"_mta-sts.{s.domain}"), "TXT", f'"v=STSv1; id={mta_sts_id(s)}"',
-                          "MTA-STS: senders must use verified TLS to your MX (RFC 8461)"))
-    if s.web.enabled:
-        out.append(Record(_fq(f"openpgpkey.{s.domain}"), "CNAME", host,
-                          "Web Key Directory: mail clients find your users' public OpenPGP keys"))
-    if k.tlsa_311:
-        out.append(Record(_fq(f"_25._tcp.{s.hostname}"), "TLSA", f"3 1 1 {k.tlsa_311}",
-                          "DANE: senders verify your certificate's key (needs DNSSEC on your zone)"))
-    out += [
-        Record(_fq(f"_submissions._tcp.{s.domain}"), "SRV", f"0 1 465 {host}",
+        Record(fq(f"_submissions._tcp.{s.domain}"), "SRV", f"0 1 465 {host}",
                "mail clients find submission over TLS (RFC 6186, RFC 8314)"),
-        Record(_fq(f"_submission._tcp.{s.domain}"), "SRV", f"10 1 587 {host}",
+        Record(fq(f"_submission._tcp.{s.domain}"), "SRV", f"10 1 587 {host}",
                "mail clients find submission with STARTTLS"),
-        Record(_fq(f"_imaps._tcp.{s.domain}"), "SRV", f"0 1 993 {host}", "mail clients find IMAP over TLS"),
-        Record(_fq(f"autoconfig.{s.domain}"), "CNAME", host, "Thunderbird-style client autoconfiguration"),
-        Record(_fq(f"autodiscover.{s.domain}"), "CNAME", host, "Outlook-style client autodiscovery"),
+        Record(fq(f"_imaps._tcp.{s.domain}"), "SRV", f"0 1 993 {host}", "mail clients find IMAP over TLS"),
+        Record(fq(f"autoconfig.{s.domain}"), "CNAME", host, "Thunderbird-style client autoconfiguration"),
+        Record(fq(f"autodiscover.{s.domain}"), "CNAME", host, "Outlook-style client autodiscovery"),
     ]
-    if "letsencrypt.org" in s.certs.acme_server:
-        out.append(Record(d, "CAA", '0 issue "letsencrypt.org"',
-                          "only Let's Encrypt may issue certificates for your domain"))
     if sender:
         out.append(Record(reverse_name(sender), "PTR", host,
                           "reverse DNS of the sending address: ask your ISP (or VPS provider) to set it"))
     return out
+
+
+def known(root: system.Root, s: Settings) -> dict[str, str | None]:
+    return {"configured_ipv4": s.dns.public_ipv4, "public_ipv6": s.dns.public_ipv6}
 
 
 def zone_text(records: list[Record]) -> str:
@@ -185,20 +140,6 @@ def _txt_hint(prefix: str, text: str) -> str:
     return ""
 
 
-def public_ipv4(s: Settings, upnp_state: dict[str, Any] | None) -> str | None:
-    """The box's public address: the relay VPS's, else the router's (UPnP), else the setting."""
-    from appliance.features.relay.tunnel import tunnel
-
-    t = tunnel(s)
-    if t is not None:
-        return t.endpoint.rpartition(":")[0]
-    if s.dns.public_ipv4:
-        return s.dns.public_ipv4
-    if upnp_state and upnp_state.get("external_ip"):
-        return str(upnp_state["external_ip"])
-    return None
-
-
 # --- pushing to a DNS server the user runs (RFC 2136) --------------------------------------------
 def push(records: list[Record], zone: str, server: str, key_name: str, secret: str,
          resolver: Any = None) -> list[str]:
@@ -217,7 +158,7 @@ def push(records: list[Record], zone: str, server: str, key_name: str, secret: s
     resolver = resolver or dns.resolver.Resolver()
     keyring = dns.tsigkeyring.from_text({key_name: ("hmac-sha256", secret)})
     update = dns.update.Update(zone, keyring=keyring, keyalgorithm="hmac-sha256")
-    origin = _fq(zone)
+    origin = fq(zone)
     skipped = []
     for r in records:
         if not (r.name == origin or r.name.endswith("." + origin)):

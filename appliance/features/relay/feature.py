@@ -21,6 +21,11 @@ def context(s: Settings) -> dict[str, Any]:
                          else "/etc/ssl/certs/ca-certificates.crt")}
 
 
+def known(root: system.Root, s: Settings) -> dict[str, str | None]:
+    t = tunnel.tunnel(s)  # the internet reaches the box at the VPS the tunnel ends on
+    return {"tunnel_ipv4": t.endpoint.rpartition(":")[0] if t is not None else None}
+
+
 def services(root: system.Root) -> list[Service]:
     return [WgRelay(root)]
 
@@ -32,4 +37,4 @@ def secrets(root: system.Root, s: Settings) -> dict[str, str]:
 
 FEATURE = Feature("relay", "README.md", sections=(SECTION,), files=tunnel.relay_feature,
                   context=context, services=services, commands=commands.register, secrets=secrets,
-                  notice=tunnel.notice, unlocked=frozenset({"relay"}))
+                  notice=tunnel.notice, unlocked=frozenset({"relay"}), known=known)

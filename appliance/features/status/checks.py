@@ -13,7 +13,6 @@ from collections import Counter
 
 from appliance.core import system
 from appliance.core.checks import FAIL, OK, WARN, Context, Result, lookup
-from appliance.features.relay.settings import RelaySection
 
 # --- DNS blocklists ----------------------------------------------------------------------------
 # What the lists' answers mean (each list's documentation). 127.255.255.x are Spamhaus's error
@@ -87,7 +86,7 @@ def check_blocklists(c: Context) -> list[Result]:
         answers, err = lookup(c.resolver, dnsbl_query_name(ip, zone), "A")
         r = interpret_dnsbl(zone, ip, answers, err)
         if r.status == FAIL and "PBL" in r.detail and "SBL" not in r.detail and "XBL" not in r.detail \
-                and isinstance(c.s.relay, RelaySection):
+                and getattr(c.s.relay, "kind", None) == "smarthost":
             r = Result(r.name, OK, r.detail.replace("is listed", "is listed as an end-user address")
                        + ": fine, your mail leaves through the smarthost")
         out.append(r)

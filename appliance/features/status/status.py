@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from appliance.core import settings, system
+from appliance.core import pipeline, settings, system
 from appliance.core.checks import FAIL, OK, WARN, Check, Context, Result, make_resolver
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
@@ -139,12 +139,13 @@ def mail_changes(s: settings.Settings, root: system.Root, results: list[Result],
 def cmd_status(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     root = system.Root("/")
-    # The facts the DNS records depend on are the dns feature's to compute (`appliance dns`
-    # computes them the same way); several features' checks compare against them.
-    from appliance.features.dns.commands import known_facts
-
+    # The facts the DNS records depend on and the records themselves, from every feature
+    # (`appliance dns` computes them the same way); several features' checks compare with them.
     every = [check for feature in env.features for check in feature.checks]
-    results = run_checks(Context(s, root, make_resolver(), known_facts=known_facts), every)
+    context = Context(s, root, make_resolver(),
+                      known_facts=lambda s, root: pipeline.known(root, s, env.features),
+                      dns_records=lambda s, k: pipeline.dns_records(s, k, env.features))
+    results = run_checks(context, every)
     if a.mail_changes:
         return mail_changes(s, root, results, env)
     env.out(json.dumps([r.as_dict() for r in results], indent=2) if a.json else table(results))

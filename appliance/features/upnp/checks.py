@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from appliance.core.checks import FAIL, OK, WARN, Context, Result
-from appliance.features.relay.settings import TunnelSection
 
 
 def check_upnp(c: Context) -> list[Result]:
     from appliance.features.upnp import client as upnp
 
-    if not c.s.upnp.enabled or isinstance(c.s.relay, TunnelSection):
+    if not c.s.upnp.enabled or getattr(c.s.relay, "kind", None) == "wireguard":
         return []
     state = upnp.load_state(c.root)
     if state is None:

@@ -11,7 +11,6 @@ from typing import Any
 from appliance.core import system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from appliance.features.relay import tunnel as relay
 from appliance.features.upnp import client as upnp
 from appliance.features.upnp import reachability
 
@@ -98,9 +97,8 @@ def cmd_stop(a: argparse.Namespace, env: Env) -> int:
 def cmd_reachability(a: argparse.Namespace, env: Env) -> int:
     s = env.settings(Path(a.settings))
     v = reachability.evaluate(reachability.collect(s))
-    note = relay.notice(s)
-    if note:
-        v.reasons.append(note)
+    # What other features say the user should know (mail through a relay: who sees it).
+    v.reasons += [note for f in env.features if (note := f.notice(s))]
     if a.json:
         env.out(json.dumps(v.as_dict(), indent=2))
     else:
