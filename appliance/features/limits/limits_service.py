@@ -8,7 +8,7 @@ from pathlib import Path
 
 from appliance.core.errors import ValidationError
 from appliance.core.services import AgentDaemon
-from appliance.features.defence.policyd import CONF, LOG, NAME, PIDFILE, PORT, parse_config
+from appliance.features.limits.policyd import CONF, LOG, NAME, PIDFILE, PORT, parse_config
 
 
 class Policyd(AgentDaemon):
@@ -16,7 +16,7 @@ class Policyd(AgentDaemon):
 
     name = NAME
     unit = "appliance-policyd.service"
-    module = "appliance.features.defence.policyd"
+    module = "appliance.features.limits.policyd"
     pidfile = PIDFILE
     log_path = LOG
     reload_ack = re.compile(r"appliance-policyd: (started|reloaded)")
