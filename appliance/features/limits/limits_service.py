@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from appliance.core import policy
 from appliance.core.errors import ValidationError
 from appliance.core.services import AgentDaemon
 from appliance.features.limits.policyd import CONF, LOG, NAME, PIDFILE, PORT, parse_config
@@ -25,17 +26,20 @@ class Policyd(AgentDaemon):
 
     def validate(self, stage: Path) -> None:
         conf = stage / CONF.lstrip("/")
-        if conf.exists():
+        if not conf.exists():
+            return
+        try:
+            config = parse_config(conf.read_text())
+        except (ValueError, TypeError) as e:
+            raise ValidationError(self.name, "limits.conf check", str(e)) from None
+        # The checks it runs (the typo guard) are loaded as the service will load them, and
+        # judge their own staged configuration (typoguard.conf), read by this service too.
+        for name in config.checks:
             try:
-                parse_config(conf.read_text())
-            except (ValueError, TypeError) as e:
-                raise ValidationError(self.name, "limits.conf check", str(e)) from None
-        # The typo guard's configuration is read by this service too (its checks run here).
-        from appliance.features.privacy import policy as typo_guard
-
-        guard = stage / typo_guard.CONF.lstrip("/")
-        if guard.exists():
+                check = policy.load(name)
+            except policy.CheckError as e:
+                raise ValidationError(self.name, "policy check", str(e)) from None
             try:
-                typo_guard.parse_conf(guard.read_text())
-            except typo_guard.GuardError as e:
-                raise ValidationError(self.name, "typoguard.conf check", str(e)) from None
+                policy.validate(check, stage)
+            except policy.Invalid as e:
+                raise ValidationError(self.name, e.what, e.detail) from None
