@@ -9,7 +9,7 @@ capability is a folder under features/ plus one line here.
 
 This module sits above the features (like the CLI): the core never imports it, and no feature
 does either. It is not features/__init__.py, because importing a feature's daemon module
-(`python3 -m appliance.features.defence.policyd`) runs that file, and a daemon should load the
+(`python3 -m appliance.features.limits.policyd`) runs that file, and a daemon should load the
 core and its own feature, not every feature.
 """
 
@@ -26,13 +26,16 @@ from appliance.core.facts import Facts
 from appliance.core.feature import Feature
 from appliance.core.services import Service
 from appliance.features.certs.feature import FEATURE as CERTS
-from appliance.features.defence.feature import FAIL2BAN, FIREWALL, LIMITS, SSH
 from appliance.features.dns.feature import FEATURE as DNS
+from appliance.features.fail2ban.feature import FEATURE as FAIL2BAN
+from appliance.features.firewall.feature import FEATURE as FIREWALL
+from appliance.features.limits.feature import FEATURE as LIMITS
 from appliance.features.mail.feature import FEATURE as MAIL
 from appliance.features.openpgp.feature import FEATURE as OPENPGP
 from appliance.features.privacy.feature import FEATURE as PRIVACY
 from appliance.features.relay.feature import FEATURE as RELAY
 from appliance.features.spam.feature import FEATURE as SPAM
+from appliance.features.ssh.feature import FEATURE as SSH
 from appliance.features.status.feature import FEATURE as STATUS
 from appliance.features.upnp.feature import FEATURE as UPNP
 from appliance.features.web.feature import FEATURE as WEB

@@ -34,7 +34,7 @@ def restart_policyd(lab: MailLab) -> None:
     lab.app.run(["kill", str(pid)], check=False)
     wait_for("the policy service stopped",
              lambda: lab.app.run(["kill", "-0", str(pid)], check=False).returncode != 0, timeout=10)
-    r = lab.app.run([sys.executable, "-m", "appliance.features.defence.policyd", "--daemon", POLICYD_PID,
+    r = lab.app.run([sys.executable, "-m", "appliance.features.limits.policyd", "--daemon", POLICYD_PID,
                      "--log", "/var/log/appliance-policyd.log"], check=False,
                     env={"PYTHONPATH": str(lab.repo)})
     assert r.returncode == 0, r.stderr

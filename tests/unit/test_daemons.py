@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 DAEMONS = {
     "appliance.features.openpgp.proxy": "openpgp",
-    "appliance.features.defence.policyd": "defence",
+    "appliance.features.limits.policyd": "limits",
     "appliance.features.privacy.release_agent": "privacy",
 }
 
@@ -100,7 +100,7 @@ def test_each_daemon_loads_only_the_core_and_its_own_feature(module: str, tmp_pa
 
 
 def test_the_guard_sees_another_features_module() -> None:
-    assert foreign(["appliance.core.daemon", "appliance.features.privacy.policy"], "defence") == \
+    assert foreign(["appliance.core.daemon", "appliance.features.privacy.policy"], "limits") == \
         ["appliance.features.privacy.policy"]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from appliance import registry
 from appliance.core import facts, plan
-from appliance.features.defence import plan as defence
+from appliance.features.fail2ban import feature as fail2ban_feature
 
 DATA = Path(__file__).parent / "data" / "fail2ban"
 # Each filter the jails use -> its sample file. A filter without samples fails the test below.
@@ -111,10 +111,18 @@ def test_jails_never_ban_the_lan_the_router_or_the_public_address(good: dict) ->
                       "fe80::/10"]
     assert "bantime.increment = true" in jail and "bantime = -1" not in jail
     assert "banaction = nftables[type=allports]" in jail
-    assert defence.fail2ban(plan.Inputs(s, f))  # on by default
+    assert fail2ban_feature.files(plan.Inputs(s, f))  # on by default
 
 
 def test_fail2ban_can_be_turned_off(good: dict) -> None:
     good["fail2ban"] = {"enabled": False}
     s = registry.parse_settings(good)
-    assert defence.fail2ban(plan.Inputs(s, facts.Facts("mail.example.org"))) == []
+    assert fail2ban_feature.files(plan.Inputs(s, facts.Facts("mail.example.org"))) == []
+
+
+def test_the_jails_read_the_log_sshd_writes() -> None:
+    from appliance.features.fail2ban import fail2ban
+    from appliance.features.ssh import ssh
+
+    assert fail2ban.SSHD_LOG == ssh.SSHD_LOG
+    assert ssh.SSHD_LOG in fail2ban.Fail2ban.logs

@@ -13,7 +13,7 @@ import pytest
 from appliance import registry
 from appliance.core import facts, plan
 from appliance.core.errors import SettingsError
-from appliance.features.defence import firewall
+from appliance.features.firewall import firewall
 
 HOME = facts.Facts("mail.example.org", "eth0", ("192.168.1.0/24", "fd00:1::/64"),
                    ("192.168.1.10", "fd00:1::10"), "192.168.1.1", "fe80::1")

@@ -7,7 +7,7 @@ import pytest
 from appliance import registry
 from appliance.core import plan
 from appliance.core.facts import Facts
-from appliance.features.defence.policyd import DAY, HOUR, Config, Limiter, parse_config, reply_for
+from appliance.features.limits.policyd import DAY, HOUR, Config, Limiter, parse_config, reply_for
 
 C = Config(messages_per_hour=3, messages_per_day=5, recipients_per_message=2, global_per_hour=4,
            postmaster="alice@example.org")

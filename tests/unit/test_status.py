@@ -18,8 +18,8 @@ from appliance.core import facts, plan
 from appliance.core.checks import FAIL, OK, WARN, Context, Result
 from appliance.core.errors import SettingsError
 from appliance.features.certs import checks as certs_checks
-from appliance.features.defence import checks as defence_checks
 from appliance.features.dns import checks as dns_checks
+from appliance.features.fail2ban import checks as fail2ban_checks
 from appliance.features.status import checks as status_checks
 from appliance.features.status import status
 from appliance.features.status.checks import interpret_dnsbl
@@ -180,7 +180,7 @@ def test_fail2ban_status_is_parsed() -> None:
    |- Currently banned:\t2
    |- Total banned:\t5
    `- Banned IP list:\t198.51.100.66 198.51.100.67"""
-    assert defence_checks.parse_fail2ban_status(text) == {"current": 2, "total": 5}
+    assert fail2ban_checks.parse_fail2ban_status(text) == {"current": 2, "total": 5}
 
 
 @pytest.mark.parametrize("free,total,want", [(50 * 2**30, 100 * 2**30, OK), (2 * 2**30, 20 * 2**30, WARN),

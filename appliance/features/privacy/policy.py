@@ -1,7 +1,9 @@
 """The typo-domain guard inside Postfix's submission path (issue #10).
 
-Postfix asks the policy service (appliance/policyd.py, 127.0.0.1:10031) at each RCPT TO on
-587/465 and again at the end of the message:
+Postfix asks the policy service (appliance/features/limits/policyd.py, 127.0.0.1:10031) at
+each RCPT TO on 587/465 and again at the end of the message; the service runs this module as
+one of its checks (appliance/core/policy.py: `at_rcpt`, `at_end`, `validate`), named by the
+privacy feature's template context (privacy.py):
 
 - RCPT: the recipient domain is checked (typoguard.check) against the history; a near miss is
   remembered for this message (Postfix's `instance` attribute). The answer is DUNNO, or, when
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from appliance.core.policy import Invalid
 from appliance.features.privacy import typoguard as tg
 
 CONF = "/etc/appliance/typoguard.conf"
@@ -66,6 +69,16 @@ def parse_conf(text: str) -> GuardConfig:
         raise GuardError(f"{CONF}: history must be hashed or plain, not {data['history']!r}")
     return GuardConfig(data.get("enabled", "yes") == "yes", data.get("history", "hashed"),
                        data.get("domain", ""))
+
+
+def validate(stage: Path) -> None:
+    """The policy service's check of the staged typoguard.conf, before it goes live."""
+    guard = stage / CONF.lstrip("/")
+    if guard.exists():
+        try:
+            parse_conf(guard.read_text())
+        except GuardError as e:
+            raise Invalid("typoguard.conf check", str(e)) from None
 
 
 def history_header(hashed: bool) -> str:

@@ -23,6 +23,7 @@ from appliance.core import settings, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
 from appliance.core.plan import FileSpec, Inputs
+from appliance.core.policy import CONTEXT_KEY
 from appliance.core.services import Scheduled
 from appliance.features.privacy import policy as tp
 from appliance.features.privacy import reply as typoguard_reply
@@ -70,9 +71,15 @@ def feature(i: Inputs) -> list[FileSpec]:
     ]
 
 
+# The typo guard's checks, which the policy service runs (core/policy.py). Named whether the
+# guard is on or off: off, it finds no typoguard.conf and passes everything.
+POLICY_CHECKS = (tp.__name__,)
+
+
 def context(s: Any) -> dict[str, Any]:
-    """main.cf routes and guards the release addresses only while the guard is on."""
-    return {"release_by_reply": s.privacy.typo_guard}
+    """main.cf routes and guards the release addresses only while the guard is on; the policy
+    service always runs the guard's checks."""
+    return {"release_by_reply": s.privacy.typo_guard, CONTEXT_KEY: list(POLICY_CHECKS)}
 
 
 # Every log the box writes that records who talked to whom: mail (Postfix, Dovecot), auth

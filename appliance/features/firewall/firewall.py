@@ -4,17 +4,16 @@ From the internet only the mail ports (and 80/443 with `[firewall] web = true`);
 everything, so SSH and the setup page are LAN-only. IPv6 gets the same treatment as IPv4,
 plus the ICMPv6 types IPv6 cannot work without.
 
-Who counts as "the LAN" is decided here once (`trusted`), for the firewall and fail2ban alike.
+Who counts as "the LAN" is decided once, in the core (`core.lan.trusted`), for the firewall and
+fail2ban alike; `[lan] also_trusted` widens it (settings.py).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
-from appliance.core import system
+from appliance.core import lan, system
 from appliance.core.errors import ValidationError
 from appliance.core.facts import Facts
 from appliance.core.services import MAIL_PORTS, Service
@@ -22,44 +21,17 @@ from appliance.core.settings import Settings
 
 RULES_PATH = "/etc/nftables.d/appliance.nft"
 WEB_PORTS = (80, 443)
-LINK_LOCAL6 = "fe80::/10"
-
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _collapse(nets: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Merge overlapping networks (an nft interval set refuses overlaps), v4 and v6 apart."""
-    parsed = [ipaddress.ip_network(n, strict=False) for n in nets]
-    v4 = ipaddress.collapse_addresses(n for n in parsed if isinstance(n, ipaddress.IPv4Network))
-    v6 = ipaddress.collapse_addresses(n for n in parsed if isinstance(n, ipaddress.IPv6Network))
-    return [str(n) for n in v4], [str(n) for n in v6]
 
 
 def lan_networks(s: Settings, facts: Facts) -> tuple[list[str], list[str]]:
-    """The LAN as the firewall trusts it: detected (or overridden) prefixes, IPv6 link-local,
-    the router's addresses, and `[lan] also_trusted`. The public address is *not* here: a
-    packet from it is a hairpinned LAN client or a spoof, and gets the internet's rules."""
-    nets = list(facts.lan_prefixes) + [LINK_LOCAL6] + list(s.defence.also_trusted)
-    nets += [f"{a}/{32 if ':' not in a else 128}" for a in facts.router_addresses]
-    return _collapse(nets)
-
-
-def public_address(s: Settings, facts: Facts) -> str | None:
-    return facts.public_address or s.defence.public_address
-
-
-def never_ban(s: Settings, facts: Facts) -> list[str]:
-    """fail2ban's ignoreip: loopback, the LAN, the router and the public address (a router that
-    hairpins makes every LAN client appear from it)."""
-    v4, v6 = lan_networks(s, facts)
-    public = public_address(s, facts)
-    extra = [public] if public else []
-    a4, a6 = _collapse(["127.0.0.0/8", "::1/128", *v4, *v6, *extra])
-    return a4 + a6
+    """The LAN as the firewall trusts it (core.lan): detected (or overridden) prefixes, IPv6
+    link-local, the router's addresses, and `[lan] also_trusted`. The public address is *not*
+    here: a packet from it is a hairpinned LAN client or a spoof, and gets the internet's rules."""
+    return lan.trusted(facts, s.firewall.also_trusted)
 
 
 def wan_tcp_ports(s: Settings) -> list[int]:
-    return list(MAIL_PORTS) + (list(WEB_PORTS) if s.defence.web or s.web.enabled else [])
+    return list(MAIL_PORTS) + (list(WEB_PORTS) if s.firewall.web or s.web.enabled else [])
 
 
 class Nftables(Service):

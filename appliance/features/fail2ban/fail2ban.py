@@ -16,15 +16,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.core import system
+from appliance.core import lan, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
+from appliance.core.facts import Facts
 from appliance.core.services import Service, pidfile_alive
+from appliance.core.settings import Settings
 
 CONFIG_DIR = "/etc/fail2ban"
+# The daemons' own log files, which the jails read: sshd's is the one the SSH feature starts
+# it with (`sshd -E`, ssh.py; a unit test keeps the two equal).
 SSHD_LOG = "/var/log/sshd.log"
 JAILS = ("postfix", "dovecot", "sshd")
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL)\b|'config-error'")
+
+
+def never_ban(s: Settings, facts: Facts) -> list[str]:
+    """fail2ban's ignoreip: loopback, the LAN the firewall trusts (core.lan, with the firewall's
+    `[lan] also_trusted`), the router and the public address (a router that hairpins makes
+    every LAN client appear from it)."""
+    trust = getattr(s, "firewall", None)
+    v4, v6 = lan.trusted(facts, getattr(trust, "also_trusted", ()))
+    public = facts.public_address or getattr(trust, "public_address", None)
+    a4, a6 = lan.collapse([*lan.LOOPBACK, *v4, *v6, *([public] if public else [])])
+    return a4 + a6
 
 
 class Fail2ban(Service):

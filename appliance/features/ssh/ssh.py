@@ -13,12 +13,13 @@ from pathlib import Path
 from appliance.core import system
 from appliance.core.errors import ValidationError
 from appliance.core.services import Service
-from appliance.features.defence.fail2ban import SSHD_LOG
 
 DROPIN = "/etc/ssh/sshd_config.d/appliance.conf"
 # Keys from settings live under /etc (settings-owned, like every file the agent writes).
 AUTHORIZED_KEYS = "/etc/ssh/authorized_keys/root"
 PIDFILE = "/run/sshd.pid"
+# sshd logs here (`sshd -E`), the way the box logs without a syslog daemon; fail2ban reads it.
+SSHD_LOG = "/var/log/sshd.log"
 
 
 class Sshd(Service):

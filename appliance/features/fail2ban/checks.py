@@ -18,7 +18,7 @@ def parse_fail2ban_status(text: str) -> dict[str, int]:
 
 
 def check_fail2ban(c: Context) -> list[Result]:
-    if not c.s.defence.fail2ban:
+    if not c.s.fail2ban.enabled:
         return []
     res = system.run(["fail2ban-client", "status"], check=False, timeout=10)
     m = re.search(r"Jail list:\s*(.*)", res.stdout)

@@ -10,6 +10,10 @@ hour and per day), recipients per message, and all users together per hour:
   postmaster gets a mail saying who, which limit, and how to release or delete the held mail;
 - while the user stays over the limit: 450 4.7.1 with the reason (the client keeps the mail).
 
+It also runs the submission checks other features name (`checks = MODULE, ...` in its
+configuration; core/policy.py): at RCPT TO, and at the end of a message the limits let pass.
+The typo guard is one. A check that cannot be loaded or fails makes the answer 451 4.3.0.
+
 Counters live in memory: a restart forgets them (the held mail stays held). Postfix defers
 (451 4.3.5) when this service does not answer: mail is never lost.
 """
@@ -24,9 +28,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from appliance.core import daemon
+from appliance.core import daemon, policy
 
 CONF = "/etc/appliance/limits.conf"
 HOST, PORT = "127.0.0.1", 10031
@@ -50,6 +53,7 @@ class Config:
     global_per_hour: int
     postmaster: str
     notify_via: str = "127.0.0.1:25"
+    checks: tuple[str, ...] = ()  # the modules of other features' checks (core/policy.py)
 
 
 def parse_config(text: str) -> Config:
@@ -60,7 +64,7 @@ def parse_config(text: str) -> Config:
         key, eq, value = (x.strip() for x in line.partition("="))
         if not eq or key not in Config.__dataclass_fields__:
             raise ValueError(f"line {n}: expected one of {', '.join(Config.__dataclass_fields__)} = value")
-        data[key] = int(value) if value.isdigit() else value
+        data[key] = policy.names(value) if key == "checks" else int(value) if value.isdigit() else value
     c = Config(**data)  # type: ignore[arg-type]
     for name in ("messages_per_hour", "messages_per_day", "recipients_per_message", "global_per_hour"):
         v = getattr(c, name)
@@ -137,19 +141,13 @@ def notify(c: Config, user: str, limit: str) -> None:
         s.send_message(m)
 
 
-def typo_guard() -> Any:
-    """The typo guard's checks (the privacy feature), which this service runs at RCPT and at
-    the end of a submission. Imported at the first submission rather than at start: the
-    service's own code is the limits, and a policy service that never sees a submission (or
-    a test of the limits) does not load another feature."""
-    from appliance.features.privacy import policy
-
-    return policy
+NO_CHECKS = policy.Checks()
 
 
-def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str, str | None]:
-    if attrs.get("protocol_state") == "RCPT":  # the typo-domain guard, per recipient
-        return typo_guard().at_rcpt(attrs), None
+def reply_for(limiter: Limiter, attrs: dict[str, str], now: float,
+              checks: policy.Checks = NO_CHECKS) -> tuple[str, str | None]:
+    if attrs.get("protocol_state") == "RCPT":  # the checks (the typo guard), per recipient
+        return checks.at_rcpt(attrs), None
     user = attrs.get("sasl_username", "")
     if not user:  # not authenticated (port 25): not ours to count
         return "DUNNO", None
@@ -158,13 +156,43 @@ def reply_for(limiter: Limiter, attrs: dict[str, str], now: float) -> tuple[str,
     except ValueError:
         n = 0
     action, limit = limiter.decide(user, n, now)
-    if action == "DUNNO":  # a near-miss recipient domain holds the message
-        action = typo_guard().at_end(attrs)
+    if action == "DUNNO":  # e.g. a near-miss recipient domain holds the message
+        action = checks.at_end(attrs)
     return action, limit
 
 
+class State:
+    """What the service runs with: the limits (their counters) and the checks, re-read
+    together on SIGHUP."""
+
+    def __init__(self, conf_path: str) -> None:
+        self.conf_path = conf_path
+        c = parse_config(Path(conf_path).read_text())
+        self.limiter = Limiter(c)
+        self.checks = policy.Checks(c.checks, log)
+
+    def reload(self) -> str:
+        """Re-read the file; refused (ReloadError, the old one kept) when it is broken or names
+        a check that is not there."""
+        try:
+            new = parse_config(Path(self.conf_path).read_text())
+        except (OSError, ValueError, TypeError) as e:
+            raise daemon.ReloadError(f"{self.conf_path}: {e}") from None
+        checks = self.checks
+        if new.checks != checks.names or checks.broken:
+            checks = policy.Checks(new.checks, log)
+            if checks.broken:
+                raise daemon.ReloadError(f"{self.conf_path}: {'; '.join(checks.broken)}")
+        self.limiter.c, self.checks = new, checks  # counters survive a reload
+        return f"{self.conf_path}; the counters are kept"
+
+    def reply(self, attrs: dict[str, str], now: float) -> tuple[str, str | None]:
+        return reply_for(self.limiter, attrs, now, self.checks)
+
+
 async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
-    limiter = Limiter(parse_config(Path(conf_path).read_text()))
+    state = State(conf_path)
+    limiter = state.limiter
     loop = asyncio.get_running_loop()
 
     async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -180,7 +208,7 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
                         break
                     k, _, v = text.partition("=")
                     attrs[k] = v
-                action, limit = reply_for(limiter, attrs, time.time())
+                action, limit = state.reply(attrs, time.time())
                 if action != "DUNNO":
                     log(f"{attrs.get('sasl_username')}: {action}")
                 if limit:
@@ -198,18 +226,10 @@ async def serve(conf_path: str, ready: asyncio.Event | None = None) -> None:
             with contextlib.suppress(Exception):
                 w.close()
 
-    def reread() -> str:
-        try:
-            new = parse_config(Path(conf_path).read_text())
-        except (OSError, ValueError, TypeError) as e:
-            raise daemon.ReloadError(f"{conf_path}: {e}") from None
-        limiter.c = new  # counters survive a reload
-        return f"{conf_path}; the counters are kept"
-
     async def listen() -> list[asyncio.AbstractServer]:
         return [await asyncio.start_server(client, HOST, PORT)]
 
-    await daemon.serve(NAME, listen, started=f"listening on {HOST}:{PORT}", reload=reread,
+    await daemon.serve(NAME, listen, started=f"listening on {HOST}:{PORT}", reload=state.reload,
                        ready=ready)
 
 

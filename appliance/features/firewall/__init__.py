@@ -1,0 +1,1 @@
+"""The firewall: nftables rules tuned to the detected LAN, and the LAN's extra trusted networks."""

@@ -1,0 +1,1 @@
+"""SSH: keys from settings only, no passwords; LAN-only through the firewall."""
