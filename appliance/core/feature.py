@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from appliance.core import system
 from appliance.core.checks import Check
@@ -17,14 +17,19 @@ from appliance.core.records import Known, Record
 from appliance.core.services import Service
 from appliance.core.settings import Section, Settings
 
+if TYPE_CHECKING:
+    import argparse
+
 Say = Callable[[str], None]
+# Where a feature adds its verbs: the `appliance` parser's subcommands.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _no_files(i: Inputs) -> list[FileSpec]:
     return []
 
 
-def _no_context(s: Settings) -> dict[str, Any]:
+def _no_context(s: Settings) -> dict[str, object]:
     return {}
 
 
@@ -32,7 +37,7 @@ def _no_services(root: system.Root) -> list[Service]:
     return []
 
 
-def _no_commands(sub: Any) -> None:
+def _no_commands(sub: Subcommands) -> None:
     return None
 
 
@@ -48,7 +53,7 @@ def _no_state(root: system.Root, s: Settings) -> Mapping[str, str]:
     return {}
 
 
-def _nothing_known(root: system.Root, s: Settings) -> Mapping[str, Any]:
+def _nothing_known(root: system.Root, s: Settings) -> Mapping[str, object]:
     return {}
 
 
@@ -77,11 +82,11 @@ class Feature:
     # Inputs -> the files it wants; pure. Nothing when it is off: absent is a state.
     files: Callable[[Inputs], list[FileSpec]] = _no_files
     # Names its templates share with other features' templates (the relay's host in main.cf).
-    context: Callable[[Settings], dict[str, Any]] = _no_context
+    context: Callable[[Settings], Mapping[str, object]] = _no_context
     # The services that read its files, in the order they are reloaded.
     services: Callable[[system.Root], list[Service]] = _no_services
     # Adds its verbs to the `appliance` command.
-    commands: Callable[[Any], None] = _no_commands
+    commands: Callable[[Subcommands], None] = _no_commands
     # First-use state made on the box before the plan (the DKIM key, a self-signed certificate).
     prepare: Callable[[system.Root, Settings, Say], None] = _no_prepare
     # Settings the box cannot carry out as it is (OpenPGP turned off while a user has a key):
@@ -97,7 +102,7 @@ class Feature:
     checks: Sequence[Check] = ()
     # What it knows that DNS records depend on, by `Known` field (the DKIM keys, the served
     # certificate), or one of `records.ADDRESS_SOURCES` (where the internet reaches the box).
-    known: Callable[[system.Root, Settings], Mapping[str, Any]] = _nothing_known
+    known: Callable[[system.Root, Settings], Mapping[str, object]] = _nothing_known
     # The DNS records it needs (`appliance dns` prints them, `status` checks them); pure.
     records: Callable[[Settings, Known], list[Record]] = _no_records
     # Host names the box's certificate must also hold (mta-sts.<domain> for the web server).

@@ -76,25 +76,11 @@ def certbot_argv(s: Settings, settings_path: str, force: bool = False,
     return argv
 
 
-def _open_port_80(minutes: int = 10) -> None:
-    """Let the challenge through the box's own firewall for a while (the element expires by
-    itself even if the agent dies); nothing to do where the firewall is not in use."""
-    system.run(["nft", "add", "element", "inet", "appliance", "wan_tcp_temporary",
-                f"{{ 80 timeout {minutes}m }}"], check=False)
-
-
-def _close_port_80() -> None:
-    system.run(["nft", "delete", "element", "inet", "appliance", "wan_tcp_temporary", "{ 80 }"],
-               check=False)
-
-
 def issue(s: Settings, settings_path: str, force: bool = False, names: Sequence[str] = (),
           exposed: Exposed = nullcontext) -> system.Result:
     """Obtain (or re-obtain) the certificate for the mail host name and `names`. For http-01,
-    `exposed` makes port 80 reachable from the internet while certbot runs (the router's
-    mapping: `pipeline.exposed`)."""
-    if s.certs.challenge == "http-01":
-        _open_port_80()
+    `exposed` makes port 80 reachable from the internet while certbot runs (the box's
+    firewall and the router's mapping: `pipeline.exposed`)."""
     try:
         with exposed([80]) if s.certs.challenge == "http-01" else nullcontext():
             return system.run(certbot_argv(s, settings_path, force, names), env=_env(s), timeout=300)
@@ -103,9 +89,6 @@ def issue(s: Settings, settings_path: str, force: bool = False, names: Sequence[
         raise CertError(f"certbot could not get a certificate for {s.hostname}:\n{out[-1500:]}\n"
                         "Check that the name's A record points at your public address and that "
                         "port 80 reaches this box (appliance reachability), or use dns-01.") from None
-    finally:
-        if s.certs.challenge == "http-01":
-            _close_port_80()
 
 
 def renew(s: Settings, force: bool = False, exposed: Exposed = nullcontext) -> system.Result:
@@ -113,14 +96,8 @@ def renew(s: Settings, force: bool = False, exposed: Exposed = nullcontext) -> s
             "--cert-name", s.hostname]
     if force:
         argv.append("--force-renewal")
-    if s.certs.challenge == "http-01":
-        _open_port_80()
-    try:
-        with exposed([80]) if s.certs.challenge == "http-01" else nullcontext():
-            return system.run(argv, env=_env(s), timeout=300, check=False)
-    finally:
-        if s.certs.challenge == "http-01":
-            _close_port_80()
+    with exposed([80]) if s.certs.challenge == "http-01" else nullcontext():
+        return system.run(argv, env=_env(s), timeout=300, check=False)
 
 
 def dns_hook(s: Settings, action: str) -> None:

@@ -6,7 +6,7 @@ from appliance.core import system, tls
 from appliance.core.feature import Feature
 from appliance.core.records import Known, Record, fq
 from appliance.core.settings import Settings
-from appliance.features.certs import checks, commands
+from appliance.features.certs import checks, cli
 from appliance.features.certs.settings import SECTION
 
 
@@ -26,5 +26,5 @@ def records(s: Settings, k: Known) -> list[Record]:
     return out
 
 
-FEATURE = Feature("certs", "README.md", sections=(SECTION,), commands=commands.register,
+FEATURE = Feature("certs", "README.md", sections=(SECTION,), commands=cli.register,
                   checks=(checks.check_certificate,), known=known, records=records)

@@ -14,12 +14,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from appliance.core import lan, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
 from appliance.core.facts import Facts
+from appliance.core.feature import Subcommands
 from appliance.core.services import Service, pidfile_alive
 from appliance.core.settings import Settings
 
@@ -167,7 +167,7 @@ def cmd_unban(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     b = sub.add_parser("bans", help="who fail2ban has banned, for which jail, since when")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bans)

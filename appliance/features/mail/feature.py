@@ -9,7 +9,7 @@ from appliance.core.feature import Feature, Say
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.mail import commands
+from appliance.features.mail import cli
 from appliance.features.mail.addresses import alias_table, sender_logins
 from appliance.features.mail.service import Dovecot, Postfix
 
@@ -41,4 +41,4 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
 
 
 FEATURE = Feature("mail", "README.md", files=files, context=context, services=services,
-                  commands=commands.register, prepare=prepare)
+                  commands=cli.register, prepare=prepare)

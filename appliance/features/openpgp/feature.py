@@ -12,7 +12,7 @@ from appliance.core.feature import Feature
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.openpgp import cli_key
+from appliance.features.openpgp import cli
 from appliance.features.openpgp.keyring import DEFAULT_HOME, KeyError_, home, read_index
 from appliance.features.openpgp.service import PgpProxy
 from appliance.features.openpgp.settings import SECTION
@@ -73,5 +73,5 @@ def _services(root: system.Root) -> list[Service]:
 
 
 FEATURE = Feature("openpgp", "docs/openpgp.md", sections=(SECTION,), files=openpgp,
-                  context=context, services=_services, commands=cli_key.add_parser,
+                  context=context, services=_services, commands=cli.register,
                   preflight=preflight)

@@ -22,6 +22,7 @@ from typing import Any
 from appliance.core import settings, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, ApplianceError, UsageError, ValidationError
+from appliance.core.feature import Subcommands
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.policy import CONTEXT_KEY
 from appliance.core.services import Scheduled
@@ -272,7 +273,7 @@ def cmd_typo_guard(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     r = sub.add_parser("release", help="send a message the typo guard (or a limit) held")
     r.add_argument("queue_id")
     r.set_defaults(func=cmd_release)

@@ -9,7 +9,7 @@ from appliance.core import system
 from appliance.core.feature import Feature
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.relay import commands, tunnel
+from appliance.features.relay import cli, tunnel
 from appliance.features.relay.service import WgRelay
 from appliance.features.relay.settings import SECTION
 
@@ -36,5 +36,5 @@ def secrets(root: system.Root, s: Settings) -> dict[str, str]:
 
 
 FEATURE = Feature("relay", "README.md", sections=(SECTION,), files=tunnel.relay_feature,
-                  context=context, services=services, commands=commands.register, secrets=secrets,
+                  context=context, services=services, commands=cli.register, secrets=secrets,
                   notice=tunnel.notice, unlocked=frozenset({"relay"}), known=known)

@@ -39,12 +39,12 @@ from email.message import Message
 from email.policy import compat32
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 from appliance import __version__
 from appliance.core import system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK, EXIT_USAGE, ApplianceError
+from appliance.core.feature import Subcommands
 
 KEY_PATH = "/var/lib/appliance/arf-redaction.key"
 KEY_BYTES = 32
@@ -368,7 +368,7 @@ def cmd_report_spam(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("report-spam", help="make a redacted abuse report (ARF, RFC 5965/6590)")
     p.add_argument("message", help="the spam message as a file (.eml), headers included")
     p.add_argument("--send", action="store_true",

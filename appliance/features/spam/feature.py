@@ -8,7 +8,7 @@ from appliance.core.feature import Feature, Say
 from appliance.core.records import Known, Record, fq
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.spam import commands, dkim
+from appliance.features.spam import cli, dkim
 from appliance.features.spam.rspamd import Rspamd, feature
 from appliance.features.spam.settings import SECTION
 
@@ -41,5 +41,5 @@ def state(root: system.Root, s: Settings) -> dict[str, str]:
 
 
 FEATURE = Feature("spam", "docs/spam.md", sections=(SECTION,), files=feature, services=services,
-                  commands=commands.register, prepare=prepare, state=state,
+                  commands=cli.register, prepare=prepare, state=state,
                   known=known, records=records)

@@ -20,12 +20,12 @@ import smtplib
 from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from appliance.core import pipeline, settings, system
 from appliance.core.checks import FAIL, OK, WARN, Check, Context, Result, make_resolver
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
+from appliance.core.feature import Subcommands
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled
 from appliance.features.status import checks
@@ -152,7 +152,7 @@ def cmd_status(a: argparse.Namespace, env: Env) -> int:
     return exit_code(results)
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("status", help="check DNS records, blocklists, certificate, queue, disk...; "
                        "exit 1 when a check fails")
     p.add_argument("--json", action="store_true")

@@ -10,7 +10,7 @@ from appliance.core import system
 from appliance.core.feature import Feature
 from appliance.core.services import Service
 from appliance.core.settings import Settings
-from appliance.features.upnp import checks, commands
+from appliance.features.upnp import checks, cli
 from appliance.features.upnp.settings import SECTION_REACHABILITY, SECTION_UPNP
 from appliance.features.upnp.timer import UpnpTimer, upnp_units
 
@@ -49,6 +49,6 @@ def expose(root: system.Root, s: Settings, ports: Sequence[int]) -> Iterator[Non
 
 
 FEATURE = Feature("upnp", "README.md", sections=(SECTION_UPNP, SECTION_REACHABILITY),
-                  files=upnp_units, services=services, commands=commands.register,
+                  files=upnp_units, services=services, commands=cli.register,
                   checks=(checks.check_upnp, checks.check_reachability),
                   unlocked=frozenset({"probe-server"}), known=known, expose=expose)

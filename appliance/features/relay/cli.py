@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from appliance.core import system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
+from appliance.core.feature import Subcommands
 from appliance.features.relay import tunnel as relay
 
 
@@ -34,7 +34,7 @@ def cmd_relay(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     rl = sub.add_parser("relay", help="the WireGuard tunnel to your own relay VPS")
     rl.add_argument("action", choices=["up", "down", "status"])
     rl.set_defaults(func=cmd_relay)

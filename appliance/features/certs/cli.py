@@ -6,11 +6,11 @@ import argparse
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 from appliance.core import pipeline, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
+from appliance.core.feature import Subcommands
 from appliance.features.certs import certs
 
 
@@ -52,7 +52,7 @@ def cmd_cert(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     c = sub.add_parser("cert", help="TLS certificate: issue, renew, show (TLSA), deploy hook")
     cs = c.add_subparsers(dest="action", required=True)
     for name in ("issue", "renew"):

@@ -6,11 +6,11 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from appliance.core import system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from appliance.core.feature import Subcommands
 from appliance.features.upnp import client as upnp
 from appliance.features.upnp import reachability
 
@@ -119,7 +119,7 @@ def cmd_probe_server(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     u = sub.add_parser("upnp", help="port mappings on the home router (UPnP)")
     us = u.add_subparsers(dest="action", required=True)
     for name, text in (("renew", "map the mail ports, or renew their leases"),

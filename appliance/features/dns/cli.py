@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from appliance.core import pipeline, system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
+from appliance.core.feature import Subcommands
 
 
 def cmd_dns(a: argparse.Namespace, env: Env) -> int:
@@ -59,7 +59,7 @@ def cmd_dns(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     dn = sub.add_parser("dns", help="the DNS records your domain needs; --check compares the published ones")
     dn.add_argument("--check", action="store_true", help="query DNS and compare values")
     dn.add_argument("--json", action="store_true")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from appliance.core.command import Env, apply_and_report
 from appliance.core.errors import EXIT_OK
+from appliance.core.feature import Subcommands
 from appliance.core.pipeline import sections
 from appliance.features.mail import users
 from appliance.features.mail.addresses import alias_table
@@ -55,7 +55,7 @@ def cmd_alias(a: argparse.Namespace, env: Env) -> int:
     return _after_edit(a, env, f"removed alias {a.alias}")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     u = sub.add_parser("user", help="add, remove, list users; change passwords")
     us = u.add_subparsers(dest="action", required=True)
     us.add_parser("list")

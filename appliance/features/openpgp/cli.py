@@ -9,15 +9,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from appliance.core import settings
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK
+from appliance.core.feature import Subcommands
 from appliance.features.openpgp.keyring import KeyError_, Keyring
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     k = sub.add_parser("key", help="users' OpenPGP public keys: mail to them is stored encrypted")
     ks = k.add_subparsers(dest="action", required=True)
     x = ks.add_parser("import", help="import USER's public key (armored or binary) from FILE")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from appliance.core import system
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK
+from appliance.core.feature import Subcommands
 from appliance.features.spam import arf, dkim
 
 
@@ -53,7 +53,7 @@ def cmd_dkim(a: argparse.Namespace, env: Env) -> int:
 
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     k = sub.add_parser("dkim", help="DKIM key: show its record, roll it over")
     k.add_argument("action", choices=["show", "rollover", "activate", "forget"], nargs="?",
                    default="show")
