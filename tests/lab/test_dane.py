@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.features.certs.certs import tlsa_311
+from appliance.core.tls import tlsa_311
 
 from .mail_lab import ALICE, DNS_IP, DOMAIN, REMOTE, REMOTE_USER, MailLab
 from .netlab import wait_for

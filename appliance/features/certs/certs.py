@@ -20,13 +20,9 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from appliance.core import system, tls
+from appliance.core import system
 from appliance.core.errors import ApplianceError
 from appliance.core.settings import Settings
-
-LIVE = tls.LIVE
-live_paths, active_paths, tlsa_311 = tls.live_paths, tls.active_paths, tls.tlsa_311
-
 
 # Ports -> a block during which they reach the box from the internet.
 Exposed = Callable[[Sequence[int]], AbstractContextManager[object]]

@@ -26,7 +26,7 @@ def check_certificate(c: Context) -> list[Result]:
     from appliance.core import tls
     from appliance.features.certs import certs
 
-    paths = certs.active_paths(c.root, c.s.hostname)
+    paths = tls.active_paths(c.root, c.s.hostname)
     pem = c.root.read(paths.fullchain).content
     if not pem:
         return [Result("certificate", FAIL, f"no certificate at {paths.fullchain}",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from appliance.core import pipeline, system
+from appliance.core import pipeline, system, tls
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
 from appliance.core.feature import Subcommands
@@ -41,14 +41,14 @@ def cmd_cert(a: argparse.Namespace, env: Env) -> int:
         certs.dns_hook(s, a.step)
         return EXIT_OK
     # show
-    paths = certs.active_paths(root, s.hostname)
+    paths = tls.active_paths(root, s.hostname)
     pem = root.read(paths.fullchain).content or b""
     if not pem:
         env.out("no certificate yet: run `appliance apply`")
         return EXIT_FAILED
-    kind = "self-signed" if paths == certs.tls.self_signed_paths() else "issued by your ACME CA"
+    kind = "self-signed" if paths == tls.self_signed_paths() else "issued by your ACME CA"
     env.out(f"{s.hostname}: {kind}, {certs.days_left(pem):.0f} days left ({paths.fullchain})")
-    env.out(f"_25._tcp.{s.hostname}. IN TLSA 3 1 1 {certs.tlsa_311(pem)}")
+    env.out(f"_25._tcp.{s.hostname}. IN TLSA 3 1 1 {tls.tlsa_311(pem)}")
     return EXIT_OK
 
 
