@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from appliance.core import system
@@ -25,6 +27,9 @@ from appliance.core.services import Manager, Service
 
 # The files apply wrote, and the service that reads each: {"schema": 1, "files": {path: service}}.
 MANIFEST = "/var/lib/appliance/owned.json"
+# Validators run at once: the boards have 4 cores, and rspamd's configtest (the heaviest, 55 MiB
+# resident) is one of them, so three fit a 512 MiB board beside the running mail system.
+VALIDATORS = min(3, os.cpu_count() or 1)
 
 
 @dataclass
@@ -157,14 +162,18 @@ def apply(
 
         # 1. Stage the complete desired configuration of each touched service, and let the
         #    real tools judge it. Nothing on the machine has changed yet.
+        #    The tools run side by side (they read the stage, each its own files); the first
+        #    failure in service order is the one reported.
+        judged = [name for name in changed if name not in retired]
         with root.staging() as stage:
-            for name in changed:
-                if name in retired:
-                    continue
+            for name in judged:
                 for f in plan.for_service(name):
                     root.write_stage(stage, f.path, f.content)
-                log(f"validating {name}")
-                services[name].validate(stage)
+            log(f"validating {', '.join(judged)}")
+            with ThreadPoolExecutor(max_workers=VALIDATORS) as pool:
+                verdicts = [pool.submit(services[name].validate, stage) for name in judged]
+            for v in verdicts:
+                v.result()
 
         # 2. Swap, then reload; on any failure (or SIGTERM), put every file back.
         for path, owner, group, mode in plan.directories:
@@ -190,20 +199,19 @@ def apply(
                 root.write_atomic(MANIFEST, new_manifest)
                 if retired:
                     manager.refresh()
-                for name in touched:
-                    svc = services[name]
-                    log(f"reloading {name} ({manager.name})")
-                    offset = root.size(svc.log_path) if svc.log_path else 0
-                    res = manager.reload(svc)
-                    if res.returncode != 0:
-                        raise ApplyError(
-                            f"{name}: reload failed (`{' '.join(res.argv)}` exited "
-                            f"{res.returncode}): {res.output or 'no output'}"
-                        )
-                    problem = svc.probe(offset) if manager.probes else None
-                    if problem:
-                        raise ApplyError(f"{name}: reload failed: {problem}")
-                    report.reloaded.append(name)
+                # An independent service reloads alongside the ones after it; leaving this
+                # block waits for it, so a failure of either kind still rolls everything back.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    alongside = []
+                    for name in touched:
+                        log(f"reloading {name} ({manager.name})")
+                        if services[name].independent:
+                            alongside.append(pool.submit(_reload, services[name], manager))
+                        else:
+                            _reload(services[name], manager)
+                    for job in alongside:
+                        job.result()
+                report.reloaded += touched
         except BaseException as exc:
             _restore(root, done, touched, report.stopped, services, manager, log)
             if isinstance(exc, ApplyError):
@@ -212,6 +220,17 @@ def apply(
             raise
         _start([n for n in down if n not in report.reloaded], report, services, manager, log)
     return report
+
+
+def _reload(svc: Service, manager: Manager) -> None:
+    offset = root_size(svc)
+    res = manager.reload(svc)
+    if res.returncode != 0:
+        raise ApplyError(f"{svc.name}: reload failed (`{' '.join(res.argv)}` exited "
+                         f"{res.returncode}): {res.output or 'no output'}")
+    problem = svc.probe(offset) if manager.probes else None
+    if problem:
+        raise ApplyError(f"{svc.name}: reload failed: {problem}")
 
 
 def _start(names: list[str], report: Report, services: Mapping[str, Service], manager: Manager,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,14 @@ class FakeService(Service):
         self.fail_reload = False
         self.raise_on_reload: BaseException | None = None
         self.up = True
+        # Met by another service's validation (reload): proves the two ran at the same time.
+        self.meet_validating: threading.Barrier | None = None
+        self.meet_reloading: threading.Barrier | None = None
 
     def validate(self, stage: Path) -> None:
         self.events.append(f"validate {self.name}")
+        if self.meet_validating is not None:
+            self.meet_validating.wait()
         for p in stage.rglob("*"):
             if p.is_file() and b"BROKEN" in p.read_bytes():
                 raise ValidationError(self.name, "fake-check", f"{p.name}: BROKEN")
@@ -50,6 +56,8 @@ class FakeManager(Manager):
         # What the service would read now:
         seen = service.root.read("/etc/a/main.conf").content
         self.events.append(f"reload {service.name} {seen!r}")
+        if service.meet_reloading is not None:
+            service.meet_reloading.wait()
         if service.raise_on_reload is not None:
             exc, service.raise_on_reload = service.raise_on_reload, None
             raise exc
@@ -102,8 +110,39 @@ def test_first_apply_writes_all_files_then_reloads(root: system.Root) -> None:
     r = apply(root, make_plan(b"v1\n"), svcs, mgr)
     assert r.changed_files == ["/etc/a/map", "/etc/a/main.conf", "/etc/b/b.conf"]
     assert r.reloaded == ["a", "b"]
-    assert events == ["validate a", "validate b", "reload a b'v1\\n'", "reload b b'v1\\n'"]
+    # The validators run side by side, in any order; every one before any reload.
+    assert sorted(events[:2]) == ["validate a", "validate b"]
+    assert events[2:] == ["reload a b'v1\\n'", "reload b b'v1\\n'"]
     assert root.read("/etc/b/b.conf").mode == 0o640
+
+
+def test_validators_run_side_by_side_and_the_first_failure_in_order_is_told(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    both = threading.Barrier(2, timeout=10)  # one validator alone would wait here in vain
+    svcs["a"].meet_validating = svcs["b"].meet_validating = both
+    apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert not both.broken
+    before = disk(root)
+    with pytest.raises(ValidationError, match="^a: "):  # b fails too: a is first in order
+        apply(root, make_plan(b"BROKEN\n", other=b"BROKEN too\n"), svcs, mgr)
+    assert disk(root) == before
+
+
+def test_an_independent_service_reloads_alongside_the_next(root: system.Root) -> None:
+    svcs, mgr, events = setup(root)
+    svcs["a"].independent = True
+    svcs["a"].meet_reloading = svcs["b"].meet_reloading = threading.Barrier(2, timeout=10)
+    r = apply(root, make_plan(b"v1\n"), svcs, mgr)
+    assert r.reloaded == ["a", "b"]
+    svcs["a"].meet_reloading = svcs["b"].meet_reloading = None
+    # Its failure, told after the next ones reloaded, still puts everything back.
+    before = disk(root)
+    events.clear()
+    svcs["a"].fail_reload = True
+    with pytest.raises(ApplyError, match="(?s)a: reload failed.*cannot bind.*Every file was restored"):
+        apply(root, make_plan(b"v2\n", other=b"other2\n"), svcs, mgr)
+    assert disk(root) == before
+    assert sorted(events[-2:]) == ["reload a b'v1\\n'", "reload b b'v1\\n'"]
 
 
 def test_second_apply_changes_nothing_and_reloads_nothing(root: system.Root) -> None:

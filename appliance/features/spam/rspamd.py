@@ -113,6 +113,7 @@ class Rspamd(Service):
     # the Bayes files at once) without the configuration being wrong; configtest judged that.
     reload_errors = re.compile(r"#\d+\(main\).*(cannot (load|parse|open) config|fatal)")
     ports = (11332,)
+    independent = True  # Postfix asks its milter per message, and defers mail while it is down
 
     def validate(self, stage: Path) -> None:
         local = stage / "etc/rspamd"
