@@ -150,6 +150,23 @@ def check_lan(override: LanOverride, path: str) -> None:
 CHECKS_ON_THE_BOX = ("lan.interface exists", "lan.prefixes hold an address of that interface")
 
 
+def settled(override: LanOverride | None = None, wait: float = 60.0, step: float = 0.5) -> Facts:
+    """The running machine once its network is up: at boot the agent may start before it (the
+    first boot makes its keys meanwhile), and a firewall built around no LAN would lock the
+    owner out. Waits at most `wait` seconds for a default route (IPv4 or IPv6), then takes what
+    there is (a box without a network still gets its configuration)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        routes = [json.loads(system.run(["ip", "-j", family, "route", "show", "default"],
+                                        check=False).stdout or "[]") for family in ("-4", "-6")]
+        if any(_default_route(r)[0] for r in routes):
+            break
+        time.sleep(step)
+    return gather(override)
+
+
 def gather(override: LanOverride | None = None) -> Facts:
     """Read the running machine."""
     addr = system.run(["ip", "-j", "addr", "show"], check=False).stdout

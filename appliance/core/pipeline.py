@@ -73,13 +73,16 @@ def converge(settings_path: Path, root: system.Root, dry_run: bool, features: Se
     """Make the box match the settings file. `say` gets what a person should know (a key was
     made); the apply's own steps are logged through it with an "appliance: " prefix."""
     s = settings.load(root.host(settings_path) if not root.is_live else settings_path, sections(features))
-    if root.is_live:
-        facts.check_lan(s.lan, str(settings_path))
     preflight(root, s, features, str(settings_path))
-    f = facts.gather(s.lan) if root.is_live else facts.Facts(hostname=s.hostname)
+    # First-use state (keys) before the machine's facts: at boot the network may still be
+    # coming up while the keys are made.
     if not dry_run:
         for feature in features:
             feature.prepare(root, s, say)
+    f = facts.Facts(hostname=s.hostname)
+    if root.is_live:
+        f = facts.settled(s.lan)
+        facts.check_lan(s.lan, str(settings_path))
     state: dict[str, str] = {}
     secrets: dict[str, str] = {}
     for feature in features:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,27 @@ def test_lan_settings_the_machine_contradicts_are_named(lan: LanOverride, proble
     else:
         (p,) = found
         assert problem in p and p.startswith("lan.") and "remove the line" in p, p
+
+
+def test_at_boot_the_facts_wait_for_a_default_route_then_take_what_there_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.core import system
+
+    asked: list[str] = []
+    route = '[{"dst":"default","gateway":"198.18.0.1","dev":"eth0","flags":[]}]'
+
+    def run(argv: list[str], check: bool = True, **kw: object) -> system.Result:
+        asked.append(" ".join(argv))
+        up = sum("route show default" in a for a in asked) > 4  # the third round of asking
+        out = route if up and argv[1:3] == ["-j", "-4"] and "default" in argv else "[]"
+        return system.Result(tuple(argv), 0, out, "")
+
+    monkeypatch.setattr(system, "run", run)
+    f = facts.settled(wait=10, step=0.01)
+    assert sum("route show default" in a for a in asked) == 6  # waited for the route
+    assert any("addr show" in a for a in asked[6:]) and f.hostname  # then read the machine
+    asked.clear()
+    started = time.monotonic()
+    route = "[]"  # no network at all: the wait is bounded, and the box is configured anyway
+    facts.settled(wait=0.2, step=0.01)
+    assert time.monotonic() - started < 2 and any("addr show" in a for a in asked)
