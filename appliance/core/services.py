@@ -77,16 +77,19 @@ class Systemd(Manager):
         refuses to start a socket whose service runs, and that instance would never see the
         sockets' connections. One that runs on the sockets is left to finish: it reads its
         files at each use, and exits when idle."""
-        res = system.run(["systemctl", "daemon-reload"], check=False)
-        if res.returncode != 0:
-            return res
+        if not _agent_units_loaded(service):  # as for any unit of the agent's: only if needed
+            res = system.run(["systemctl", "daemon-reload"], check=False)
+            if res.returncode != 0:
+                return res
         listening = system.run(["systemctl", "is-active", "--quiet", *service.socket_units],
                                check=False).returncode == 0
         if not listening:
             res = system.run(["systemctl", "stop", service.unit], check=False)
             if res.returncode != 0:
                 return res
-        return system.run(["systemctl", "enable", "--now", *service.socket_units], check=False)
+        # --no-reload: `enable` would otherwise re-read every unit once more.
+        return system.run(["systemctl", "enable", "--no-reload", "--now", *service.socket_units],
+                          check=False)
 
     def stop(self, service: Service) -> system.Result:
         if service.owns_unit:

@@ -67,3 +67,23 @@ def test_a_changed_or_unknown_unit_file_gets_one_daemon_reload(root, monkeypatch
     assert [c[:2] for c in calls] == [("systemctl", "show"), ("systemctl", "daemon-reload"),
                                       ("systemctl", "enable"), ("systemctl", "reload-or-restart")]
     assert ("systemctl", "enable", "--no-reload", "appliance-policyd.service") in calls
+
+
+class OnDemand(Service):
+    name = "release"
+    unit = "appliance-release.service"
+    socket_units = ("appliance-release.socket", "appliance-release-notice.socket")
+
+
+def test_sockets_of_an_on_demand_service_start_without_rereading_every_unit(root, monkeypatch) -> None:
+    for name in OnDemand.socket_units:
+        (root.host("/etc/systemd/system") / name).write_text("[Socket]\n")
+    calls = fake_systemctl(monkeypatch, "LoadState=loaded\nNeedDaemonReload=no\n\n" * 5)
+    assert Systemd().reload(OnDemand(root)).returncode == 0
+    assert ("systemctl", "daemon-reload") not in calls
+    assert calls[-1] == ("systemctl", "enable", "--no-reload", "--now", *OnDemand.socket_units)
+    calls.clear()
+    (root.host("/etc/systemd/system") / "appliance-release.socket").write_text("[Socket]\n# new\n")
+    fake = fake_systemctl(monkeypatch, "LoadState=loaded\nNeedDaemonReload=yes\n\n" * 5)
+    Systemd().reload(OnDemand(root))
+    assert fake.count(("systemctl", "daemon-reload")) == 1  # a changed unit file: one re-read
