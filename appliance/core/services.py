@@ -274,6 +274,8 @@ class Scheduled(Service):
     """A timer, or files a periodic job reads: without systemd nothing runs that could reload;
     under systemd the manager (re)starts the unit. Validation is the subclass's, if any."""
 
+    independent = True  # a timer starts nothing another service needs
+
     def validate(self, stage: Path) -> None:
         return None
 

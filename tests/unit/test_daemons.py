@@ -205,8 +205,8 @@ def test_under_systemd_the_agent_starts_the_release_agents_sockets_not_the_agent
         rc = 0
         if argv[1] == "is-active":
             rc = 0 if all(active.get(u, False) for u in argv[3:]) else 3
-        elif argv[1:3] == ["enable", "--now"]:
-            active.update({u: True for u in argv[3:]})
+        elif argv[1:4] == ["enable", "--no-reload", "--now"]:
+            active.update({u: True for u in argv[4:]})
         return system.Result(tuple(argv), rc, "", "")
 
     monkeypatch.setattr(system, "run", run)
@@ -218,7 +218,7 @@ def test_under_systemd_the_agent_starts_the_release_agents_sockets_not_the_agent
     # so whatever instance runs is stopped before the sockets start.
     assert calls == [["systemctl", "daemon-reload"], ["systemctl", "is-active", "--quiet", *sockets],
                      ["systemctl", "stop", "appliance-release.service"],
-                     ["systemctl", "enable", "--now", *sockets]]
+                     ["systemctl", "enable", "--no-reload", "--now", *sockets]]
     calls.clear()
     assert mgr.reload(agent).returncode == 0  # the sockets listen: nothing is stopped
     assert ["systemctl", "stop", "appliance-release.service"] not in calls

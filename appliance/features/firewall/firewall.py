@@ -40,6 +40,7 @@ class Nftables(Service):
     name = "nftables"
     unit = "nftables.service"  # Debian's unit; provisioning makes /etc/nftables.conf include ours
     log_path = "/dev/null"  # nft logs nothing; its exit status and `nft list` tell
+    independent = True  # no service needs the rules in place to start
     # Debian's nftables.service also loads the admin's own rules: the firewall turned off
     # removes our table, and the unit stays.
     owns_unit = False

@@ -20,6 +20,7 @@ class PgpProxy(AgentDaemon):
     pidfile = PIDFILE
     log_path = LOG
     reload_ack = re.compile(r"appliance-pgp: (started|reloaded)")
+    independent = True  # Postfix connects to it per delivery, and queues mail while it is down
     reload_errors = re.compile(r"appliance-pgp: .*(Traceback|Error:)")
 
     def validate(self, stage: Path) -> None:
