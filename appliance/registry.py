@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from appliance.core import fields, pipeline, plan, settings, system, tls
 from appliance.core.facts import Facts
@@ -39,6 +37,9 @@ from appliance.features.ssh.feature import FEATURE as SSH
 from appliance.features.status.feature import FEATURE as STATUS
 from appliance.features.upnp.feature import FEATURE as UPNP
 from appliance.features.web.feature import FEATURE as WEB
+
+if TYPE_CHECKING:
+    import jinja2
 
 FEATURES: tuple[Feature, ...] = (
     DNS, SPAM, MAIL, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,

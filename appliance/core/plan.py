@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import jinja2
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.core import tls
 from appliance.core.errors import ApplianceError
 from appliance.core.facts import Facts
 from appliance.core.settings import Settings
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE_DIR = Path(__file__).parents[1] / "templates"
 # Tinkerers may override any template by placing a file with the same relative path here.
@@ -98,6 +99,8 @@ class Contributor(Protocol):
 
 def environment(override_dir: Path | None = None) -> jinja2.Environment:
     """Templates with StrictUndefined: a missing variable is an error, never an empty string."""
+    import jinja2  # only where files are rendered: `appliance check` and the daemons do without
+
     loaders: list[jinja2.BaseLoader] = []
     if override_dir is not None and override_dir.is_dir():
         loaders.append(jinja2.FileSystemLoader(str(override_dir)))
@@ -122,6 +125,8 @@ def header(template: str, env: jinja2.Environment) -> str:
 
 
 def _is_override(env: jinja2.Environment, template: str) -> bool:
+    import jinja2
+
     loader = env.loader
     if isinstance(loader, jinja2.ChoiceLoader) and len(loader.loaders) > 1:
         first = loader.loaders[0]
@@ -137,6 +142,8 @@ def build(
 ) -> Plan:
     """Each feature contributes the files it wants (pure functions of settings and facts) and
     the names its templates share with others (the relay's host in Postfix's main.cf)."""
+    import jinja2
+
     s, facts = inputs.settings, inputs.facts
     cert = cert or tls.self_signed_paths()
     context: dict[str, Any] = {

@@ -7,8 +7,8 @@ from appliance.core import system
 from appliance.core.feature import Feature
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
+from appliance.features.limits.config import CONF
 from appliance.features.limits.limits_service import Policyd
-from appliance.features.limits.policyd import CONF
 from appliance.features.limits.settings import SECTION
 
 

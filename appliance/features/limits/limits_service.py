@@ -9,7 +9,7 @@ from pathlib import Path
 from appliance.core import policy
 from appliance.core.errors import ValidationError
 from appliance.core.services import AgentDaemon
-from appliance.features.limits.policyd import CONF, LOG, NAME, PIDFILE, PORT, parse_config
+from appliance.features.limits.config import CONF, LOG, NAME, PIDFILE, PORT, parse_config
 
 
 class Policyd(AgentDaemon):

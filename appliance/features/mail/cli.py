@@ -10,7 +10,6 @@ from appliance.core.command import Env, apply_and_report
 from appliance.core.errors import EXIT_OK
 from appliance.core.feature import Subcommands
 from appliance.core.pipeline import sections
-from appliance.features.mail import users
 from appliance.features.mail.addresses import alias_table
 
 
@@ -22,6 +21,8 @@ def _after_edit(a: argparse.Namespace, env: Env, what: str) -> int:
 
 
 def cmd_user(a: argparse.Namespace, env: Env) -> int:
+    from appliance.features.mail import users  # tomlkit: only for the commands that edit
+
     path = Path(a.settings)
     if a.action == "list":
         s = env.settings(path)
@@ -42,6 +43,8 @@ def cmd_user(a: argparse.Namespace, env: Env) -> int:
 
 
 def cmd_alias(a: argparse.Namespace, env: Env) -> int:
+    from appliance.features.mail import users
+
     path = Path(a.settings)
     if a.action == "list":
         s = env.settings(path)

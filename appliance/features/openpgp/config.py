@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from appliance.features.openpgp import keyring
 
+# The proxy (proxy.py) by name and log: the agent speaks of them without loading the proxy.
+NAME = "appliance-pgp"
+LOG = "/var/log/appliance-pgp.log"
+
 CONF = "/etc/appliance/openpgp.conf"
 MODES = ("when-key", "required")
 

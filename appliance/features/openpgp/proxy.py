@@ -28,7 +28,7 @@ from typing import Any
 
 from appliance.core import daemon, system
 from appliance.features.openpgp import gpgserver, keyring, pgpmime
-from appliance.features.openpgp.config import CONF, MODES, Config, ConfigError, parse_config
+from appliance.features.openpgp.config import CONF, LOG, MODES, NAME, Config, ConfigError, parse_config
 from appliance.features.openpgp.lmtp import Downstream, dot_stuff, dot_stuffed, read_reply
 
 # Named here too: the tests and the service speak of the proxy's config and wire format.
@@ -36,10 +36,6 @@ __all__ = ["CONF", "MODES", "Config", "ConfigError", "parse_config", "Downstream
            "dot_stuffed", "read_reply"]
 
 
-NAME = "appliance-pgp"
-
-
-LOG = "/var/log/appliance-pgp.log"
 
 
 class Reloading:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from appliance.core.errors import ValidationError
 from appliance.core.services import AgentDaemon
-from appliance.features.openpgp.config import ConfigError, parse_config
-from appliance.features.openpgp.proxy import LOG, NAME
+from appliance.features.openpgp.config import LOG, NAME, ConfigError, parse_config
 
 PIDFILE = "/run/appliance-pgp.pid"
 
