@@ -23,6 +23,7 @@ from appliance.core import fields, pipeline, plan, settings, system, tls
 from appliance.core.facts import Facts
 from appliance.core.feature import Feature
 from appliance.core.services import Service
+from appliance.features.backup.feature import FEATURE as BACKUP
 from appliance.features.certs.feature import FEATURE as CERTS
 from appliance.features.dns.feature import FEATURE as DNS
 from appliance.features.fail2ban.feature import FEATURE as FAIL2BAN
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 FEATURES: tuple[Feature, ...] = (
     DNS, SPAM, MAIL, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
-    PRIVACY,
+    PRIVACY, BACKUP,
 )
 SECTIONS = tuple(pipeline.sections(FEATURES))
 

@@ -1,0 +1,75 @@
+"""`appliance backup now|list` and `appliance restore --to DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from appliance.core import system
+from appliance.core.command import Env
+from appliance.core.errors import EXIT_FAILED, EXIT_OK, UsageError
+from appliance.core.feature import Subcommands
+from appliance.core.settings import Settings
+from appliance.features.backup import restic
+
+
+def _settings(a: argparse.Namespace, env: Env) -> Settings:
+    s = env.settings(Path(a.settings))
+    if not s.backup.enabled or not s.backup.repository:
+        raise UsageError("backups are off: set [backup] enabled = true and a repository "
+                         "(README: Backups), then run `appliance apply`")
+    return s
+
+
+def cmd_backup(a: argparse.Namespace, env: Env) -> int:
+    s = _settings(a, env)
+    root = system.Root("/")
+    if a.action == "now":
+        last = restic.backup(root, s)
+        if a.json:
+            env.out(json.dumps(last.__dict__, indent=2))
+        elif last.ok:
+            env.out(f"snapshot {last.snapshot}: {last.files} files, "
+                    f"{last.bytes_added / 1e6:.1f} MB new, in {s.backup.repository}")
+        else:
+            env.err(f"appliance: {last.error}")
+        return EXIT_OK if last.ok else EXIT_FAILED
+    found = restic.snapshots(s)
+    if a.json:
+        env.out(json.dumps(found, indent=2))
+        return EXIT_OK
+    for snap in found:
+        when = snap.get("time", "")[:19].replace("T", " ")
+        env.out(f"{snap.get('short_id', '')}  {when}  {snap.get('hostname', '')}")
+    env.out(f"{len(found)} snapshot(s) in {s.backup.repository}")
+    return EXIT_OK
+
+
+def cmd_restore(a: argparse.Namespace, env: Env) -> int:
+    s = _settings(a, env)
+    target = Path(a.to)
+    if target.resolve() == Path("/"):
+        raise UsageError("restoring over the running box is not done this way yet: restore "
+                         "--to an empty directory, or onto a new card (README: Backups)")
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} is not empty: restore into a new or empty directory")
+    started = time.monotonic()
+    restic.restore(s, str(target), a.snapshot)
+    env.out(f"restored {a.snapshot} into {target} in {time.monotonic() - started:.0f} s")
+    return EXIT_OK
+
+
+def register(sub: Subcommands) -> None:
+    b = sub.add_parser("backup", help="back up now, or list the snapshots (restic)")
+    bs = b.add_subparsers(dest="action", required=True)
+    for name, text in (("now", "take a snapshot now (the nightly timer does this too)"),
+                       ("list", "the snapshots in the repository")):
+        x = bs.add_parser(name, help=text)
+        x.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_backup)
+    r = sub.add_parser("restore", help="restore a snapshot into a directory")
+    r.add_argument("--snapshot", default="latest", help="a snapshot ID from `backup list`")
+    r.add_argument("--to", required=True, help="an empty directory")
+    r.set_defaults(func=cmd_restore)

@@ -1,0 +1,42 @@
+"""Backups (restic): the nightly timer, `appliance backup` and `appliance restore`, and the
+status check of the last run."""
+
+from __future__ import annotations
+
+from appliance.core import system
+from appliance.core.feature import Feature, Say
+from appliance.core.plan import FileSpec, Inputs
+from appliance.core.services import Scheduled, Service
+from appliance.core.settings import Settings
+from appliance.features.backup import checks, cli, restic
+from appliance.features.backup.settings import SECTION
+
+UNITS = "/etc/systemd/system"
+
+
+def files(i: Inputs) -> list[FileSpec]:
+    if not i.settings.backup.enabled:
+        return []
+    return [FileSpec("etc/systemd/system/appliance-backup.service.j2",
+                     f"{UNITS}/appliance-backup.service", "backup", order=10),
+            FileSpec("etc/systemd/system/appliance-backup.timer.j2",
+                     f"{UNITS}/appliance-backup.timer", "backup", order=20)]
+
+
+class BackupTimer(Scheduled):
+    name = "backup"
+    unit = "appliance-backup.timer"
+
+
+def services(root: system.Root) -> list[Service]:
+    return [BackupTimer(root)]
+
+
+def prepare(root: system.Root, s: Settings, say: Say) -> None:
+    if s.backup.enabled and restic.ensure_password(root, s.backup.password_file):
+        say(f"made the backup repository's password ({s.backup.password_file}): keep a copy "
+            "off the box, or a dead card takes your backups with it")
+
+
+FEATURE = Feature("backup", "README.md", sections=(SECTION,), files=files, services=services,
+                  commands=cli.register, checks=(checks.check_backup,), prepare=prepare)

@@ -1,0 +1,153 @@
+"""Backups through Debian's restic: what goes in, how restic is called, what the last run did.
+
+restic encrypts and deduplicates; a repository is a directory (a USB disk), or one of its
+backends (SFTP to the user's VPS, a REST server, a bucket). The agent only decides what to
+back up, keeps the repository's password, and records the result for `appliance status`.
+
+A Maildir is safe to copy while mail arrives: a message appears by rename, complete, so a
+snapshot holds each message whole or not at all (Dovecot rebuilds its indexes if needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from appliance.core import system
+from appliance.core.errors import ApplianceError
+from appliance.core.settings import Settings
+
+# What a new card needs to be the same mail server: the settings and the keys kept with them,
+# every mailbox, the mail still queued, and the agent's state (DKIM keys, the TLS key behind
+# the TLSA record, the OpenPGP public keyring, the typo guard's history), certbot's account
+# and certificates, rspamd's learned spam statistics. Not logs, not caches.
+PATHS = ("/etc/appliance", "/var/lib/appliance", "/var/vmail", "/var/spool/postfix",
+         "/etc/letsencrypt", "/var/lib/rspamd")
+EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*")
+CACHE = "/var/cache/appliance/restic"
+STATE = "/var/lib/appliance/backup/last.json"
+TAG = "mail-appliance"
+TIMEOUT = 6 * 3600  # a first backup of a large mailbox over a slow line
+
+
+class BackupError(ApplianceError):
+    pass
+
+
+@dataclass(frozen=True)
+class Last:
+    """What the last backup run did (the state file `appliance status` reads)."""
+
+    finished: float
+    ok: bool
+    snapshot: str = ""
+    files: int = 0
+    bytes_added: int = 0
+    error: str = ""
+
+
+def ensure_password(root: system.Root, path: str) -> bool:
+    """Make the repository's password once: one line of text (restic reads the first line of
+    the file; a binary key with a newline in it would be cut short), 0600. True if made."""
+    if root.read(path).content:
+        return False
+    word = secrets.token_urlsafe(32)  # 256 bits
+    root.write_atomic(path, system.FileState((word + "\n").encode(), 0o600))
+    return True
+
+
+def environment(s: Settings) -> dict[str, str]:
+    b = s.backup
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update(RESTIC_REPOSITORY=b.repository or "", RESTIC_PASSWORD_FILE=b.password_file,
+               RESTIC_CACHE_DIR=CACHE)
+    return env
+
+
+def restic(s: Settings, *args: str, timeout: float = TIMEOUT) -> system.Result:
+    return system.run(["restic", *args], check=False, timeout=timeout, env=environment(s))
+
+
+def _fail(what: str, res: system.Result) -> BackupError:
+    out = (res.stderr or res.stdout).strip().splitlines()
+    why = out[-1] if out else f"exit {res.returncode}"
+    if "wrong password" in (res.stderr or "").lower():
+        why = "the password does not open this repository (wrong password file?); nothing was changed"
+    return BackupError(f"{what} failed: {why}")
+
+
+def init_if_needed(s: Settings) -> bool:
+    """Make the repository on first use. True if it was made."""
+    res = restic(s, "cat", "config", timeout=300)
+    if res.returncode == 0:
+        return False
+    text = (res.stderr or "").lower()
+    if "wrong password" in text or "no key found" in text:
+        raise _fail("opening the repository", res)
+    made = restic(s, "init", timeout=300)
+    if made.returncode != 0:
+        raise _fail(f"making the repository {s.backup.repository}", made)
+    return True
+
+
+def existing(root: system.Root, paths: Sequence[str] = PATHS) -> list[str]:
+    """The paths to back up that this box has, as restic sees them (the root's own view)."""
+    return [str(root.host(p)) for p in paths if root.host(p).exists()]
+
+
+def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
+    """One snapshot of PATHS, then the old ones thinned out by the keep policy. Records the
+    result (failed too) in STATE."""
+    try:
+        init_if_needed(s)
+        argv = ["backup", "--json", "--tag", TAG, "--host", s.hostname, "--one-file-system",
+                *[a for x in EXCLUDE for a in ("--exclude", str(root.host(x)))], *existing(root)]
+        res = restic(s, *argv)
+        if res.returncode not in (0, 3):  # 3: some files could not be read (a mail moved away)
+            raise _fail("the backup", res)
+        summary: dict[str, Any] = next((json.loads(line) for line in res.stdout.splitlines()
+                        if line.startswith("{") and '"summary"' in line), {})
+        b = s.backup
+        forget = restic(s, "forget", "--prune", "--tag", TAG, "--host", s.hostname,
+                        "--keep-daily", str(b.keep_daily), "--keep-weekly", str(b.keep_weekly),
+                        "--keep-monthly", str(b.keep_monthly))
+        if forget.returncode != 0:
+            raise _fail("thinning out old snapshots", forget)
+        last = Last(now or time.time(), True, str(summary.get("snapshot_id", ""))[:8],
+                    int(summary.get("total_files_processed", 0)),
+                    int(summary.get("data_added", 0)))
+    except BackupError as e:
+        last = Last(now or time.time(), False, error=str(e))
+    root.makedirs(os.path.dirname(STATE), 0o700)
+    root.write_atomic(STATE, system.FileState(json.dumps(asdict(last)).encode(), 0o600))
+    return last
+
+
+def last(root: system.Root) -> Last | None:
+    raw = root.read(STATE).content
+    if not raw:
+        return None
+    try:
+        return Last(**json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+def snapshots(s: Settings) -> list[dict[str, Any]]:
+    res = restic(s, "snapshots", "--json", "--tag", TAG, timeout=300)
+    if res.returncode != 0:
+        raise _fail("listing the snapshots", res)
+    found: list[dict[str, Any]] = json.loads(res.stdout or "[]")
+    return found
+
+
+def restore(s: Settings, target: str, snapshot: str = "latest") -> None:
+    """Every file of the snapshot under `target`, with owners and modes as they were."""
+    res = restic(s, "restore", snapshot, "--target", target)
+    if res.returncode != 0:
+        raise _fail(f"restoring {snapshot} to {target}", res)

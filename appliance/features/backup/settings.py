@@ -1,0 +1,61 @@
+"""The [backup] settings.
+
+    [backup]
+    enabled = true
+    repository = "/media/backup/mail-appliance"   # or "sftp:me@vps.example.net:/srv/backup/mail"
+    password_file = "/etc/appliance/backup.password"  # made on the box when missing
+    keep_daily = 7
+    keep_weekly = 4
+    keep_monthly = 12
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.core import fields
+from appliance.core.settings import Collector
+
+PASSWORD_FILE = "/etc/appliance/backup.password"
+# restic's repository locations: a local path, or one of the backends Debian's restic speaks.
+_REPOSITORY = re.compile(r"^(/\S+|(sftp|rest|s3|b2|azure|gs|swift|rclone):\S+)$")
+
+
+@dataclass(frozen=True)
+class Backup:
+    enabled: bool = False
+    repository: str | None = None
+    password_file: str = PASSWORD_FILE
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 12
+
+
+FIELDS = (
+    fields.flag("enabled", False, "back up every night (restic), to `repository`"),
+    fields.Field("repository", None, "where the snapshots go: a path (a USB disk), "
+                 "`sftp:user@host:/path` (your VPS), `rest:https://...`, `s3:...`",
+                 lambda v: isinstance(v, str) and bool(_REPOSITORY.match(v)),
+                 "is not a restic repository", 'write a path such as "/media/backup/mail" or '
+                 '"sftp:me@vps.example.net:/srv/backup/mail"', optional=True),
+    fields.Field("password_file", PASSWORD_FILE, "the repository's password; made on the box when "
+                 "missing, and on the recovery sheet", lambda v: isinstance(v, str) and v.startswith("/"),
+                 "is not an absolute path", f'leave it out, or name a file such as "{PASSWORD_FILE}"'),
+    fields.whole("keep_daily", 7, 0, 366, "daily snapshots kept"),
+    fields.whole("keep_weekly", 4, 0, 520, "weekly snapshots kept"),
+    fields.whole("keep_monthly", 12, 0, 1200, "monthly snapshots kept"),
+)
+
+
+def _cross(values: dict[str, Any], c: Collector) -> None:
+    if values["enabled"] and not values["repository"]:
+        c.add("backup.repository", "", "is not set, but backups are on: they need a place to go",
+              'add repository = "/media/backup/mail" (a USB disk) or an sftp: location')
+    if values["enabled"] and not (values["keep_daily"] or values["keep_weekly"] or values["keep_monthly"]):
+        c.add("backup.keep_daily", 0, "keeps no snapshot at all (daily, weekly and monthly are 0)",
+              "keep at least one, e.g. keep_daily = 7")
+
+
+SECTION = fields.section("backup", Backup, FIELDS, cross=_cross)

@@ -1,0 +1,90 @@
+"""Backups: the settings, the planned timer, the password that is the user's to keep, and what
+`appliance status` says of the last run (the real restic runs in tests/lab/test_backup.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance import registry
+from appliance.core import checks, system
+from appliance.core.errors import SettingsError
+from appliance.features.backup import restic
+from appliance.features.backup.checks import check_backup
+
+from .conftest import ALICE_HASH
+
+GOOD = {"domain": "example.org", "users": [{"address": "alice@example.org", "password_hash": ALICE_HASH}]}
+
+
+
+def settings(**backup: Any) -> Any:
+    return registry.parse_settings({**GOOD, "backup": backup})
+
+
+def test_backups_need_a_place_and_something_to_keep() -> None:
+    with pytest.raises(SettingsError) as e:
+        settings(enabled=True)
+    assert "backup.repository" in str(e.value) and "need a place to go" in str(e.value)
+    with pytest.raises(SettingsError) as e:
+        settings(enabled=True, repository="usb stick", keep_daily=0, keep_weekly=0, keep_monthly=0)
+    text = str(e.value)
+    assert 'backup.repository: "usb stick" is not a restic repository' in text
+    assert "keeps no snapshot at all" in text
+    assert settings(enabled=True, repository="sftp:me@vps.example.net:/srv/mail").backup.keep_daily == 7
+
+
+def test_the_timer_is_planned_only_when_backups_are_on() -> None:
+    from appliance.core import facts
+
+    def planned(s: Any) -> set[str]:
+        p = registry.build_plan(s, facts.Facts(hostname="mail.example.org"), _env())
+        return {f.path for f in p.files if "backup" in f.path}
+
+    assert planned(settings()) == set()
+    assert planned(settings(enabled=True, repository="/media/backup")) == {
+        "/etc/systemd/system/appliance-backup.service", "/etc/systemd/system/appliance-backup.timer"}
+
+
+def _env() -> Any:
+    from appliance.core import plan
+
+    return plan.environment()
+
+
+def test_the_password_is_one_line_made_once_and_private(tmp_path: Path) -> None:
+    root = system.Root(tmp_path)
+    assert restic.ensure_password(root, "/etc/appliance/backup.password")
+    got = root.read("/etc/appliance/backup.password")
+    assert got.mode == 0o600 and got.content is not None
+    lines = got.content.decode().splitlines()
+    assert len(lines) == 1 and len(lines[0]) >= 40
+    assert not restic.ensure_password(root, "/etc/appliance/backup.password")  # kept, not remade
+    assert root.read("/etc/appliance/backup.password").content == got.content
+
+
+
+def test_status_fails_a_backup_older_than_two_days_or_failed(tmp_path: Path) -> None:
+    root = system.Root(tmp_path)
+    s = settings(enabled=True, repository="/media/backup")
+    now = 2_000_000.0
+
+    def result(**last: Any) -> tuple[str, str]:
+        if last:
+            os.makedirs(tmp_path / "var/lib/appliance/backup", exist_ok=True)
+            (tmp_path / "var/lib/appliance/backup/last.json").write_text(json.dumps(
+                {"finished": now - last.pop("age"), "ok": True, "snapshot": "ab12cd34", **last}))
+        [r] = check_backup(checks.Context(s, root, now=now))
+        return r.status, r.detail
+
+    assert result()[0] == checks.WARN  # none yet
+    assert result(age=3600)[0] == checks.OK
+    status, detail = result(age=49 * 3600)
+    assert status == checks.FAIL and "49 h old" in detail
+    status, detail = result(age=60, ok=False, error="the backup failed: repository unreachable")
+    assert status == checks.FAIL and "unreachable" in detail
+    assert check_backup(checks.Context(settings(), root, now=now)) == []  # off: nothing to say
