@@ -145,6 +145,9 @@ TOGGLES = {
     "status timer": Toggle("", "\n[status]\ndaily_mail = false\n", (
         "/etc/systemd/system/appliance-status.service",
         "/etc/systemd/system/appliance-status.timer"), None),
+    "backup timer": Toggle('\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n', "", (
+        "/etc/systemd/system/appliance-backup.service",
+        "/etc/systemd/system/appliance-backup.timer"), None),
     "relay smarthost": Toggle(SMARTHOST, "", ("/etc/postfix/sasl_passwd",), relayhost,
                               stops=False,
                               setup=lambda lab: lab.app.write("/etc/appliance/relay.password",
