@@ -5,6 +5,7 @@ the settings and the keys."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,17 @@ s.quit()""")
         r = lab.appliance("status", "--json")
         [seen] = [x for x in json.loads(r.stdout) if x["name"] == "backup"]
         assert seen["status"] == "ok" and last["snapshot"] in seen["detail"], seen
+        r = lab.appliance("backup", "recovery-sheet")
+        assert r.returncode == 0 and f'password = "{password.strip()}"' in r.stdout, r.stdout + r.stderr
+        assert 'repository = "/var/backups/appliance"' in r.stdout
+
+        def sheet_status() -> str:
+            out = json.loads(lab.appliance("status", "--json").stdout)
+            return str(next(x["status"] for x in out if x["name"] == "backup recovery sheet"))
+
+        assert sheet_status() == "warn"
+        assert lab.appliance("backup", "recovery-sheet", "--kept").returncode == 0
+        assert sheet_status() == "ok"
         r = lab.appliance("backup", "list")
         assert r.returncode == 0 and f"{last['snapshot']}" in r.stdout, r.stdout + r.stderr
         r = lab.appliance("restore", "--to", "/var/restored")
@@ -117,3 +129,24 @@ s.quit()""")
         lab.write_settings(good)
         assert lab.appliance("apply").returncode == 0
         lab.app.run(["rm", "-rf", "/var/restored", "/var/backups/appliance"], check=False)
+
+
+def test_a_damaged_pack_is_found_by_the_check(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    (box / "var/vmail/example.org/alice/cur").mkdir(parents=True)
+    for n in range(20):
+        (box / f"var/vmail/example.org/alice/cur/{n}.msg").write_bytes(os.urandom(4096))
+    root = system.Root(box)
+    password = tmp_path / "password"
+    password.write_text("a good long password\n")
+    s = settings(enabled=True, repository=str(tmp_path / "repo"), password_file=str(password))
+    assert restic.backup(root, s).ok
+    assert restic.check(root, s, "100%").ok
+    pack = max((tmp_path / "repo/data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, as a failing disk would
+    pack.write_bytes(bytes(data))
+    done = restic.check(root, s, "100%")
+    assert not done.ok and "checking the repository failed" in done.error
+    assert "Pack ID does not match" in done.error  # names what is damaged
+    assert restic.last_check(root) == done  # what status reads

@@ -14,7 +14,7 @@ from appliance import registry
 from appliance.core import checks, system
 from appliance.core.errors import SettingsError
 from appliance.features.backup import restic
-from appliance.features.backup.checks import check_backup
+from appliance.features.backup.checks import check_backup, check_repository, check_sheet
 
 from .conftest import ALICE_HASH
 
@@ -88,3 +88,40 @@ def test_status_fails_a_backup_older_than_two_days_or_failed(tmp_path: Path) -> 
     status, detail = result(age=60, ok=False, error="the backup failed: repository unreachable")
     assert status == checks.FAIL and "unreachable" in detail
     assert check_backup(checks.Context(settings(), root, now=now)) == []  # off: nothing to say
+
+
+def test_the_recovery_sheet_holds_what_a_restore_needs_and_status_asks_until_it_is_kept(
+        tmp_path: Path) -> None:
+    import tomllib
+
+    root = system.Root(tmp_path)
+    s = settings(enabled=True, repository="sftp:me@vps.example.net:/srv/mail")
+    restic.ensure_password(root, s.backup.password_file)
+    word = (root.read(s.backup.password_file).content or b"").decode().strip()
+    text = restic.sheet(root, s, made=1_796_601_600.0)
+    assert "restic restore latest" in text and "2026-12-" in text
+    recovery = tomllib.loads(text[text.index("[recovery]"):])["recovery"]
+    assert recovery == {"host": "mail.example.org", "domain": "example.org",
+                        "repository": "sftp:me@vps.example.net:/srv/mail", "password": word}
+
+    def sheet_status() -> str:
+        [r] = check_sheet(checks.Context(s, root))
+        return r.status
+
+    assert sheet_status() == checks.WARN
+    restic.keep_sheet(root, s)
+    assert sheet_status() == checks.OK
+    root.write_atomic(s.backup.password_file, system.FileState(b"another password\n", 0o600))
+    assert sheet_status() == checks.WARN  # a new password needs a new sheet
+
+
+def test_status_fails_a_repository_the_last_check_found_damaged(tmp_path: Path) -> None:
+    root = system.Root(tmp_path)
+    s = settings(enabled=True, repository="/media/backup")
+    assert check_repository(checks.Context(s, root)) == []  # not checked yet
+    os.makedirs(tmp_path / "var/lib/appliance/backup")
+    (tmp_path / "var/lib/appliance/backup/checked.json").write_text(json.dumps(
+        {"finished": 1.0, "ok": False, "error": "checking the repository failed: pack 1a2b is damaged"}))
+    [r] = check_repository(checks.Context(s, root, now=86401.0))
+    assert r.status == checks.FAIL and "1a2b is damaged" in r.detail and "--read 100%" in r.fix
+    assert restic.check_due(root, 86401.0)  # a failed check is run again at the next night

@@ -24,3 +24,26 @@ def check_backup(c: Context) -> list[Result]:
                        "check that the repository is reachable, then run `appliance backup now`")]
     return [Result("backup", OK, f"snapshot {last.snapshot}, {age / 3600:.0f} h ago, "
                    f"{last.files} files")]
+
+
+def check_repository(c: Context) -> list[Result]:
+    if not c.s.backup.enabled:
+        return []
+    done = restic.last_check(c.root)
+    if done is None:
+        return []  # the first nightly run checks; until then "backup" says enough
+    if not done.ok:
+        return [Result("backup repository", FAIL, f"the last check found damage: {done.error}",
+                       "run `appliance backup check --read 100%`; if it still fails, start a new "
+                       "repository (a new [backup] repository) and keep the old one until then")]
+    return [Result("backup repository", OK, f"checked {(c.now - done.finished) / 86400:.0f} days ago")]
+
+
+def check_sheet(c: Context) -> list[Result]:
+    if not c.s.backup.enabled or not c.root.read(c.s.backup.password_file).content:
+        return []
+    if restic.sheet_kept(c.root, c.s):
+        return [Result("backup recovery sheet", OK, "you keep the recovery sheet")]
+    return [Result("backup recovery sheet", WARN, "the backups' password is only on the box: a dead "
+                   "card takes your backups with it", "run `appliance backup recovery-sheet`, keep "
+                   "what it prints away from the box, then `appliance backup recovery-sheet --kept`")]

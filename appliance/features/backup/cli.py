@@ -1,4 +1,4 @@
-"""`appliance backup now|list` and `appliance restore --to DIR`."""
+"""`appliance backup now|list|check|recovery-sheet` and `appliance restore --to DIR`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def cmd_backup(a: argparse.Namespace, env: Env) -> int:
     root = system.Root("/")
     if a.action == "now":
         last = restic.backup(root, s)
+        # Once a week the nightly run also reads part of the repository back.
+        checked = restic.check(root, s) if last.ok and restic.check_due(root, last.finished) else None
         if a.json:
             env.out(json.dumps(last.__dict__, indent=2))
         elif last.ok:
@@ -35,7 +37,25 @@ def cmd_backup(a: argparse.Namespace, env: Env) -> int:
                     f"{last.bytes_added / 1e6:.1f} MB new, in {s.backup.repository}")
         else:
             env.err(f"appliance: {last.error}")
-        return EXIT_OK if last.ok else EXIT_FAILED
+        if checked is not None and not checked.ok:
+            env.err(f"appliance: {checked.error}")
+        return EXIT_OK if last.ok and (checked is None or checked.ok) else EXIT_FAILED
+    if a.action == "check":
+        checked = restic.check(root, s, a.read)
+        if checked.ok:
+            env.out(f"the repository is sound ({a.read} of its data read back and verified)")
+            return EXIT_OK
+        env.err(f"appliance: {checked.error}")
+        return EXIT_FAILED
+    if a.action == "recovery-sheet":
+        if a.kept:
+            restic.keep_sheet(root, s)
+            env.out("noted: you keep the recovery sheet; `appliance status` stops asking")
+            return EXIT_OK
+        env.out(restic.sheet(root, s))
+        env.err("appliance: print or store this away from the box, then run "
+                "`appliance backup recovery-sheet --kept`")
+        return EXIT_OK
     found = restic.snapshots(s)
     if a.json:
         env.out(json.dumps(found, indent=2))
@@ -68,6 +88,10 @@ def register(sub: Subcommands) -> None:
                        ("list", "the snapshots in the repository")):
         x = bs.add_parser(name, help=text)
         x.add_argument("--json", action="store_true")
+    c = bs.add_parser("check", help="read part of the repository back and verify it")
+    c.add_argument("--read", default=restic.CHECK_SUBSET, help="how much of the data, e.g. 10%% or 100%%")
+    r = bs.add_parser("recovery-sheet", help="what you need to restore without this box: keep it")
+    r.add_argument("--kept", action="store_true", help="say that you keep it (status stops asking)")
     b.set_defaults(func=cmd_backup)
     r = sub.add_parser("restore", help="restore a snapshot into a directory")
     r.add_argument("--snapshot", default="latest", help="a snapshot ID from `backup list`")

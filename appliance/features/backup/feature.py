@@ -39,4 +39,5 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
 
 
 FEATURE = Feature("backup", "README.md", sections=(SECTION,), files=files, services=services,
-                  commands=cli.register, checks=(checks.check_backup,), prepare=prepare)
+                  commands=cli.register, prepare=prepare,
+                  checks=(checks.check_backup, checks.check_repository, checks.check_sheet))

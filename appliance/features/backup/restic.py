@@ -31,6 +31,10 @@ PATHS = ("/etc/appliance", "/var/lib/appliance", "/var/vmail", "/var/spool/postf
 EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*")
 CACHE = "/var/cache/appliance/restic"
 STATE = "/var/lib/appliance/backup/last.json"
+CHECKED = "/var/lib/appliance/backup/checked.json"
+SHEET_KEPT = "/var/lib/appliance/backup/sheet-kept"
+CHECK_EVERY = 7 * 86400  # the nightly run reads a part of the repository back once a week
+CHECK_SUBSET = "10%"  # of the data packs, a different part each time: all of it in ten weeks
 TAG = "mail-appliance"
 TIMEOUT = 6 * 3600  # a first backup of a large mailbox over a slow line
 
@@ -76,6 +80,11 @@ def restic(s: Settings, *args: str, timeout: float = TIMEOUT) -> system.Result:
 def _fail(what: str, res: system.Result) -> BackupError:
     out = (res.stderr or res.stdout).strip().splitlines()
     why = out[-1] if out else f"exit {res.returncode}"
+    # What `restic check` found, before its closing "repository contains errors".
+    found = [ln.strip() for ln in (res.stdout + "\n" + res.stderr).splitlines()
+             if "does not match" in ln or ln.lower().startswith(("pack ", "error"))]
+    if found:
+        why = f"{why}: {found[0][:200]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
     if "wrong password" in (res.stderr or "").lower():
         why = "the password does not open this repository (wrong password file?); nothing was changed"
     return BackupError(f"{what} failed: {why}")
@@ -123,13 +132,17 @@ def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
                     int(summary.get("data_added", 0)))
     except BackupError as e:
         last = Last(now or time.time(), False, error=str(e))
-    root.makedirs(os.path.dirname(STATE), 0o700)
-    root.write_atomic(STATE, system.FileState(json.dumps(asdict(last)).encode(), 0o600))
+    _record(root, STATE, last)
     return last
 
 
-def last(root: system.Root) -> Last | None:
-    raw = root.read(STATE).content
+def _record(root: system.Root, path: str, what: Last) -> None:
+    root.makedirs(os.path.dirname(path), 0o700)
+    root.write_atomic(path, system.FileState(json.dumps(asdict(what)).encode(), 0o600))
+
+
+def _read(root: system.Root, path: str) -> Last | None:
+    raw = root.read(path).content
     if not raw:
         return None
     try:
@@ -138,12 +151,80 @@ def last(root: system.Root) -> Last | None:
         return None
 
 
+def last(root: system.Root) -> Last | None:
+    return _read(root, STATE)
+
+
+def last_check(root: system.Root) -> Last | None:
+    return _read(root, CHECKED)
+
+
+def check(root: system.Root, s: Settings, subset: str = CHECK_SUBSET, now: float | None = None) -> Last:
+    """Read part of the repository back and verify it (restic check --read-data-subset): a pack
+    damaged on the disk or at the provider is found before the day it is needed."""
+    res = restic(s, "check", f"--read-data-subset={subset}")
+    if res.returncode == 0:
+        done = Last(now or time.time(), True)
+    else:
+        done = Last(now or time.time(), False, error=str(_fail("checking the repository", res)))
+    _record(root, CHECKED, done)
+    return done
+
+
+def check_due(root: system.Root, now: float) -> bool:
+    done = last_check(root)
+    return done is None or not done.ok or now - done.finished >= CHECK_EVERY
+
+
 def snapshots(s: Settings) -> list[dict[str, Any]]:
     res = restic(s, "snapshots", "--json", "--tag", TAG, timeout=300)
     if res.returncode != 0:
         raise _fail("listing the snapshots", res)
     found: list[dict[str, Any]] = json.loads(res.stdout or "[]")
     return found
+
+
+def sheet(root: system.Root, s: Settings, made: float | None = None) -> str:
+    """The recovery sheet: everything needed to read the backups without this box. Its lower
+    part is TOML, so the same text can be read back by a program."""
+    b = s.backup
+    password = (root.read(b.password_file).content or b"").decode().splitlines()
+    when = time.strftime("%Y-%m-%d", time.gmtime(made or time.time()))
+    return f"""MAIL APPLIANCE RECOVERY SHEET for {s.hostname} ({s.domain}), {when}
+
+Keep this away from the box: on paper, or in your password manager. Without the
+password nobody can read your backups, you neither; with it, anyone who reaches
+the repository can. If the card dies, this is how your mail comes back.
+
+To get everything back on any Linux computer with restic (Debian: apt install restic):
+
+    RESTIC_REPOSITORY='{b.repository}' restic restore latest --target ./restored
+
+and give the password below when restic asks.
+
+[recovery]
+host = "{s.hostname}"
+domain = "{s.domain}"
+repository = "{b.repository}"
+password = "{password[0] if password else ''}"
+"""
+
+
+def sheet_fingerprint(root: system.Root, s: Settings) -> str:
+    import hashlib
+
+    return hashlib.sha256(root.read(s.backup.password_file).content or b"").hexdigest()
+
+
+def sheet_kept(root: system.Root, s: Settings) -> bool:
+    """Whether the user said they keep the sheet of the password in use (a new password needs
+    a new sheet)."""
+    return (root.read(SHEET_KEPT).content or b"").decode().strip() == sheet_fingerprint(root, s)
+
+
+def keep_sheet(root: system.Root, s: Settings) -> None:
+    root.makedirs(os.path.dirname(SHEET_KEPT), 0o700)
+    root.write_atomic(SHEET_KEPT, system.FileState(sheet_fingerprint(root, s).encode() + b"\n", 0o600))
 
 
 def restore(s: Settings, target: str, snapshot: str = "latest") -> None:
