@@ -43,6 +43,11 @@ class Manager:
         """Undo stop() (a rollback): the service's files are back."""
         return self.reload(service)
 
+    def pause(self, service: Service) -> system.Result:
+        """Stop it for now (while its data is put back from a backup); it stays enabled, and
+        the next apply starts it."""
+        raise NotImplementedError
+
     def refresh(self) -> None:
         """Unit files were removed or put back."""
 
@@ -99,6 +104,9 @@ class Systemd(Manager):
                 return res
         return service.after_stop()
 
+    def pause(self, service: Service) -> system.Result:
+        return system.run(["systemctl", "stop", *service.socket_units, service.unit], check=False)
+
     def resume(self, service: Service) -> system.Result:
         if service.owns_unit and not service.socket_units:
             res = system.run(["systemctl", "enable", service.unit], check=False)
@@ -137,6 +145,9 @@ class Direct(Manager):
         res = service.direct_stop()
         return res if res.returncode != 0 else service.after_stop()
 
+    def pause(self, service: Service) -> system.Result:
+        return service.direct_stop() if service.running() else system.Result(("true",), 0, "", "")
+
 
 class Offline(Manager):
     """An offline root (image build): nothing runs there, nothing to reload."""
@@ -149,6 +160,9 @@ class Offline(Manager):
         return system.Result(("true",), 0, "", "")
 
     def stop(self, service: Service) -> system.Result:
+        return system.Result(("true",), 0, "", "")
+
+    def pause(self, service: Service) -> system.Result:
         return system.Result(("true",), 0, "", "")
 
 
@@ -177,6 +191,9 @@ class Service:
     owns_unit = True
     # Socket units that start the service on demand (systemd): the agent starts these, not it.
     socket_units: tuple[str, ...] = ()
+    # Whether it writes what a backup carries (mail, the queue, learned statistics): it is
+    # stopped while a backup is put back.
+    keeps_data = False
     # Whether no service after it needs it up to start (Postfix connects to its milter only per
     # message): then it (re)starts alongside the next ones, and apply waits for its probe at the
     # end. rspamd's start is the slowest of all (its Lua rules, 12 s under emulation).

@@ -14,7 +14,7 @@ from appliance import registry
 from appliance.core import system
 from appliance.features.backup import restic
 
-from .mail_lab import ALICE, DOMAIN, REMOTE_USER, MailLab, well_formed
+from .mail_lab import ALICE, ALICE_PW, DOMAIN, REMOTE_USER, MailLab, well_formed
 from .netlab import wait_for
 
 GOOD = {"domain": "example.org", "users": [{"address": "alice@example.org",
@@ -150,3 +150,65 @@ def test_a_damaged_pack_is_found_by_the_check(tmp_path: Path) -> None:
     assert not done.ok and "checking the repository failed" in done.error
     assert "Pack ID does not match" in done.error  # names what is damaged
     assert restic.last_check(root) == done  # what status reads
+
+
+def test_a_destroyed_box_comes_back_from_its_recovery_sheet(lab: MailLab) -> None:
+    """The card dies: its mail, settings and keys are gone. Given only the recovery sheet's
+    text, `appliance restore --sheet` makes the box the same mail server again: the message is
+    there byte for byte, alice's old password reads it over IMAPS, the DKIM key is the same."""
+    from .test_mail import imap_fetch_code, trust_appliance_cert
+
+    good = lab.app.read("/etc/appliance/settings.toml")
+    maildir = f"/var/vmail/{DOMAIN}/alice/Maildir"
+    tag = uuid.uuid4().hex[:12]
+    kept = ["/etc/appliance", "/var/lib/appliance", "/var/vmail"]
+    # A safety net for the rest of the lab, should the restore itself fail.
+    lab.app.run(["tar", "-C", "/", "-cf", "/var/lab-safety.tar", *[k.lstrip("/") for k in kept]])
+    restored_ok = False
+    try:
+        lab.write_settings(good + '\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n')
+        assert lab.appliance("apply").returncode == 0
+        before = len(lab.maildir_files(lab.app, maildir))
+        msg = well_formed(REMOTE_USER, ALICE, f"disaster {tag}")
+        r = lab.mx.python(f"""
+import smtplib
+s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
+s.sendmail({REMOTE_USER!r}, [{ALICE!r}], {msg!r})
+s.quit()""")
+        assert r.returncode == 0, r.stderr
+        wait_for(f"message {tag} in alice's mailbox",
+                 lambda: len(lab.maildir_files(lab.app, maildir)) > before, timeout=60)
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 0, r.stdout + r.stderr
+        sheet = lab.appliance("backup", "recovery-sheet").stdout
+
+        def hashes(top: str) -> str:
+            return lab.app.run(["sh", "-c", f"cd {top} && find . -type f -print0 | sort -z | "
+                                "xargs -0 sha256sum"], timeout=120).stdout
+
+        mail, dkim = hashes("/var/vmail"), hashes("/var/lib/appliance/dkim")
+        settings_before = lab.app.read("/etc/appliance/settings.toml")
+        # The card dies: mail, settings, keys, the password, all gone.
+        lab.app.run(["rm", "-rf", "/var/vmail/" + DOMAIN, "/var/lib/appliance/dkim",
+                     "/etc/appliance/settings.toml", "/etc/appliance/backup.password"])
+        lab.app.write("/run/recovery-sheet.txt", sheet, mode=0o600)
+        r = lab.appliance("restore", "--sheet", "/run/recovery-sheet.txt")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert hashes("/var/vmail") == mail and hashes("/var/lib/appliance/dkim") == dkim
+        assert lab.app.read("/etc/appliance/settings.toml") == settings_before
+        wait_for("Postfix on port 25 again", lambda: lab.tcp_open(lab.app, "127.0.0.1", 25), timeout=60)
+        trust_appliance_cert(lab, lab.lan2)
+        r = lab.lan2.python(imap_fetch_code(ALICE, ALICE_PW, f"disaster {tag}"), timeout=60)
+        assert r.returncode == 0 and tag in r.stdout, r.stderr  # the old password, the old mail
+        restored_ok = True
+        # A sheet that is not one says so and changes nothing.
+        lab.app.write("/run/not-a-sheet.txt", "hello\n")
+        r = lab.appliance("restore", "--sheet", "/run/not-a-sheet.txt")
+        assert r.returncode == 2 and "no repository and no password" in r.stderr, r.stderr
+    finally:
+        if not restored_ok:
+            lab.app.run(["tar", "-C", "/", "-xf", "/var/lab-safety.tar"], check=False)
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+        lab.app.run(["rm", "-rf", "/var/backups/appliance", "/var/lab-safety.tar",
+                     "/run/recovery-sheet.txt", "/run/not-a-sheet.txt"], check=False)

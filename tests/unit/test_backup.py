@@ -125,3 +125,33 @@ def test_status_fails_a_repository_the_last_check_found_damaged(tmp_path: Path) 
     [r] = check_repository(checks.Context(s, root, now=86401.0))
     assert r.status == checks.FAIL and "1a2b is damaged" in r.detail and "--read 100%" in r.fix
     assert restic.check_due(root, 86401.0)  # a failed check is run again at the next night
+
+
+def test_the_sheet_reads_back_and_anything_else_is_refused(tmp_path: Path) -> None:
+    from appliance.core.errors import UsageError
+
+    root = system.Root(tmp_path)
+    s = settings(enabled=True, repository="/media/backup")
+    restic.ensure_password(root, s.backup.password_file)
+    word = (root.read(s.backup.password_file).content or b"").decode().strip()
+    assert restic.read_sheet(restic.sheet(root, s), "sheet.txt") == restic.Sheet("/media/backup", word)
+    for text, words in (("hello\n", "no repository and no password"),
+                        ('[recovery]\nrepository = "/media/backup"\n', "no password"),
+                        ("[recovery]\nrepository = \n", "does not read as TOML")):
+        with pytest.raises(UsageError, match=words):
+            restic.read_sheet(text, "sheet.txt")
+
+
+def test_under_systemd_a_restore_stops_what_keeps_data_without_disabling_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from appliance.core import pipeline, services
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(services.system, "run", lambda argv, **kw: calls.append(tuple(argv))
+                        or system.Result(tuple(argv), 0, "", ""))
+    keeping = [svc for svc in pipeline.all_services(system.Root(tmp_path), registry.FEATURES).values()
+               if svc.keeps_data]
+    assert sorted(svc.name for svc in keeping) == ["dovecot", "postfix", "rspamd"]
+    for svc in keeping:
+        services.Systemd().pause(svc)
+    assert calls == [("systemctl", "stop", svc.unit) for svc in keeping]

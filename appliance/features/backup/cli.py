@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from appliance.core import system
-from appliance.core.command import Env
+from appliance.core.command import Env, apply_and_report
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, UsageError
 from appliance.core.feature import Subcommands
 from appliance.core.settings import Settings
@@ -68,17 +68,45 @@ def cmd_backup(a: argparse.Namespace, env: Env) -> int:
 
 
 def cmd_restore(a: argparse.Namespace, env: Env) -> int:
+    if a.sheet:
+        return _restore_box(a, env)
     s = _settings(a, env)
     target = Path(a.to)
     if target.resolve() == Path("/"):
-        raise UsageError("restoring over the running box is not done this way yet: restore "
-                         "--to an empty directory, or onto a new card (README: Backups)")
+        raise UsageError("to put a backup back on this box, give its recovery sheet: "
+                         "`appliance restore --sheet FILE`")
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty: restore into a new or empty directory")
     started = time.monotonic()
     restic.restore(s, str(target), a.snapshot)
     env.out(f"restored {a.snapshot} into {target} in {time.monotonic() - started:.0f} s")
     return EXIT_OK
+
+
+def _restore_box(a: argparse.Namespace, env: Env) -> int:
+    """A new card becomes the old box: the snapshot's files back in place (settings, keys,
+    mail, queue), with the daemons that write them stopped meanwhile, then the settings
+    applied, which starts them again."""
+    from appliance.core import pipeline, services
+    from appliance.core.errors import UsageError as Usage
+
+    try:
+        sheet = restic.read_sheet(Path(a.sheet).read_text(), a.sheet)
+    except OSError as e:
+        raise Usage(f"{a.sheet}: {e.strerror}") from None
+    root = system.Root("/")
+    manager = services.detect_manager(root)
+    for svc in pipeline.all_services(root, env.features).values():
+        if svc.keeps_data:
+            res = manager.pause(svc)
+            if res.returncode != 0:
+                env.err(f"appliance: could not stop {svc.name}: {res.output}; nothing was restored")
+                return EXIT_FAILED
+    started = time.monotonic()
+    restic.restore_in_place(sheet, a.snapshot)
+    env.out(f"restored {a.snapshot} from {sheet.repository} in {time.monotonic() - started:.0f} s; "
+            "applying its settings")
+    return apply_and_report(env, Path(a.settings))
 
 
 def register(sub: Subcommands) -> None:
@@ -93,7 +121,9 @@ def register(sub: Subcommands) -> None:
     r = bs.add_parser("recovery-sheet", help="what you need to restore without this box: keep it")
     r.add_argument("--kept", action="store_true", help="say that you keep it (status stops asking)")
     b.set_defaults(func=cmd_backup)
-    r = sub.add_parser("restore", help="restore a snapshot into a directory")
+    r = sub.add_parser("restore", help="put a snapshot back on this box (--sheet), or into a directory")
     r.add_argument("--snapshot", default="latest", help="a snapshot ID from `backup list`")
-    r.add_argument("--to", required=True, help="an empty directory")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sheet", help="the recovery sheet (a file): this box becomes the one backed up")
+    where.add_argument("--to", help="an empty directory")
     r.set_defaults(func=cmd_restore)

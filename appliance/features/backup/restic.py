@@ -65,16 +65,16 @@ def ensure_password(root: system.Root, path: str) -> bool:
     return True
 
 
-def environment(s: Settings) -> dict[str, str]:
-    b = s.backup
+def environment(repository: str, password_file: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    env.update(RESTIC_REPOSITORY=b.repository or "", RESTIC_PASSWORD_FILE=b.password_file,
+    env.update(RESTIC_REPOSITORY=repository, RESTIC_PASSWORD_FILE=password_file,
                RESTIC_CACHE_DIR=CACHE)
     return env
 
 
 def restic(s: Settings, *args: str, timeout: float = TIMEOUT) -> system.Result:
-    return system.run(["restic", *args], check=False, timeout=timeout, env=environment(s))
+    env = environment(s.backup.repository or "", s.backup.password_file)
+    return system.run(["restic", *args], check=False, timeout=timeout, env=env)
 
 
 def _fail(what: str, res: system.Result) -> BackupError:
@@ -225,6 +225,47 @@ def sheet_kept(root: system.Root, s: Settings) -> bool:
 def keep_sheet(root: system.Root, s: Settings) -> None:
     root.makedirs(os.path.dirname(SHEET_KEPT), 0o700)
     root.write_atomic(SHEET_KEPT, system.FileState(sheet_fingerprint(root, s).encode() + b"\n", 0o600))
+
+
+@dataclass(frozen=True)
+class Sheet:
+    repository: str
+    password: str
+
+
+def read_sheet(text: str, where: str) -> Sheet:
+    """The [recovery] part of a recovery sheet (what `sheet` printed, typed or pasted back)."""
+    import tomllib
+
+    from appliance.core.errors import UsageError
+
+    start = text.find("[recovery]")
+    try:
+        data = tomllib.loads(text[start:]).get("recovery", {}) if start >= 0 else {}
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{where}: the [recovery] part does not read as TOML ({e}); copy it "
+                         "again from the recovery sheet") from None
+    missing = [k for k in ("repository", "password") if not isinstance(data.get(k), str) or not data[k]]
+    if missing:
+        raise UsageError(f"{where}: no {' and no '.join(missing)} in its [recovery] part; it is the "
+                         "text `appliance backup recovery-sheet` printed")
+    return Sheet(data["repository"], data["password"])
+
+
+def restore_in_place(sheet: Sheet, snapshot: str = "latest") -> None:
+    """Put every file of the snapshot back where it was, on this machine (a new card: nothing
+    runs yet; the caller stops what writes the data, and applies the settings afterwards).
+    Files that are not in the snapshot are left alone."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", dir="/run", prefix="appliance-restore.") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(sheet.password + "\n")
+        f.flush()
+        res = system.run(["restic", "restore", snapshot, "--target", "/"], check=False,
+                         timeout=TIMEOUT, env=environment(sheet.repository, f.name))
+    if res.returncode != 0:
+        raise _fail(f"restoring {snapshot} from {sheet.repository}", res)
 
 
 def restore(s: Settings, target: str, snapshot: str = "latest") -> None:

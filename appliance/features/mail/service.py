@@ -12,6 +12,7 @@ from appliance.core.services import WARNING, Service, log_tail, pidfile_alive
 
 
 class Postfix(Service):
+    keeps_data = True  # the queue
     name = "postfix"
     unit = "postfix.service"
     log_path = "/var/log/mail.log"
@@ -60,8 +61,13 @@ class Postfix(Service):
             return system.Result(res.argv, res.returncode, res.stdout, log_tail(self.root))
         return res
 
+    def direct_stop(self) -> system.Result:
+        return system.run(["postfix", "stop"], check=False) if self.running() else \
+            system.Result(("true",), 0, "", "")
+
 
 class Dovecot(Service):
+    keeps_data = True  # the mailboxes
     name = "dovecot"
     unit = "dovecot.service"
     log_path = "/var/log/dovecot.log"
@@ -90,3 +96,7 @@ class Dovecot(Service):
         if self.running():
             return system.run(["doveadm", "reload"], check=False)
         return system.run_daemon(["dovecot"])
+
+    def direct_stop(self) -> system.Result:
+        return system.run(["doveadm", "stop"], check=False) if self.running() else \
+            system.Result(("true",), 0, "", "")

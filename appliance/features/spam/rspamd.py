@@ -114,6 +114,7 @@ class Rspamd(Service):
     reload_errors = re.compile(r"#\d+\(main\).*(cannot (load|parse|open) config|fatal)")
     ports = (11332,)
     independent = True  # Postfix asks its milter per message, and defers mail while it is down
+    keeps_data = True  # what it learned of spam and ham (Bayes)
 
     def validate(self, stage: Path) -> None:
         local = stage / "etc/rspamd"
