@@ -72,6 +72,7 @@ bench: deps
 	$(PY) bench/privacy.py
 	$(PY) bench/spam.py
 	$(PY) bench/daemons.py
+	$(PY) bench/backup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
