@@ -447,3 +447,17 @@ table ip hairpin {{
 
     def appliance_cert(self) -> str:
         return self.app.read("/var/lib/appliance/tls/fullchain.pem")
+
+    def deliver_to_alice(self, subject: str) -> None:
+        """The remote MX sends alice one message; waits (bounded) until it is in her Maildir."""
+        maildir = f"/var/vmail/{DOMAIN}/alice/Maildir"
+        before = len(self.maildir_files(self.app, maildir))
+        msg = well_formed(REMOTE_USER, ALICE, subject)
+        r = self.mx.python(f"""
+import smtplib
+s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
+s.sendmail({REMOTE_USER!r}, [{ALICE!r}], {msg!r})
+s.quit()""")
+        assert r.returncode == 0, r.stderr
+        wait_for(f"{subject!r} in alice's mailbox",
+                 lambda: len(self.maildir_files(self.app, maildir)) > before, timeout=60)

