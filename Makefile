@@ -7,14 +7,15 @@ PY     := $(VENV)/bin/python
 # The agent's runtime libraries come from Debian, as on the box (python3-* from Debian 12).
 APT_RUNTIME := python3 python3-venv python3-jinja2 python3-tomlkit python3-gnupg \
                python3-dnspython python3-miniupnpc python3-cryptography openssl ca-certificates \
-               iproute2 util-linux logrotate python3-publicsuffix2 publicsuffix python3-systemd restic
+               iproute2 util-linux logrotate python3-publicsuffix2 publicsuffix python3-systemd restic \
+               python3-flask python3-waitress python3-argon2
 # The real daemons the lab runs, and the tools it uses.
 APT_LAB := postfix dovecot-imapd dovecot-lmtpd knot knot-dnsutils nftables procps \
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
            pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
            fail2ban openssh-server openssh-client lynis logrotate ansible-lint \
            rspamd dovecot-sieve python3-dkim \
-           libpython3.11-testsuite
+           libpython3.11-testsuite chromium chromium-driver python3-selenium
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean

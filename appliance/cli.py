@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from appliance import __version__, registry
+from appliance.console import cli as console_cli
 from appliance.core import command, facts, pipeline, settings, system
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError
 
@@ -91,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
 
     for feature in registry.FEATURES:
         feature.commands(sub)
+    console_cli.register(sub)  # the console is a client of the pipeline, like this command
     return p
 
 

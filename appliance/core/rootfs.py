@@ -286,6 +286,39 @@ def write_user_file(path: Path, content: str, mode: int = 0o600) -> None:
     _fsync_dir(path.parent)
 
 
+def write_private(path: str | Path, content: bytes) -> None:
+    """Replace a root-only state file (the console's sessions and password hash) atomically:
+    0600 in a 0700 directory, fsynced, so a power cut leaves the old file or the new one."""
+    p = Path(path)
+    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(p.parent)
+
+
+def write_boot_note(path: str | Path, text: str) -> None:
+    """Write a note on the card's FAT boot partition, where a computer that reads the card
+    finds it: CRLF line ends (Notepad), no owner or mode (FAT keeps neither), atomic rename."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.new")
+    with open(tmp, "wb") as f:
+        f.write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    _fsync_dir(p.parent)
+
+
 def chown_path(path: str | Path, owner: str, group: str, mode: int) -> None:
     """Hand a path (a socket the daemon made) to `owner`:`group` with `mode`."""
     os.chown(path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)

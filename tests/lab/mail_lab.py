@@ -271,7 +271,8 @@ class MailLab:
     """The whole lab, up. Attributes are the hosts; methods are what tests need often."""
 
     def __init__(self, workdir: Path, repo: Path, router: str = "static",
-                 upnp_low_ports: bool = True, settings_extra: str = "") -> None:
+                 upnp_low_ports: bool = True, settings_extra: str = "",
+                 configured: bool = True) -> None:
         """router: "static" (25/465/587/993 forwarded by hand), "upnp" (miniupnpd, nothing
         forwarded until the appliance asks), or "none" (a router without UPnP or forwards)."""
         self.workdir = workdir
@@ -279,6 +280,7 @@ class MailLab:
         self.router = router
         self.upnp_low_ports = upnp_low_ports
         self.settings_extra = settings_extra
+        self.configured = configured
         self.lab = Lab(workdir)
         self.users = [
             (ALICE, hash_pw(ALICE_PW), [f"info@{DOMAIN}"]),
@@ -329,19 +331,27 @@ class MailLab:
             h.run(["chown", "postfix:postfix", "/var/lib/postfix"])
         self._start_dns()
         self._start_remote_mx()
-        self.write_settings(settings_toml(self.users, self.settings_extra))
+        if self.configured:
+            self.write_settings(settings_toml(self.users, self.settings_extra))
+            self.first_apply()
+        return self
+
+    def first_apply(self) -> None:
         r = self.appliance("apply")
         assert r.returncode == 0, f"first apply failed:\n{r.stdout}\n{r.stderr}"
+        self.track_daemons()
+
+    def track_daemons(self) -> None:
+        """The daemons the agent started: the lab stops them at the end."""
         self.app.track_pidfile("postfix", "/var/spool/postfix/pid/master.pid")
         self.app.track_pidfile("dovecot", "/run/dovecot/master.pid")
-        self.app.track_pidfile("appliance-pgp", "/run/appliance-pgp.pid")  # issue #7's proxy
-        self.app.track_pidfile("fail2ban", "/run/fail2ban/fail2ban.pid")  # issue #8
-        self.app.track_pidfile("sshd", "/run/sshd.pid")  # issue #8
-        self.app.track_pidfile("rspamd", "/run/rspamd/rspamd.pid")  # issue #9
-        self.app.track_pidfile("appliance-release", "/run/appliance-release.pid")  # issue #10
+        self.app.track_pidfile("appliance-pgp", "/run/appliance-pgp.pid")
+        self.app.track_pidfile("fail2ban", "/run/fail2ban/fail2ban.pid")
+        self.app.track_pidfile("sshd", "/run/sshd.pid")
+        self.app.track_pidfile("rspamd", "/run/rspamd/rspamd.pid")
+        self.app.track_pidfile("appliance-release", "/run/appliance-release.pid")
         wait_for("appliance port 25", lambda: self.tcp_open(self.app, APP_IP, 25))
         wait_for("appliance port 993", lambda: self.tcp_open(self.app, APP_IP, 993))
-        return self
 
     def hairpin(self, on: bool) -> None:
         """Hairpin NAT on the router (issue #8), as many home routers do it: a LAN client that

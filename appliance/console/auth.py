@@ -1,0 +1,177 @@
+"""Who is at the console: the setup code, the administrator's password, mail users' passwords,
+and sessions. Runs in the agent (root); the web process never sees a hash.
+
+Sessions are random tokens; the agent keeps only their SHA-256, so a copy of its state file
+logs nobody in. A session ends after IDLE_S without a request, or MAX_AGE_S after login.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from appliance.core import system
+
+STATE_DIR = "/var/lib/appliance/console"
+IDLE_S = 30 * 60
+MAX_AGE_S = 12 * 3600
+# The setup code: 8 characters that cannot be misread for one another (no 0/O, 1/I/L),
+# about 40 bits; with FAILED_DELAY_S per wrong guess, guessing it takes decades.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+FAILED_DELAY_S = 2.0
+SEEN_WRITE_S = 60
+ROLES = ("setup", "admin", "user")
+
+
+def _path(root: Path, name: str) -> Path:
+    return root / STATE_DIR.lstrip("/") / name
+
+
+def _write(path: Path, data: str) -> None:
+    system.write_private(path, data.encode())
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- the setup code -----------------------------------------------------------------------------
+def setup_code(root: Path) -> str:
+    """The one-time code the setup wizard asks for, made on first use and the same on every
+    boot until setup ends (the note on the card and the screen must agree). It is kept in
+    clear, root-only: the same code is on the card's boot partition anyway."""
+    path = _path(root, "setup-code")
+    try:
+        code = path.read_text().strip()
+    except FileNotFoundError:
+        code = ""
+    if len(code) != 8 or any(c not in CODE_ALPHABET for c in code):
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+        _write(path, code + "\n")
+    return f"{code[:4]}-{code[4:]}"
+
+
+def setup_code_ok(root: Path, typed: str) -> bool:
+    norm = "".join(c for c in typed.upper() if c.isalnum())
+    try:
+        want = _path(root, "setup-code").read_text().strip()
+    except OSError:
+        return False
+    return len(want) == 8 and hmac.compare_digest(norm.encode(), want.encode())
+
+
+def end_setup(root: Path) -> None:
+    """The wizard is done: the code opens nothing any more."""
+    _path(root, "setup-code").unlink(missing_ok=True)
+
+
+# --- passwords ----------------------------------------------------------------------------------
+def hash_admin(password: str) -> str:
+    from argon2 import PasswordHasher  # python3-argon2
+
+    # RFC 9106's second recommended option scaled to a 512 MB board: 19 MiB, 2 passes.
+    return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash(password)
+
+
+def verify(password: str, hashed: str) -> bool:
+    """A password against a hash in the formats the settings accept (Argon2id, bcrypt,
+    yescrypt, SHA512-CRYPT): the same answer Dovecot gives for that hash."""
+    if not password or not hashed:
+        return False
+    if hashed.startswith("$argon2"):
+        from argon2 import PasswordHasher
+        from argon2.exceptions import Argon2Error
+
+        try:
+            return bool(PasswordHasher().verify(hashed, password))
+        except (Argon2Error, ValueError):
+            return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # libxcrypt: SHA512-CRYPT, yescrypt and bcrypt, as Dovecot's CRYPT
+
+    got = crypt.crypt(password, hashed)
+    return got is not None and hmac.compare_digest(got, hashed)
+
+
+def set_admin_password(root: Path, password: str) -> None:
+    _write(_path(root, "admin"), hash_admin(password) + "\n")
+
+
+def admin_exists(root: Path) -> bool:
+    return _path(root, "admin").is_file()
+
+
+def admin_ok(root: Path, password: str) -> bool:
+    try:
+        hashed = _path(root, "admin").read_text().strip()
+    except OSError:
+        return False
+    return verify(password, hashed)
+
+
+# --- sessions -----------------------------------------------------------------------------------
+@dataclass
+class Session:
+    who: str  # "admin", a mail address, or "setup"
+    role: str  # one of ROLES
+    csrf: str
+    created: float
+    seen: float
+
+
+class Sessions:
+    """Sessions kept on disk (the agent exits when idle and a session must outlive it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = _path(root, "sessions.json")
+
+    def _load(self) -> dict[str, Session]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        now = time.time()
+        return {k: s for k, v in raw.items() if isinstance(v, dict)
+                for s in [Session(**v)]
+                if now - s.seen < IDLE_S and now - s.created < MAX_AGE_S}
+
+    def _save(self, sessions: dict[str, Session]) -> None:
+        _write(self.path, json.dumps({k: asdict(v) for k, v in sessions.items()}))
+
+    def new(self, who: str, role: str) -> str:
+        token = secrets.token_urlsafe(32)
+        sessions = self._load()
+        now = time.time()
+        sessions[_digest(token)] = Session(who, role, secrets.token_urlsafe(24), now, now)
+        self._save(sessions)
+        return token
+
+    def get(self, token: str | None) -> Session | None:
+        if not token:
+            return None
+        sessions = self._load()
+        s = sessions.get(_digest(token))
+        if s is None:
+            return None
+        now = time.time()
+        if now - s.seen > SEEN_WRITE_S:  # not one SD-card write per click
+            s.seen = now
+            self._save(sessions)
+        return s
+
+    def end(self, token: str | None) -> None:
+        if token:
+            sessions = self._load()
+            sessions.pop(_digest(token), None)
+            self._save(sessions)
+
+    def end_all(self, who: str) -> None:
+        """A password changed: every other session of that person ends."""
+        self._save({k: v for k, v in self._load().items() if v.who != who})

@@ -1,0 +1,278 @@
+"""The console's pages (Flask, served by waitress as user appliance-console behind nginx).
+
+Every page is server-rendered HTML that works without JavaScript; console.js only adds copy
+buttons. The process holds no secret: it forwards the browser's session token to the agent
+(agent.py), which decides. What it adds is the web's own defences: the session cookie is
+__Host-, Secure, HttpOnly, SameSite=Strict; every POST carries a CSRF token (the session's, or
+before login a double-submit cookie); the Content-Security-Policy allows no inline script and
+no other origin; a client outside the LAN gets 403 even if the firewall let it through.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Flask, Response, abort, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from appliance.console import protocol
+from appliance.console.protocol import AgentError
+
+COOKIE = "__Host-console"
+PRE_CSRF = "__Host-csrf"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+STATE_TTL_S = 30.0
+
+
+def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    cache: dict[str, tuple[float, Any]] = {}
+
+    def call(op: str, **args: Any) -> Any:
+        return protocol.call(op, args, session=request.cookies.get(COOKIE),
+                             client=client_address(), path=agent_socket)
+
+    def state() -> dict[str, Any]:
+        hit = cache.get("state")
+        if hit and time.monotonic() - hit[0] < STATE_TTL_S:
+            return hit[1]
+        got = protocol.call("state", path=agent_socket)
+        if got["admin"]:  # only the setup wizard changes it the other way
+            cache["state"] = (time.monotonic(), got)
+        return got
+
+    def client_address() -> str:
+        return request.headers.get("X-Real-IP") or request.remote_addr or "?"
+
+    @app.before_request
+    def only_the_lan() -> None:
+        """nftables keeps the internet off this port; this is the second lock on the door."""
+        try:
+            ip = ipaddress.ip_address(client_address())
+        except ValueError:
+            abort(403)
+        lan = [ipaddress.ip_network(p) for p in state().get("lan", [])]
+        if not (ip.is_loopback or any(ip in net for net in lan)):
+            abort(403, "The console answers only on your home network.")
+        g.me = None
+
+    @app.after_request
+    def headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        if not request.path.startswith("/static/"):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.errorhandler(AgentError)
+    def agent_error(e: AgentError) -> Any:
+        if e.code == protocol.LOGIN:
+            return redirect(url_for("login"))
+        status = 403 if e.code == protocol.DENIED else 503 if e.code == protocol.BUSY else 500
+        return render_template("error.html", message=str(e), me=g.get("me")), status
+
+    def check_csrf(expected: str | None) -> None:
+        got = request.form.get("csrf", "")
+        if not (expected and got and hmac.compare_digest(got, expected)):
+            abort(403, "This form is stale or did not come from the console: reload the page.")
+
+    def needs(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def deco(view: Callable[..., Any]) -> Callable[..., Any]:
+            @wraps(view)
+            def wrapper(*a: Any, **kw: Any) -> Any:
+                if not request.cookies.get(COOKIE):
+                    return redirect(url_for("login"))
+                me = call("whoami")
+                if me["role"] not in roles:
+                    return redirect(url_for("home"))
+                g.me = me
+                if request.method == "POST":
+                    check_csrf(me["csrf"])
+                return view(*a, **kw)
+            return wrapper
+        return deco
+
+    def pre_login_form(template: str, status: int = 200, **ctx: Any) -> Response:
+        """A form shown before there is a session: a double-submit CSRF cookie."""
+        token = request.cookies.get(PRE_CSRF) or secrets.token_urlsafe(24)
+        resp = Response(render_template(template, csrf=token, me=None, **ctx), status)
+        resp.set_cookie(PRE_CSRF, token, secure=True, httponly=True, samesite="Strict")
+        return resp
+
+    def with_session(resp: BaseResponse, token: str) -> BaseResponse:
+        resp.set_cookie(COOKIE, token, secure=True, httponly=True, samesite="Strict")
+        return resp
+
+    @app.get("/")
+    def home() -> Any:
+        st = state()
+        if not st["admin"]:
+            return redirect(url_for("setup"))
+        if not request.cookies.get(COOKIE):
+            return redirect(url_for("login"))
+        try:
+            me = call("whoami")
+        except AgentError:
+            return redirect(url_for("login"))
+        if me["role"] == "setup":
+            return redirect(url_for("wizard"))
+        return redirect(url_for("status" if me["role"] == "admin" else "account"))
+
+    # --- first run --------------------------------------------------------------------------------
+    @app.route("/setup", methods=["GET", "POST"])
+    def setup() -> Any:
+        if state()["admin"]:
+            return redirect(url_for("login"))
+        if request.method == "GET":
+            return pre_login_form("setup_code.html")
+        check_csrf(request.cookies.get(PRE_CSRF))
+        try:
+            got = call("setup_code", code=request.form.get("code", ""))
+        except AgentError as e:
+            return pre_login_form("setup_code.html", 403, error=str(e))
+        return with_session(redirect(url_for("wizard")), got["session"])
+
+    @app.route("/setup/wizard", methods=["GET", "POST"])
+    @needs("setup")
+    def wizard() -> Any:
+        st = state()
+        if request.method == "GET":
+            return render_template("wizard.html", me=g.me, st=st, form={})
+        form = {k: request.form.get(k, "") for k in
+                ("domain", "hostname", "user", "password", "confirm", "admin_password",
+                 "admin_confirm")}
+        problems = []
+        if not st["configured"] and form["password"] != form["confirm"]:
+            problems.append("password: the two passwords differ")
+        if form["admin_password"] != form["admin_confirm"]:
+            problems.append("admin password: the two passwords differ")
+        if not problems:
+            try:
+                got = call("setup", **form)
+            except AgentError as e:
+                if e.code not in (protocol.INVALID, protocol.DENIED):
+                    raise
+                problems.append(str(e))
+            else:
+                cache.clear()
+                return with_session(redirect(url_for("progress", job=got["job"])), got["session"])
+        safe = {k: v for k, v in form.items() if "password" not in k and k != "confirm"}
+        return render_template("wizard.html", me=g.me, st=st, form=safe, problems=problems), 400
+
+    @app.get("/progress/<job>")
+    @needs("admin", "user")
+    def progress(job: str) -> Any:
+        return render_template("progress.html", me=g.me, job=call("job", id=job))
+
+    # --- sessions ----------------------------------------------------------------------------------
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if not state()["admin"]:
+            return redirect(url_for("setup"))
+        if request.method == "GET":
+            return pre_login_form("login.html")
+        check_csrf(request.cookies.get(PRE_CSRF))
+        user = request.form.get("user", "")
+        try:
+            got = call("login", user=user, password=request.form.get("password", ""))
+        except AgentError as e:
+            return pre_login_form("login.html", 403, error=str(e), user=user)
+        return with_session(redirect(url_for("home")), got["session"])
+
+    @app.post("/logout")
+    @needs("setup", "admin", "user")
+    def logout() -> Any:
+        call("logout")
+        resp = redirect(url_for("login"))
+        resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
+        return resp
+
+    # --- the administrator's pages -------------------------------------------------------------------
+    @app.get("/status")
+    @needs("admin")
+    def status() -> Any:
+        results = call("status")
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in results:
+            groups.setdefault(r["name"].split(":", 1)[0].split(" ", 1)[0], []).append(r)
+        bad = sum(r["status"] == "fail" for r in results)
+        warn = sum(r["status"] == "warn" for r in results)
+        return render_template("status.html", me=g.me, groups=groups, bad=bad, warn=warn,
+                               total=len(results))
+
+    @app.get("/dns")
+    @needs("admin")
+    def dns() -> Any:
+        return render_template("dns.html", me=g.me, records=call("dns"), domain=state()["domain"])
+
+    @app.get("/users")
+    @needs("admin")
+    def users() -> Any:
+        return render_template("users.html", me=g.me, data=call("users"))
+
+    def user_action(op: str, fields: tuple[str, ...], done: str) -> Any:
+        args = {f: request.form.get(f, "") for f in fields}
+        try:
+            said = call(op, **args)
+        except AgentError as e:
+            if e.code != protocol.INVALID:
+                raise
+            return render_template("users.html", me=g.me, data=call("users"), error=str(e),
+                                   form={k: v for k, v in args.items() if "password" not in k
+                                         and k != "confirm"}), 400
+        return render_template("users.html", me=g.me, data=call("users"), said=said or done)
+
+    @app.post("/users/add")
+    @needs("admin")
+    def user_add() -> Any:
+        return user_action("user_add", ("address", "password", "confirm"), "added")
+
+    @app.post("/users/delete")
+    @needs("admin")
+    def user_del() -> Any:
+        return user_action("user_del", ("address",), "removed")
+
+    @app.post("/users/password")
+    @needs("admin")
+    def user_passwd() -> Any:
+        return user_action("user_passwd", ("address", "password", "confirm"), "changed")
+
+    @app.post("/aliases/add")
+    @needs("admin")
+    def alias_add() -> Any:
+        return user_action("alias_add", ("alias", "address"), "added")
+
+    @app.post("/aliases/delete")
+    @needs("admin")
+    def alias_del() -> Any:
+        return user_action("alias_del", ("alias",), "removed")
+
+    # --- a mail user's own account --------------------------------------------------------------------
+    @app.route("/account", methods=["GET", "POST"])
+    @needs("user")
+    def account() -> Any:
+        if request.method == "GET":
+            return render_template("account.html", me=g.me)
+        try:
+            call("my_password", current=request.form.get("current", ""),
+                        password=request.form.get("password", ""),
+                        confirm=request.form.get("confirm", ""))
+        except AgentError as e:
+            if e.code not in (protocol.INVALID, protocol.DENIED):
+                raise
+            return render_template("account.html", me=g.me, error=str(e)), 400
+        resp = redirect(url_for("login"))
+        resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
+        return resp
+
+    return app

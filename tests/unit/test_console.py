@@ -1,0 +1,274 @@
+"""The console: its agent over a real unix socket, and the Flask pages through that agent.
+What runs here is the real code on both sides; only the steps after the wizard are an offline
+`appliance check` instead of an apply (a unit test must not configure this machine). The
+whole first run against the real daemons and a real browser is tests/lab/test_console.py."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.console import agent as console_agent
+from appliance.console import auth, protocol
+from appliance.console.web import COOKIE, create_app
+
+PW = "correct horse battery"
+
+
+def sha512(pw: str) -> str:
+    return subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=pw + "\n", text=True,
+                          capture_output=True, check=True).stdout.strip()
+
+
+@pytest.fixture(autouse=True)
+def no_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "FAILED_DELAY_S", 0.0)
+
+
+class Running:
+    def __init__(self, tmp: Path) -> None:
+        self.root = tmp / "root"
+        self.root.mkdir()
+        self.settings = self.root / "etc/appliance/settings.toml"
+        self.sock = str(tmp / "agent.sock")
+        self.agent = console_agent.Agent(
+            self.root, "/etc/appliance/settings.toml",
+            setup_steps=(("Check the settings", ("check", "--offline", str(self.settings))),))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        for _ in range(100):
+            if Path(self.sock).exists():
+                break
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_unix_server(
+            self._session, path=self.sock, limit=protocol.MAX_LINE))
+        self.server = server
+        self.loop.run_forever()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json
+
+        request = json.loads(await reader.readline())
+        request.setdefault("args", {})["_client"] = request.get("client", "?")
+        answer = await asyncio.to_thread(self.agent.handle, request)
+        writer.write(json.dumps(answer).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    def call(self, op: str, session: str | None = None, **args: Any) -> Any:
+        return protocol.call(op, args, session=session, client="127.0.0.1", path=self.sock)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Running]:
+    r = Running(tmp_path)
+    yield r
+    r.stop()
+
+
+def test_the_setup_code_is_stable_root_only_and_opens_once(box: Running) -> None:
+    code = auth.setup_code(box.root)
+    stored = box.root / "var/lib/appliance/console/setup-code"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    # Every boot prints the note again; it must name the same code as the card's copy.
+    assert auth.setup_code(box.root) == code
+    with pytest.raises(protocol.AgentError) as e:
+        box.call("setup_code", code="WRONG-CODE")
+    assert e.value.code == protocol.DENIED and "appliance-setup.txt" in str(e.value)
+    # Typed in lower case, without the dash: still the code.
+    got = box.call("setup_code", code=code.lower().replace("-", " "))
+    assert box.call("whoami", got["session"])["role"] == "setup"
+    auth.end_setup(box.root)
+    with pytest.raises(protocol.AgentError):
+        box.call("setup_code", code=code)
+
+
+def test_operations_need_the_right_person(box: Running) -> None:
+    with pytest.raises(protocol.AgentError) as e:
+        box.call("users")
+    assert e.value.code == protocol.LOGIN
+    with pytest.raises(protocol.AgentError) as e:
+        box.call("rm -rf /")
+    assert e.value.code == protocol.DENIED and "no such operation" in str(e.value)
+    code = auth.setup_code(box.root)
+    setup = box.call("setup_code", code=code)["session"]
+    with pytest.raises(protocol.AgentError) as e:  # the setup session is not an administrator
+        box.call("users", setup)
+    assert e.value.code == protocol.DENIED
+
+
+def wizard(box: Running, **over: str) -> dict[str, Any]:
+    session = box.call("setup_code", code=auth.setup_code(box.root))["session"]
+    form = {"domain": "example.org", "hostname": "", "user": "alice", "password": PW,
+            "admin_password": "admin password 1", **over}
+    return box.call("setup", session, **form)
+
+
+def wait_job(box: Running, session: str, job: str) -> dict[str, Any]:
+    for _ in range(300):
+        got = box.call("job", session, id=job)
+        if got["done"]:
+            return got
+        time.sleep(0.05)
+    raise AssertionError("job did not end")
+
+
+def test_the_wizard_writes_the_settings_and_an_administrator(box: Running) -> None:
+    got = wizard(box)
+    text = box.settings.read_text()
+    assert 'domain = "example.org"' in text and 'hostname = "mail.example.org"' in text
+    assert 'address = "alice@example.org"' in text and PW not in text
+    assert text.startswith("# Written by the setup wizard")
+    assert box.settings.stat().st_mode & 0o777 == 0o600
+    job = wait_job(box, got["session"], got["job"])
+    assert job["ok"], job["lines"]
+    assert any("ok (example.org, 1 user(s)" in line for line in job["lines"])
+    assert box.call("whoami", got["session"])["role"] == "admin"
+    # The code is spent; a second wizard is refused.
+    with pytest.raises(protocol.AgentError):
+        wizard(box)
+    # Both logins work: admin with its password, alice with hers (the hash in the settings).
+    assert box.call("login", user="admin", password="admin password 1")["session"]
+    alice = box.call("login", user="alice@example.org", password=PW)["session"]
+    assert box.call("whoami", alice)["role"] == "user"
+    with pytest.raises(protocol.AgentError) as e:
+        box.call("login", user="alice@example.org", password="not it at all")
+    assert str(e.value) == "wrong name or password"
+
+
+def test_a_bad_domain_in_the_wizard_is_named_and_writes_nothing(box: Running) -> None:
+    with pytest.raises(protocol.AgentError) as e:
+        wizard(box, domain="not a domain")
+    assert e.value.code == protocol.INVALID and "domain" in str(e.value)
+    assert not box.settings.exists()
+    assert not auth.admin_exists(box.root)
+    with pytest.raises(protocol.AgentError) as e:
+        wizard(box, password="short")
+    assert "10 characters" in str(e.value) and not box.settings.exists()
+
+
+def test_sessions_end_when_idle_and_on_logout(box: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = auth.Sessions(box.root)
+    token = s.new("admin", "admin")
+    assert s.get(token) is not None
+    assert token not in (box.root / "var/lib/appliance/console/sessions.json").read_text()
+    later = time.time() + auth.IDLE_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert s.get(token) is None
+    monkeypatch.undo()
+    token = s.new("alice@example.org", "user")
+    s.end(token)
+    assert s.get(token) is None
+
+
+def test_passwords_verify_like_dovecot_for_each_accepted_hash() -> None:
+    assert auth.verify(PW, sha512(PW)) and not auth.verify("other", sha512(PW))
+    admin = auth.hash_admin(PW)
+    assert admin.startswith("$argon2id$") and auth.verify(PW, admin)
+    assert not auth.verify(PW + "x", admin) and not auth.verify("", admin)
+
+
+# --- the pages ------------------------------------------------------------------------------------
+@pytest.fixture
+def client(box: Running) -> Any:
+    app = create_app(box.sock)
+    app.testing = True
+    return app.test_client()
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html
+    return m.group(1)
+
+
+def test_a_fresh_box_shows_only_the_setup_code_page(box: Running, client: Any) -> None:
+    code = auth.setup_code(box.root)
+    r = client.get("/", base_url="https://box")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/setup")
+    for page in ("/status", "/users", "/dns"):
+        r = client.get(page, base_url="https://box")
+        assert r.status_code == 302 and "/login" in r.headers["Location"]
+    r = client.get("/setup", base_url="https://box")
+    assert "setup code" in r.text and r.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"] and "<script>" not in r.text
+    token = csrf_of(r.text)
+    # Without the form's token: refused, whatever the code.
+    r = client.post("/setup", data={"code": code}, base_url="https://box")
+    assert r.status_code == 403
+    r = client.post("/setup", data={"code": "AAAA-BBBB", "csrf": token}, base_url="https://box")
+    assert r.status_code == 403 and "not the setup code" in r.text
+    r = client.post("/setup", data={"code": code, "csrf": token}, base_url="https://box")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/setup/wizard")
+    cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith(COOKIE + "="))
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Domain=" not in cookie and "Path=/" in cookie  # what a __Host- cookie must be
+
+
+def test_the_wizard_page_names_a_bad_field_and_changes_nothing(box: Running, client: Any) -> None:
+    code = auth.setup_code(box.root)
+    token = csrf_of(client.get("/setup", base_url="https://box").text)
+    client.post("/setup", data={"code": code, "csrf": token}, base_url="https://box")
+    page = client.get("/setup/wizard", base_url="https://box")
+    form = {"csrf": csrf_of(page.text), "domain": "exa mple", "user": "alice", "password": PW,
+            "confirm": PW, "admin_password": "admin password 1", "admin_confirm": "admin password 1"}
+    r = client.post("/setup/wizard", data=form, base_url="https://box")
+    assert r.status_code == 400 and "domain" in r.text and PW not in r.text
+    assert not box.settings.exists() and not auth.admin_exists(box.root)
+    r = client.post("/setup/wizard", data={**form, "domain": "example.org"}, base_url="https://box")
+    assert r.status_code == 302 and "/progress/" in r.headers["Location"]
+    for _ in range(200):
+        page = client.get(r.headers["Location"], base_url="https://box").text
+        if "Your box is set up" in page:
+            break
+        time.sleep(0.05)
+    assert "Your box is set up" in page
+    assert box.settings.exists()
+
+
+def test_a_client_outside_the_lan_gets_nothing(box: Running, client: Any) -> None:
+    r = client.get("/login", base_url="https://box", headers={"X-Real-IP": "203.0.113.9"})
+    assert r.status_code == 403 and "home network" in r.text
+
+
+def test_an_administrator_logs_in_and_a_post_without_the_token_is_refused(box: Running,
+                                                                          client: Any) -> None:
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+                            f'password_hash = "{sha512(PW)}"\n')
+    auth.set_admin_password(box.root, "admin password 1")
+    token = csrf_of(client.get("/login", base_url="https://box").text)
+    r = client.post("/login", data={"user": "admin", "password": "nope", "csrf": token},
+                    base_url="https://box")
+    assert r.status_code == 403 and "wrong name or password" in r.text
+    r = client.post("/login", data={"user": "admin", "password": "admin password 1", "csrf": token},
+                    base_url="https://box")
+    assert r.status_code == 302
+    page = client.get("/users", base_url="https://box")
+    assert "alice@example.org" in page.text
+    csrf = csrf_of(page.text)
+    # An edit the CLI accepts would apply to this machine: here only refused ones are sent.
+    r = client.post("/users/add", data={"address": "bob", "password": "bob password 1",
+                                        "confirm": "bob password 1"}, base_url="https://box")
+    assert r.status_code == 403  # no CSRF token
+    assert "bob@" not in box.settings.read_text()
+    r = client.post("/aliases/add", data={"alias": "x y", "address": "alice@example.org",
+                                          "csrf": csrf}, base_url="https://box")
+    assert r.status_code == 400 and "x y@example.org" in r.text  # the CLI's own message
+    assert "aliases" not in box.settings.read_text()
