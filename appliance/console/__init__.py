@@ -9,7 +9,7 @@ that a compromised web process cannot do more than a logged-in person could:
                                    JSON lines, named operations |  /run/appliance-console/agent.sock
                                                                 v
                                                    agent.py (root): sessions, passwords,
-                                                   the `appliance` verbs run in-process
+                                                   each edit an `appliance` verb (a child)
 
 - web.py renders pages and holds no secret: no settings file, no password hash, no key. Each
   request carries the browser's session token to the agent, which decides what it may do.

@@ -1,8 +1,8 @@
 """Before the first visit: the setup code, the console's own certificate, and the note on the
 card that tells a person where to go.
 
-`appliance console setup` runs at every boot from the first-boot service (cheap when nothing
-changed): while the box has no administrator it makes a new setup code and writes
+`appliance console setup` runs at every boot (appliance-console-setup.service; cheap when
+nothing changed): while the box has no administrator it keeps a setup code and writes
 appliance-setup.txt on the boot partition (the FAT one, which any computer reads) with the
 box's LAN address, the console's address, the code and the certificate's fingerprint, so the
 person can tell their box's certificate from an impostor's. The same lines go to the screen.

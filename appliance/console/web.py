@@ -230,7 +230,9 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
             return render_template("users.html", me=g.me, data=call("users"), error=str(e),
                                    form={k: v for k, v in args.items() if "password" not in k
                                          and k != "confirm"}), 400
-        return render_template("users.html", me=g.me, data=call("users"), said=said or done)
+        # The CLI's first line says what happened; the files it rewrote are for the log.
+        said = (said or "").strip().splitlines()[:1]
+        return render_template("users.html", me=g.me, data=call("users"), said=said[0] if said else done)
 
     @app.post("/users/add")
     @needs("admin")

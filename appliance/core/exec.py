@@ -9,8 +9,9 @@ import pwd
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def sigterm_as_exception() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may take signals; its handlers stay as they are
+        return
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -139,6 +143,39 @@ class BytesResult:
     returncode: int
     stdout: bytes
     stderr: str
+
+
+def run_lines(argv: Sequence[str], *, on_line: Callable[[str], object], input: str = "",
+              timeout: float = DEFAULT_TIMEOUT, env: dict[str, str] | None = None) -> Result:
+    """Run a command whose stderr tells its progress (`appliance apply`): each stderr line goes
+    to `on_line` as it comes; stdout is collected. Killed after `timeout`; never raises for its
+    exit code."""
+    try:
+        p = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env)
+    except FileNotFoundError:
+        return Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
+    out: list[str] = []
+    errs: list[str] = []
+    assert p.stdin is not None and p.stdout is not None and p.stderr is not None
+    reader = threading.Thread(target=lambda: out.extend(p.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            p.stdin.write(input)
+            p.stdin.close()
+        for line in p.stderr:
+            errs.append(line)
+            on_line(line.rstrip("\n"))
+        p.wait()
+    finally:
+        killer.cancel()
+        reader.join(timeout=30)
+    code = 124 if p.returncode == -9 else p.returncode
+    return Result(tuple(argv), code, "".join(out), "".join(errs))
 
 
 def run_bytes(argv: Sequence[str], *, input: bytes = b"", timeout: float = DEFAULT_TIMEOUT,

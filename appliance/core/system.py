@@ -19,6 +19,7 @@ from appliance.core.exec import (
     run,
     run_bytes,
     run_daemon,
+    run_lines,
     signal_pid,
     sigterm_as_exception,
     start_coprocess,
@@ -42,7 +43,7 @@ from appliance.core.rootfs import (
 
 __all__ = [
     "DEFAULT_TIMEOUT", "BytesResult", "CommandError", "Result", "daemonize", "drop_privileges",
-    "listening_tcp_ports", "pid_alive", "process_start_time", "run", "run_bytes", "run_daemon",
+    "listening_tcp_ports", "pid_alive", "process_start_time", "run", "run_bytes", "run_lines", "run_daemon",
     "sigterm_as_exception", "signal_pid", "start_coprocess", "stop_coprocess", "stop_pid",
     "LOCK_ENV", "SETTLED_AGE", "FileState", "Root", "chown_path", "ensure_file", "ensure_secret",
     "remove_path", "stage_copy_tree", "write_boot_note", "write_private", "write_user_file",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ class Running:
         self.sock = str(tmp / "agent.sock")
         self.agent = console_agent.Agent(
             self.root, "/etc/appliance/settings.toml",
-            setup_steps=(("Check the settings", ("check", "--offline", str(self.settings))),))
+            setup_steps=(("Check the settings", ("check", "--offline", str(self.settings)), True),))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -272,3 +273,57 @@ def test_an_administrator_logs_in_and_a_post_without_the_token_is_refused(box: R
                                           "csrf": csrf}, base_url="https://box")
     assert r.status_code == 400 and "x y@example.org" in r.text  # the CLI's own message
     assert "aliases" not in box.settings.read_text()
+
+
+# --- the files provisioning installs ------------------------------------------------------------
+FILES = Path(__file__).resolve().parents[2] / "appliance/console/files"
+
+
+def test_the_console_nginx_offers_the_same_ciphers_as_the_mail_services() -> None:
+    from appliance.core import tls
+
+    conf = (FILES / "appliance-console-nginx.conf").read_text()
+    assert f"ssl_ciphers {tls.CIPHERS_INTERMEDIATE};" in conf
+
+
+def test_the_console_nginx_configuration_is_valid(tmp_path: Path) -> None:
+    """`nginx -t` on the file as shipped, its certificate and paths moved under tmp_path."""
+    from appliance.console import setup as console_setup
+    from appliance.core import system
+
+    root = system.Root(tmp_path)
+    console_setup.ensure_cert(root, console_setup.Where("box.local", ("198.18.0.10",)))
+    conf = (FILES / "appliance-console-nginx.conf").read_text()
+    for path in ("/var/lib/appliance/console/tls/", "/run/", "/var/log/nginx/"):
+        (tmp_path / path.strip("/")).mkdir(parents=True, exist_ok=True)
+        conf = conf.replace(path, f"{tmp_path}{path}")
+    conf = conf.replace("listen 8443", "listen 127.0.0.1:18443").replace(
+        "listen [::]:8443 ssl;", "").replace("user www-data;", "")
+    (tmp_path / "nginx.conf").write_text(conf)
+    r = system.run(["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "err.log")],
+                   check=False)
+    assert r.returncode == 0, r.output
+
+
+def test_provisioning_installs_every_console_unit_there_is() -> None:
+    import yaml
+
+    defaults = yaml.safe_load((FILES.parents[2] / "provisioning/roles/appliance_agent/defaults/main.yml")
+                              .read_text())
+    units = {p.name for p in FILES.iterdir() if p.suffix in (".service", ".socket")}
+    assert set(defaults["appliance_agent_console_units"]) == units
+    for pkg in ("nginx-light", "python3-flask", "python3-waitress", "python3-argon2"):
+        assert pkg in defaults["appliance_agent_packages"]
+
+
+def test_a_verb_runs_as_a_child_and_its_progress_streams_line_by_line() -> None:
+    from appliance.core import system
+
+    seen: list[str] = []
+    r = system.run_lines([sys.executable, "-c", "import sys; print('a', file=sys.stderr); "
+                          "print(sys.stdin.read().upper()); print('b', file=sys.stderr); sys.exit(3)"],
+                         input="hello", on_line=seen.append)
+    assert (r.returncode, r.stdout.strip(), seen) == (3, "HELLO", ["a", "b"])
+    r = system.run_lines([sys.executable, "-c", "import time; time.sleep(30)"], on_line=seen.append,
+                         timeout=0.5)
+    assert r.returncode == 124

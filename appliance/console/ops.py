@@ -1,0 +1,248 @@
+"""The console's named operations: the only things the web process can ask the agent to do.
+
+Each is carried out by the same code the `appliance` command runs: an edit is `appliance user
+add ...`, with the same lock, the same checks and the same error text, so the console and the
+settings file cannot disagree. Nothing here runs a shell or takes a command from the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+from appliance.console import auth
+from appliance.console.broker import MIN_PASSWORD, Agent, OpError, log, op
+from appliance.console.protocol import DENIED, FAILED, INVALID
+from appliance.core import system
+
+
+# --- before anyone is logged in -------------------------------------------------------------------
+@op("state")
+def op_state(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """What the web process needs before anyone logs in: which first page to show, and the
+    LAN prefixes the console answers (those the firewall lets through, as the agent sees them)."""
+    from appliance.core import facts, settings
+
+    configured = a.settings_file().is_file()
+    domain, lan = "", settings.LanOverride()
+    if configured:
+        with contextlib.suppress(Exception):
+            st = a.settings()
+            domain, lan = st.domain, st.lan
+    return {"configured": configured, "admin": auth.admin_exists(a.root), "domain": domain,
+            "lan": list(facts.gather(lan).lan_prefixes)}
+
+
+@op("setup_code")
+def op_setup_code(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    if auth.admin_exists(a.root):
+        raise OpError("this box is set up already: log in", DENIED)
+    if not auth.setup_code_ok(a.root, str(args.get("code", ""))):
+        time.sleep(auth.FAILED_DELAY_S)
+        log(f"setup code refused from {args.get('_client', '?')}")
+        raise OpError("that is not the setup code: it is in appliance-setup.txt on the card "
+                      "(and on a screen connected to the box)", DENIED)
+    return {"session": a.sessions.new("setup", "setup")}
+
+
+@op("login")
+def op_login(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    who = str(args.get("user", "")).strip().lower()
+    password = str(args.get("password", ""))
+    client = str(args.get("_client", "?"))
+    role = ""
+    if who == "admin":
+        role = "admin" if auth.admin_ok(a.root, password) else ""
+    elif who and a.settings_file().is_file():
+        user = next((u for u in a.settings().users if u.address == who), None)
+        role = "user" if user and auth.verify(password, user.password_hash) else ""
+    if not role:
+        # Slows a guesser; fail2ban reads this line (from the LAN it delays, never bans).
+        time.sleep(auth.FAILED_DELAY_S)
+        log(f"login failed for {who or '-'} from {client}")
+        raise OpError("wrong name or password", DENIED)
+    log(f"login {who} from {client}")
+    return {"session": a.sessions.new(who, role)}
+
+
+@op("whoami", "setup", "admin", "user")
+def op_whoami(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    assert s is not None
+    return {"who": s.who, "role": s.role, "csrf": s.csrf}
+
+
+@op("logout", "setup", "admin", "user")
+def op_logout(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> None:
+    a.sessions.end(token)
+
+
+# --- the setup wizard -----------------------------------------------------------------------------
+def new_settings(domain: str, hostname: str, address: str, password_hash: str) -> str:
+    """The first settings file, commented like the one on the card, via tomlkit."""
+    import tomlkit
+
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Written by the setup wizard. The console and `appliance` edit this "
+                            "file; you may too (then `appliance apply`)."))
+    doc.add(tomlkit.comment("Every setting: `appliance settings-reference`."))
+    doc.add("domain", tomlkit.item(domain))
+    doc.add("hostname", tomlkit.item(hostname))
+    users = tomlkit.aot()
+    users.append(tomlkit.table().add("address", address).add("password_hash", password_hash))
+    doc.add("users", users)
+    return tomlkit.dumps(doc)
+
+
+@op("setup", "setup")
+def op_setup(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    from appliance.core.errors import SettingsError
+    from appliance.features.mail import users
+
+    admin_pw = str(args.get("admin_password", ""))
+    if len(admin_pw) < MIN_PASSWORD:
+        raise OpError(f"admin password: shorter than {MIN_PASSWORD} characters; choose a longer one")
+    with a.setup_lock:
+        if auth.admin_exists(a.root):
+            raise OpError("this box is set up already: log in", DENIED)
+        path = a.settings_file()
+        if not path.is_file():
+            domain = str(args.get("domain", "")).strip().lower()
+            hostname = str(args.get("hostname", "")).strip().lower() or f"mail.{domain}"
+            local = str(args.get("user", "")).strip().lower()
+            address = local if "@" in local else f"{local}@{domain}"
+            try:
+                h = users.hash_password(str(args.get("password", "")))
+            except Exception as e:  # noqa: BLE001 - UserError: the CLI's own words
+                raise OpError(f"password: {e}") from None
+            text = new_settings(domain, hostname, address, h)
+            try:
+                _check_text(a, text)
+            except SettingsError as e:
+                raise OpError(wizard_problems(e.problems)) from None
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            system.write_user_file(path, text, 0o600)
+            log(f"setup: wrote {path} for {domain}")
+        auth.set_admin_password(a.root, admin_pw)
+        auth.end_setup(a.root)
+    a.sessions.end(token)
+    session = a.sessions.new("admin", "admin")
+    job = a.start_job("admin", list(a.setup_steps))
+    return {"session": session, "job": job}
+
+
+def wizard_problems(problems: list[str]) -> str:
+    """The settings' problems as the wizard's fields name them. A bad domain also makes the
+    derived host name and address bad: only the domain is worth saying then."""
+    if any(p.startswith("domain:") for p in problems):
+        problems = [p for p in problems if not p.startswith(("hostname: \"mail.", "users[0]"))]
+    return "; ".join(p.replace("users[0].address", "your address") for p in problems)
+
+
+def _check_text(a: Agent, text: str) -> None:
+    import tomllib
+
+    from appliance import registry
+    from appliance.core import pipeline, settings
+
+    settings.parse(tomllib.loads(text), str(a.settings_file()), pipeline.sections(registry.FEATURES))
+
+
+@op("job", "admin", "user")
+def op_job(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    job = a.jobs.get(str(args.get("id", "")))
+    if job is None or s is None or (job.who != s.who):
+        raise OpError("no such job (the agent restarted?): see Status", INVALID)
+    return {"steps": job.steps, "lines": job.lines[-200:], "done": job.done, "ok": job.ok,
+            "notes": job.notes}
+
+
+# --- the administrator's pages ----------------------------------------------------------------------
+@op("status", "admin")
+def op_status(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    code, out, err = a.appliance("status", "--json")
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise OpError((err or out).strip() or f"status failed (exit {code})", FAILED) from None
+
+
+@op("dns", "admin")
+def op_dns(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    return json.loads(a.must("dns", "--json"))
+
+
+@op("users", "admin")
+def op_users(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    st = a.settings()
+    return {"domain": st.domain,
+            "users": [{"address": u.address, "aliases": list(u.aliases), "scheme": u.dovecot_scheme}
+                      for u in st.users]}
+
+
+@op("user_add", "admin")
+def op_user_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    address = _address(a, args.get("address"))
+    return a.must("user", "add", address, stdin=_password(args) + "\n").strip()
+
+
+@op("user_del", "admin")
+def op_user_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    address = _address(a, args.get("address"))
+    out = a.must("user", "del", address).strip()
+    a.sessions.end_all(address)
+    return out
+
+
+@op("user_passwd", "admin")
+def op_user_passwd(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    address = _address(a, args.get("address"))
+    out = a.must("user", "passwd", address, stdin=_password(args) + "\n").strip()
+    a.sessions.end_all(address)
+    return out
+
+
+@op("alias_add", "admin")
+def op_alias_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    return a.must("alias", "add", _address(a, args.get("alias")),
+                  _address(a, args.get("address"))).strip()
+
+
+@op("alias_del", "admin")
+def op_alias_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    return a.must("alias", "del", _address(a, args.get("alias"))).strip()
+
+
+# --- a mail user's own account ------------------------------------------------------------------------
+@op("my_password", "user")
+def op_my_password(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    assert s is not None
+    user = next((u for u in a.settings().users if u.address == s.who), None)
+    if user is None or not auth.verify(str(args.get("current", "")), user.password_hash):
+        time.sleep(auth.FAILED_DELAY_S)
+        raise OpError("current password: wrong; nothing was changed", DENIED)
+    out = a.must("user", "passwd", s.who, stdin=_password(args) + "\n").strip()
+    a.sessions.end_all(s.who)
+    return out
+
+
+def _password(args: dict[str, Any]) -> str:
+    pw = str(args.get("password", ""))
+    if pw != str(args.get("confirm", pw)):
+        raise OpError("password: the two passwords differ; nothing was changed")
+    if "\n" in pw:
+        raise OpError("password: has a line break; choose another")
+    return pw
+
+
+def _address(a: Agent, value: Any) -> str:
+    """A form's address: a bare name means one at the box's domain."""
+    text = str(value or "").strip().lower()
+    if not text:
+        raise OpError("address: empty; type a name such as alice")
+    if "@" not in text:
+        text = f"{text}@{a.settings().domain}"
+    return text
+
+

@@ -1,0 +1,274 @@
+"""The console as a newcomer meets it: a fresh box (no settings), the note on its card, a real
+Chromium on another LAN host, and mail that works at the end of the wizard.
+
+The lab stands in only for what cannot run here: systemd (the agent, the web process and the
+console's nginx are started by hand, as their units would), the boot partition (a directory in
+the box's private /var) and the internet (the lab's namespaces).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .browser import Browser
+from .conftest import REPO
+from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MAIL_HOST, WAN_IP, MailLab
+from .netlab import wait_for
+from .test_mail import imap_fetch_code, trust_appliance_cert
+
+BOOT = "/var/lab-boot"  # the card's FAT partition, as the box sees it
+CONSOLE = f"https://{APP_IP}:8443"
+SHOTS = REPO / "build/screenshots"
+ADMIN_PW = "console admin pw 1"
+CONSOLE_CA = "/etc/appliance-console-ca.pem"
+
+
+class Box:
+    """The fresh box with its console running, and a browser on the LAN."""
+
+    def __init__(self, m: MailLab) -> None:
+        self.m = m
+        app = m.app
+        env = {"PYTHONPATH": str(REPO)}
+        app.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                 "--shell", "/usr/sbin/nologin", "appliance-console"])
+        app.write("/etc/nginx/appliance-console.conf",
+                  (REPO / "appliance/console/files/appliance-console-nginx.conf").read_text())
+        app.run(["mkdir", "-p", BOOT])
+        r = m.appliance("console", "setup", "--boot-dir", BOOT)
+        assert r.returncode == 0, r.stderr
+        self.first_note = r.stdout
+        py = "/usr/bin/python3"
+        app.run([py, "-m", "appliance.console.agent", "--daemon", "/run/appliance-console-agent.pid",
+                 "--log", "/var/log/appliance-console.log"], env=env)
+        app.track_pidfile("console-agent", "/run/appliance-console-agent.pid")
+        app.run([py, "-m", "appliance.console.serve", "--daemon", "/run/appliance-console-web.pid",
+                 "--log", "/var/log/appliance-console-web.log"], env=env)
+        app.track_pidfile("console-web", "/run/appliance-console-web.pid")
+        rc = app.start_forking("console-nginx", ["nginx", "-c", "/etc/nginx/appliance-console.conf"],
+                               "/run/appliance-console-nginx.pid")
+        assert rc == 0, (m.lab.logs / "app-console-nginx.out").read_text()
+        wait_for("console on 8443", lambda: m.tcp_open(m.lan2, APP_IP, 8443))
+        cert = app.read("/var/lib/appliance/console/tls/cert.pem")
+        m.lan2.write(CONSOLE_CA, cert)
+        self.browser = Browser.start(m.lan2, m.workdir / "chromium", spki(cert),
+                                     m.lab.logs / "lan2-browser.out")
+
+    def shot(self, name: str) -> None:
+        self.browser.shot(SHOTS / f"console-{name}.png")
+
+    def settings(self) -> str:
+        return self.m.app.read("/etc/appliance/settings.toml")
+
+
+def spki(pem: str) -> str:
+    """What Chromium's --ignore-certificate-errors-spki-list takes: base64(SHA-256(SPKI))."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Box]:
+    m = MailLab(Path(tempfile.mkdtemp(prefix="mail-appliance-lab.")), REPO, configured=False)
+    try:
+        m.up()
+        b = Box(m)
+        try:
+            yield b
+        finally:
+            b.browser.close()
+    finally:
+        m.down()
+        if os.environ.get("LAB_KEEP_LOGS"):
+            print(f"lab logs kept in {m.workdir}")
+        else:
+            shutil.rmtree(m.workdir, ignore_errors=True)
+
+
+def note_on_card(box: Box) -> str:
+    raw = box.m.app.path(f"{BOOT}/appliance-setup.txt").read_bytes()
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")  # Notepad reads it
+    return raw.decode().replace("\r\n", "\n")
+
+
+def test_the_card_names_the_console_a_code_and_the_fingerprint_the_browser_gets(box: Box) -> None:
+    note = note_on_card(box)
+    assert f"{CONSOLE}/" in note
+    code = re.search(r"Setup code: ([A-Z0-9]{4}-[A-Z0-9]{4})", note)
+    assert code, note
+    # The same note on every boot, with the same code (it is on the card and on the screen).
+    again = box.m.appliance("console", "setup", "--boot-dir", BOOT)
+    assert code.group(1) in again.stdout and note_on_card(box) == note
+    fp = re.search(r"fingerprint:\s+([0-9A-F:]{95})", note)
+    assert fp, note
+    # What a browser on the LAN is actually served matches the note.
+    r = box.m.lan2.python(f"""
+import hashlib, ssl, socket
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection(({APP_IP!r}, 8443), timeout=10) as s:
+    with ctx.wrap_socket(s) as t:
+        d = hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest().upper()
+print(':'.join(d[i:i+2] for i in range(0, 64, 2)))""")
+    assert r.stdout.strip() == fp.group(1), r.stderr
+
+
+def test_a_wrong_setup_code_opens_nothing(box: Box) -> None:
+    b = box.browser
+    b.get(f"{CONSOLE}/")
+    assert b.url().endswith("/setup")
+    b.fill({"code": "ABCD-EFGH"})
+    b.submit()
+    text = b.text()
+    assert "appliance-setup.txt" in text and b.url().endswith("/setup")
+    box.shot("1-setup-code-wrong")
+    assert not box.m.app.exists("/etc/appliance/settings.toml")
+
+
+def test_a_newcomer_sets_the_box_up_in_the_browser_and_mail_arrives(box: Box) -> None:
+    b = box.browser
+    code = re.search(r"Setup code: (\S+)", note_on_card(box))
+    assert code
+    b.get(f"{CONSOLE}/")
+    b.fill({"code": code.group(1).lower()})  # as a person might type it
+    box.shot("2-setup-code")
+    b.submit()
+    assert b.url().endswith("/setup/wizard"), b.text()
+    # A bad domain is named on the page and writes nothing.
+    b.fill({"domain": "not a domain", "user": "alice", "password": ALICE_PW, "confirm": ALICE_PW,
+            "admin_password": ADMIN_PW, "admin_confirm": ADMIN_PW})
+    b.submit()
+    assert "domain" in b.text().lower() and b.url().endswith("/setup/wizard")
+    assert not box.m.app.exists("/etc/appliance/settings.toml")
+    b.fill({"domain": DOMAIN, "hostname": MAIL_HOST, "user": "alice", "password": ALICE_PW,
+            "confirm": ALICE_PW, "admin_password": ADMIN_PW, "admin_confirm": ADMIN_PW})
+    box.shot("3-wizard")
+    b.submit()
+    assert "/progress/" in b.url()
+    box.shot("4-progress")
+    # The first apply starts every daemon on this small lab host; bounded, polled by the page.
+    text = b.wait_text("Your box is set up", timeout=400)
+    box.shot("5-set-up")
+    assert "Setting up stopped" not in text
+    box.m.track_daemons()
+    assert f'domain = "{DOMAIN}"' in box.settings() and ALICE in box.settings()
+    # The setup code opens nothing any more.
+    assert not box.m.app.exists("/var/lib/appliance/console/setup-code")
+    assert "Setup code" not in box.m.appliance("console", "setup", "--boot-dir", BOOT).stdout
+    # Mail from the internet reaches alice, who reads it with the password she chose.
+    box.m.deliver_to_alice("first mail after the wizard")
+    trust_appliance_cert(box.m, box.m.lan2)
+    r = box.m.lan2.python(imap_fetch_code(ALICE, ALICE_PW, "first mail after the wizard"), timeout=120)
+    assert r.returncode == 0 and "first mail after the wizard" in r.stdout, r.stderr
+
+
+def test_the_administrator_sees_status_and_dns_and_adds_a_user(box: Box) -> None:
+    b = box.browser
+    b.get(f"{CONSOLE}/status")
+    if b.url().endswith("/login"):
+        b.fill({"user": "admin", "password": ADMIN_PW})
+        b.submit()
+        b.get(f"{CONSOLE}/status")
+    text = b.text()
+    assert "Status" in text and "admin" in text
+    box.shot("6-status")
+    b.get(f"{CONSOLE}/dns")
+    text = b.text()
+    assert f"{DOMAIN}" in text and "MX" in text and MAIL_HOST in text
+    box.shot("7-dns")
+    b.get(f"{CONSOLE}/users")
+    b.fill({"address": "carol", "password": "carol-secret-1", "confirm": "carol-secret-1"},
+           within="#add-user")
+    b.submit("#add-user button[type=submit]")
+    assert f"carol@{DOMAIN}" in b.text()
+    box.shot("8-users")
+    assert f"carol@{DOMAIN}" in box.settings()
+    # carol's password works in Dovecot at once (the edit applied).
+    r = box.m.lan2.python(f"""
+import imaplib, ssl
+ctx = ssl.create_default_context(cafile='/etc/appliance-lab-ca.pem')
+M = imaplib.IMAP4_SSL({MAIL_HOST!r}, 993, ssl_context=ctx, timeout=10)
+print(M.login('carol@{DOMAIN}', 'carol-secret-1')[0])""", timeout=60)
+    assert r.stdout.strip() == "OK", r.stderr
+
+
+def _http(box: Box, code: str) -> dict[str, object]:
+    """Python on the LAN host speaking HTTPS to the console (verifying its certificate)."""
+    r = box.m.lan2.python(f"""
+import http.client, json, re, ssl, urllib.parse
+ctx = ssl.create_default_context(cafile={CONSOLE_CA!r})
+def req(method, path, form=None, cookies=None):
+    c = http.client.HTTPSConnection({APP_IP!r}, 8443, context=ctx, timeout=30)
+    h = {{"Cookie": "; ".join(f"{{k}}={{v}}" for k, v in (cookies or {{}}).items())}}
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        h["Content-Type"] = "application/x-www-form-urlencoded"
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    got = {{k.split("=", 1)[0]: k.split("=", 1)[1].split(";")[0]
+           for k in r.headers.get_all("Set-Cookie") or []}}
+    return r.status, r.read().decode(), got
+{code}""", timeout=60)
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def test_a_post_without_the_form_token_changes_nothing(box: Box) -> None:
+    before = box.settings()
+    got = _http(box, f"""
+st, body, ck = req("GET", "/login")
+token = re.search(r'name="csrf" value="([^"]+)"', body).group(1)
+st, body, ck2 = req("POST", "/login", {{"csrf": token, "user": "admin", "password": {ADMIN_PW!r}}}, ck)
+session = ck2["__Host-console"]
+forged, _, _ = req("POST", "/users/add", {{"address": "mallory", "password": "mallory-pw-12",
+                   "confirm": "mallory-pw-12"}}, {{"__Host-console": session}})
+wrong, _, _ = req("POST", "/users/add", {{"csrf": "guess", "address": "mallory",
+                  "password": "mallory-pw-12", "confirm": "mallory-pw-12"}},
+                  {{"__Host-console": session}})
+page, body, _ = req("GET", "/users", cookies={{"__Host-console": session}})
+print(json.dumps({{"login": st, "forged": forged, "wrong": wrong, "page": page,
+                  "headers_ok": "mallory" not in body}}))""")
+    assert got == {"login": 302, "forged": 403, "wrong": 403, "page": 200, "headers_ok": True}
+    assert box.settings() == before
+
+
+def test_wrong_passwords_are_logged_for_fail2ban_and_let_nobody_in(box: Box) -> None:
+    got = _http(box, """
+st, body, ck = req("GET", "/login")
+token = re.search(r'name="csrf" value="([^"]+)"', body).group(1)
+st, body, ck2 = req("POST", "/login", {"csrf": token, "user": "admin", "password": "guess-guess"}, ck)
+print(json.dumps({"status": st, "session": "__Host-console" in ck2}))""")
+    assert got == {"status": 403, "session": False}
+    log = box.m.app.read("/var/log/appliance-console.log")
+    assert "login failed for admin from 198.18.0.20" in log, log[-2000:]
+
+
+def test_the_console_is_not_on_the_internet(box: Box) -> None:
+    """The router forwards the mail ports only; and the box's own firewall (applied by the
+    wizard) takes 8443 from the LAN only: a packet from the public address, as a spoofed or
+    hairpinned one would come, is dropped while a LAN client still gets in."""
+    assert not box.m.tcp_open(box.m.att, WAN_IP, 8443)
+
+    def from_address(src: str) -> bool:
+        r = box.m.rtr.python(f"""
+import socket
+s = socket.socket(); s.settimeout(3); s.bind(({src!r}, 0))
+s.connect(({APP_IP!r}, 8443)); s.close()""", timeout=15)
+        return r.returncode == 0
+
+    assert from_address("198.18.0.1")  # the router's LAN address: on the LAN
+    assert not from_address(WAN_IP)
