@@ -34,6 +34,7 @@ from typing import Any
 
 from appliance.core import apply, schema, settings, system
 from appliance.core.schema import Step
+from appliance.features.backup import restic
 from appliance.features.openpgp import keyring
 from appliance.features.spam import dkim
 from appliance.features.status import status
@@ -57,6 +58,8 @@ OPENPGP_INDEX = f"{keyring.DEFAULT_HOME}/{keyring.INDEX}"
 # has had since the agent first wrote it (tests/unit/data/migrations/ holds one of each).
 STATE: Mapping[str, tuple[Step, ...]] = {
     apply.MANIFEST: (),
+    restic.STATE: (),
+    restic.CHECKED: (),
     dkim.STATE: (),
     upnp.STATE_PATH: (),
     status.STATE_PATH: (),

@@ -16,6 +16,7 @@ from appliance import cli, migrations, registry
 from appliance.core import schema, settings, system
 from appliance.core.errors import SettingsError
 from appliance.core.schema import SchemaError, Step
+from appliance.features.backup import restic
 from appliance.features.openpgp import keyring
 from appliance.features.spam import dkim
 from appliance.features.status import status
@@ -32,6 +33,8 @@ FIXTURES = {
     upnp.STATE_PATH: "upnp.json",
     status.STATE_PATH: "status.json",
     migrations.OPENPGP_INDEX: "openpgp-keys.json",
+    restic.STATE: "backup-last.json",
+    restic.CHECKED: "backup-checked.json",
 }
 
 
@@ -111,6 +114,8 @@ def test_the_readers_read_what_the_migrations_make(tmp_path: Path) -> None:
     index = keyring.read_index(root.host(keyring.DEFAULT_HOME))
     assert sorted(index) == ["alice@example.org", "bob@example.org"]
     assert index["bob@example.org"].expires == 1890000000
+    assert restic.last(root) == restic.Last(1764000000.5, True, "4f1c2a9b", 10234, 5123456)
+    assert restic.last_check(root).error.endswith("pack 3e1f is damaged")
 
 
 def test_the_key_index_of_version_1_is_still_read(tmp_path: Path) -> None:
@@ -130,6 +135,12 @@ def test_writers_stamp_their_version(tmp_path: Path) -> None:
     upnp.save_state(root, upnp.Report(external_ip="203.0.113.7", status="Connected"))
     assert json.loads(root.host(upnp.STATE_PATH).read_text())["schema"] == upnp.STATE_VERSION
     assert upnp.load_state(root)["external_ip"] == "203.0.113.7"
+    restic._record(root, restic.STATE, restic.Last(1764000000.0, True, "4f1c2a9b"))
+    assert json.loads(root.host(restic.STATE).read_text())["schema"] == restic.STATE_VERSION
+    assert restic.last(root) == restic.Last(1764000000.0, True, "4f1c2a9b")
+    # A newer agent's record reads as none (the next run writes anew), never as a wrong one.
+    put(root, restic.STATE, b'{"schema": 2, "finished": 1, "ok": true, "kind": "full"}')
+    assert restic.last(root) is None
 
 
 def test_a_state_file_from_a_newer_agent_changes_nothing(tmp_path: Path) -> None:
