@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from appliance import __version__, registry
+from appliance import __version__, migrations, registry
 from appliance.console import cli as console_cli
 from appliance.core import command, facts, pipeline, settings, system
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError
@@ -26,6 +26,10 @@ class Env(command.Env):
     def __init__(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
                  stderr: TextIO = sys.stderr) -> None:
         super().__init__(stdin, stdout, stderr, registry.FEATURES)
+
+    def settings(self, path: Path | str) -> settings.Settings:
+        # An older format is read as this agent's, in memory; `migrate` writes it.
+        return migrations.load_settings(path, registry.SECTIONS)
 
 
 def default_settings_path() -> Path:
@@ -48,7 +52,17 @@ def cmd_check(a: argparse.Namespace, env: Env) -> int:
 
 
 def cmd_apply(a: argparse.Namespace, env: Env) -> int:
+    if not a.diff:  # under the lock, before anything reads the files (migrations.py says why)
+        migrations.migrate(system.Root(a.root), Path(a.settings), registry.SECTIONS, env.err)
     return command.apply_and_report(env, Path(a.settings), a.root, a.diff, a.json)
+
+
+def cmd_migrate(a: argparse.Namespace, env: Env) -> int:
+    done = migrations.migrate(system.Root(a.root), Path(a.settings), registry.SECTIONS, env.out,
+                              dry_run=a.dry_run)
+    if not done:
+        env.out("every file is in this agent's format; nothing to do")
+    return EXIT_OK
 
 
 def cmd_facts(a: argparse.Namespace, env: Env) -> int:
@@ -84,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.set_defaults(func=cmd_apply)
 
+    m = sub.add_parser("migrate", help="bring the settings and the agent's state to this agent's "
+                       "formats (apply does it first); keeps a copy of each old file")
+    m.add_argument("--root", default="/", help="the files of a Debian root in DIR")
+    m.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    m.set_defaults(func=cmd_migrate)
+
     r = sub.add_parser("settings-reference", help="print every feature's settings: key, default, meaning")
     r.set_defaults(func=cmd_settings_reference)
 
@@ -114,7 +134,7 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
     a = parser().parse_args(argv)
     try:
-        if a.command in UNLOCKED or getattr(a, "diff", False):
+        if a.command in UNLOCKED or getattr(a, "diff", False) or getattr(a, "dry_run", False):
             return int(a.func(a, env))
         with system.Root(getattr(a, "root", "/")).lock(wait=LOCK_WAIT):
             return int(a.func(a, env))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.core import schema
 from appliance.core.errors import SettingsError
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
@@ -42,7 +43,9 @@ HASH_FIX = (
 )
 
 RESERVED_LOCALS = ("postmaster", "abuse", "root")
-CORE_KEYS = frozenset({"domain", "hostname", "message_size_limit_mb", "postmaster", "users", "lan"})
+VERSION = 1  # the format this parser reads (`settings_version`, 1 when absent): migrations.py
+CORE_KEYS = frozenset({schema.SETTINGS_KEY, "domain", "hostname", "message_size_limit_mb",
+                       "postmaster", "users", "lan"})
 KNOWN_USER = {"address", "password_hash", "aliases", "encrypt"}
 # Storage of a user's incoming mail without an OpenPGP key: with a key it is always encrypted.
 # "when-key": plaintext until a key is imported; "required": deferred (451) until then.
@@ -170,6 +173,7 @@ def parse(data: dict[str, Any], path: str | None, sections: Iterable[Section]) -
     Raises SettingsError listing every problem."""
     sections = tuple(sections)
     known = CORE_KEYS.union(*(s.keys for s in sections))
+    schema.settings_version(data, path, VERSION)  # older ones: migrations.load_settings
     c = Collector()
     for key in sorted(set(data) - known):
         c.add(key, key, "is not a known setting", "remove it or check its spelling (see README)")

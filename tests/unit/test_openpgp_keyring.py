@@ -69,7 +69,7 @@ def test_import_armored_then_show_list_remove(env: Path, device: Device) -> None
     assert code == 0, err
     assert f"imported key {fpr} for {ALICE}" in out and "stored encrypted (PGP/MIME)" in out
     index = json.loads((env / "box-gnupg" / keyring.INDEX).read_text())
-    assert index[ALICE]["fingerprint"] == fpr
+    assert index["schema"] == keyring.INDEX_VERSION and index["keys"][ALICE]["fingerprint"] == fpr
     code, out, _ = run(env, "show", ALICE)
     assert code == 0 and fpr in out and f"uid Alice <{ALICE}>" in out
     code, out, _ = run(env, "list")
@@ -86,7 +86,7 @@ def test_import_armored_then_show_list_remove(env: Path, device: Device) -> None
     code, out, _ = run(env, "remove", ALICE)
     assert code == 0 and "stored in plaintext" in out
     assert not published.exists()
-    assert json.loads((env / "box-gnupg" / keyring.INDEX).read_text()) == {}
+    assert json.loads((env / "box-gnupg" / keyring.INDEX).read_text()) == {"schema": 2, "keys": {}}
     # The key itself left the keyring too.
     assert fpr.encode() not in keyring.Keyring().export(fpr)
 

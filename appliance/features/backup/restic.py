@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from appliance.core import system
+from appliance.core import schema, system
 from appliance.core.errors import ApplianceError
 from appliance.core.settings import Settings
 
@@ -32,6 +32,7 @@ EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appli
 CACHE = "/var/cache/appliance/restic"
 STATE = "/var/lib/appliance/backup/last.json"
 CHECKED = "/var/lib/appliance/backup/checked.json"
+STATE_VERSION = 1  # the format of STATE and CHECKED; a change is a step in appliance.migrations
 SHEET_KEPT = "/var/lib/appliance/backup/sheet-kept"
 CHECK_EVERY = 7 * 86400  # the nightly run reads a part of the repository back once a week
 CHECK_SUBSET = "10%"  # of the data packs, a different part each time: all of it in ten weeks
@@ -138,16 +139,22 @@ def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
 
 def _record(root: system.Root, path: str, what: Last) -> None:
     root.makedirs(os.path.dirname(path), 0o700)
-    root.write_atomic(path, system.FileState(json.dumps(asdict(what)).encode(), 0o600))
+    data = schema.stamped(asdict(what), STATE_VERSION)
+    root.write_atomic(path, system.FileState(json.dumps(data).encode(), 0o600))
 
 
 def _read(root: system.Root, path: str) -> Last | None:
+    """The record, or None: none yet, damaged, or a newer agent's (the box was downgraded; the
+    next run writes anew)."""
     raw = root.read(path).content
     if not raw:
         return None
     try:
-        return Last(**json.loads(raw))
-    except (ValueError, TypeError):
+        data = json.loads(raw)
+        if schema.state_version(data) != STATE_VERSION:
+            return None
+        return Last(**{k: v for k, v in data.items() if k != schema.STATE_KEY})
+    except (ValueError, TypeError, AttributeError):
         return None
 
 

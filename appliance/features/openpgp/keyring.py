@@ -18,11 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.core import system
+from appliance.core import schema, system
 from appliance.core.errors import ApplianceError
 
 DEFAULT_HOME = "/var/lib/appliance/gnupg"
 INDEX = "keys.json"
+# The index's format: {"schema": 2, "keys": {address: entry}}. Version 1 was the bare mapping
+# (appliance.migrations turns it into version 2).
+INDEX_VERSION = 2
 # The proxy runs as Postfix's user (it sees what Postfix sees, nothing more): it reads the home.
 READER_GROUP = "postfix"
 # Options for every gpg run: no agent, no dialogs, no trust database decisions (the agent decides
@@ -183,7 +186,8 @@ class Keyring:
         return read_index(self.path)
 
     def _write_index(self, entries: dict[str, Entry]) -> None:
-        data = json.dumps({a: asdict(e) for a, e in sorted(entries.items())}, indent=2) + "\n"
+        keys = {a: asdict(e) for a, e in sorted(entries.items())}
+        data = json.dumps({schema.STATE_KEY: INDEX_VERSION, "keys": keys}, indent=2) + "\n"
         uid, gid = _ids_or_root(READER_GROUP)
         system.Root("/").write_atomic(self.path / INDEX, system.FileState(data.encode(), 0o640, uid, gid))
 
@@ -286,7 +290,17 @@ def read_index(path: Path) -> dict[str, Entry]:
         return {}
     except (OSError, ValueError) as e:
         raise KeyError_(f"{path / INDEX} cannot be read ({e}); re-import the users' keys") from None
-    return {a: Entry(**e) for a, e in raw.items()}
+    # Version 1 too: the delivery proxy may restart with a new agent before the apply that
+    # migrates the file has run, and must not stop delivering meanwhile.
+    # A newer agent's index is a KeyError_ like a damaged one: the proxy defers, never misreads.
+    if isinstance(raw, dict) and schema.state_version(raw) == 1 and "keys" not in raw:
+        raw = {"keys": raw}
+    else:
+        try:
+            schema.readable(raw, INDEX_VERSION, str(path / INDEX))
+        except schema.SchemaError as e:
+            raise KeyError_(str(e)) from None
+    return {a: Entry(**e) for a, e in raw["keys"].items()}
 
 
 def _ids_or_root(group: str) -> tuple[int, int]:

@@ -23,11 +23,12 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from appliance.core import system
+from appliance.core import schema, system
 from appliance.core.errors import ApplianceError
 
 KEY_DIR = "/var/lib/appliance/dkim"
 STATE = f"{KEY_DIR}/state.json"
+STATE_VERSION = 1  # the format of STATE; a change is a step in appliance.migrations
 READER = "_rspamd"  # the signer's account (Debian's rspamd package)
 
 
@@ -68,6 +69,8 @@ def load(root: system.Root) -> Keys:
         return Keys()
     try:
         d = json.loads(raw)
+        if isinstance(d, dict):  # a newer agent's file is refused, not misread
+            schema.readable(d, STATE_VERSION, STATE)
         return Keys(d.get("active"), d.get("next"), tuple(d.get("retired", ())))
     except (ValueError, AttributeError, TypeError):
         raise DkimError(f"{STATE} is damaged; move it away and run `appliance apply` to make a new "
@@ -75,7 +78,8 @@ def load(root: system.Root) -> Keys:
 
 
 def _save(root: system.Root, keys: Keys) -> None:
-    root.write_atomic(STATE, system.FileState(json.dumps(keys.as_dict(), indent=1).encode(), 0o644))
+    data = schema.stamped(keys.as_dict(), STATE_VERSION)
+    root.write_atomic(STATE, system.FileState(json.dumps(data, indent=1).encode(), 0o644))
 
 
 def _make_key(root: system.Root, selector: str, bits: int) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from appliance.core import pipeline, settings, system
+from appliance.core import pipeline, schema, settings, system
 from appliance.core.checks import FAIL, OK, WARN, Check, Context, Result, make_resolver
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_FAILED, EXIT_OK
@@ -31,6 +31,7 @@ from appliance.core.services import Scheduled
 from appliance.features.status import checks
 
 STATE_PATH = "/var/lib/appliance/status.json"
+STATE_VERSION = 1  # the format of STATE_PATH; a change is a step in appliance.migrations
 NOTIFY_VIA = ("127.0.0.1", 25)  # our own Postfix delivers to the postmaster's mailbox
 UNITS = "/etc/systemd/system"
 _MARK = {OK: "ok  ", WARN: "WARN", FAIL: "FAIL"}
@@ -115,7 +116,10 @@ def load_previous(root: system.Root) -> dict[str, dict[str, str]]:
         data = json.loads(raw) if raw else {}
     except ValueError:
         return {}
-    return data.get("results", {}) if isinstance(data, dict) else {}
+    # A newer agent's file (the box was downgraded) counts as no previous run: one mail too many.
+    if not isinstance(data, dict) or schema.state_version(data) != STATE_VERSION:
+        return {}
+    return data.get("results", {})
 
 
 def mail_changes(s: settings.Settings, root: system.Root, results: list[Result], env: Env) -> int:
@@ -131,7 +135,7 @@ def mail_changes(s: settings.Settings, root: system.Root, results: list[Result],
         env.out(f"mailed {s.postmaster}: {len(new)} new problem(s), {len(fixed)} fixed")
     else:
         env.out("nothing changed since the previous run; nothing mailed")
-    state = {"results": state_of(results)}
+    state = schema.stamped({"results": state_of(results)}, STATE_VERSION)
     root.write_atomic(STATE_PATH, system.FileState(json.dumps(state, indent=1).encode(), 0o600))
     return EXIT_OK
 

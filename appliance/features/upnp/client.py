@@ -18,13 +18,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from appliance.core import system
+from appliance.core import schema, system
 from appliance.core.services import MAIL_PORTS
 
 WEB_PORTS = (80, 443)
 NEVER = (22,)  # SSH stays on the LAN, whatever a caller asks
 DESCRIPTION = "mail-appliance"
 STATE_PATH = "/var/lib/appliance/upnp.json"
+STATE_VERSION = 1  # the format of STATE_PATH; a change is a step in appliance.migrations
 
 
 class UpnpError(Exception):
@@ -181,13 +182,15 @@ def remove(igd: Igd, ports: Iterable[int] | None = None) -> Report:
 
 
 def save_state(root: system.Root, rep: Report) -> None:
-    state = {**rep.as_dict(), "at": int(time.time())}
+    state = schema.stamped({**rep.as_dict(), "at": int(time.time())}, STATE_VERSION)
     root.write_atomic(STATE_PATH, system.FileState(json.dumps(state, indent=1).encode(), 0o644))
 
 
 def load_state(root: system.Root) -> dict[str, Any] | None:
     raw = root.read(STATE_PATH).content
     try:
-        return json.loads(raw) if raw else None
+        data = json.loads(raw) if raw else None
     except ValueError:
         return None
+    # A newer agent's file (the box was downgraded) is not read: the next renewal writes anew.
+    return data if isinstance(data, dict) and schema.state_version(data) == STATE_VERSION else None
