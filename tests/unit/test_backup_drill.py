@@ -62,7 +62,7 @@ def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_repository: Path)
     message(vmail / "alice/Maildir/.Sent", "1733500002.M3P1.mail,S=60:2,S", "sent by alice")
     message(vmail / "bob/Maildir", "1733500003.M4P1.mail,S=60:2,", "hello bob")
     message(vmail / "bob/Maildir", "1733500004.M5P1.mail,S=60:2,", "more for bob")
-    root.makedirs("/etc/appliance")
+    root.write_atomic("/etc/debian_version", system.FileState(b"12.8\n"))
     s = registry.parse_settings({**GOOD, "backup": {"enabled": True, "repository": str(tmp_path / "repo"),
                                                      "password_file": str(password)}})
     return root, s
@@ -80,7 +80,7 @@ def test_a_drill_after_a_backup_finds_every_mailbox_as_its_manifest_says(
     assert taken.ok, taken.error
     assert taken.messages == 5 and taken.unsettled == ()
     written = manifest.parse(root.read(manifest.MANIFEST).content or b"")
-    assert written.agent == __version__
+    assert (written.agent, written.debian) == (__version__, "12.8")
     assert {k: v.messages for k, v in written.mailboxes.items()} == {
         "alice@example.org/INBOX": 2, "alice@example.org/Sent": 1, "bob@example.org/INBOX": 2}
     assert root.read(manifest.HASHES).mode == 0o600

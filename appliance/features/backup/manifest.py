@@ -1,6 +1,6 @@
-"""The manifest written into every backup: the agent's version, and for each mailbox the number
-of messages and one hash over their contents. The restore drill compares a restored snapshot
-with the manifest inside it.
+"""The manifest written into every backup: the agent's and Debian's versions, and for each
+mailbox the number of messages and one hash over their contents. The restore drill compares a
+restored snapshot with the manifest inside it.
 
 A mailbox is one folder of one user's Maildir: `alice@example.org/INBOX`, `alice@example.org/Sent`
 (Maildir++ `.Sent`; `.Lists.rust` is `Lists/rust`). Its messages are the files in `cur/` and
@@ -47,13 +47,14 @@ class Manifest:
     agent: str
     made: str
     mailboxes: dict[str, Mailbox]
+    debian: str = ""  # /etc/debian_version of the box backed up
 
     @property
     def messages(self) -> int:
         return sum(m.messages for m in self.mailboxes.values())
 
     def text(self) -> bytes:
-        data = {"format": FORMAT, "agent": self.agent, "made": self.made,
+        data = {"format": FORMAT, "agent": self.agent, "debian": self.debian, "made": self.made,
                 "mailboxes": {k: {"messages": v.messages, "sha256": v.digest}
                               for k, v in sorted(self.mailboxes.items())}}
         return (json.dumps(data, indent=1) + "\n").encode()
@@ -66,7 +67,8 @@ def parse(raw: bytes) -> Manifest:
         raise ValueError("not a backup manifest of a format this agent reads")
     boxes = {str(k): Mailbox(int(v["messages"]), str(v["sha256"]))
              for k, v in dict(data.get("mailboxes", {})).items()}
-    return Manifest(str(data.get("agent", "")), str(data.get("made", "")), boxes)
+    return Manifest(str(data.get("agent", "")), str(data.get("made", "")), boxes,
+                    str(data.get("debian", "")))
 
 
 def folders(vmail: Path) -> Iterator[tuple[str, Path]]:
@@ -149,7 +151,8 @@ def current(root: system.Root) -> tuple[Manifest, int]:
     root.makedirs(os.path.dirname(HASHES), 0o700)
     root.write_atomic(HASHES, system.FileState(json.dumps(kept, separators=(",", ":")).encode(), 0o600))
     made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return Manifest(__version__, made, boxes), read
+    debian = (root.read("/etc/debian_version").content or b"").decode(errors="replace").strip()
+    return Manifest(__version__, made, boxes, debian), read
 
 
 def write(root: system.Root) -> tuple[Manifest, int]:
