@@ -34,7 +34,7 @@ from typing import Any
 
 from appliance.core import apply, schema, settings, system
 from appliance.core.schema import Step
-from appliance.features.backup import restic
+from appliance.features.backup import drill, restic
 from appliance.features.openpgp import keyring
 from appliance.features.spam import dkim
 from appliance.features.status import status
@@ -60,6 +60,7 @@ STATE: Mapping[str, tuple[Step, ...]] = {
     apply.MANIFEST: (),
     restic.STATE: (),
     restic.CHECKED: (),
+    drill.DRILLED: (),
     dkim.STATE: (),
     upnp.STATE_PATH: (),
     status.STATE_PATH: (),

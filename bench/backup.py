@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from appliance import registry  # noqa: E402
 from appliance.core import system  # noqa: E402
-from appliance.features.backup import restic  # noqa: E402
+from appliance.features.backup import drill, manifest, restic  # noqa: E402
 
 WORDS = ("meeting budget minutes agreed tuesday report invoice travel please thanks regards "
          "attached schedule project review draft final numbers quarter team lunch").split()
@@ -103,11 +103,18 @@ def main() -> int:
         day = timed(f"backup after {a.messages // 100} new messages", lambda: run("day"))
         back = timed("restore of the latest snapshot",
                      lambda: restic.restore(s, str(work / "restored")))
+        listed = timed("the manifest again (every hash cached)", lambda: manifest.current(root))
+        drilled: list[drill.Drill] = []
+        drill_took = timed("restore drill (restore, hash, compare)",
+                           lambda: drilled.append(drill.run(root, s)))
+        if not drilled[0].ok:
+            raise SystemExit(f"bench/backup.py: the drill failed: {drilled[0].error}")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         repo, size = du(work / "repo"), du(mail)
         print(f"  first backup: {first / copy:.1f}x cp -a, {first / tar:.1f}x tar; "
               f"nothing changed: {same / first:.2f}x the first; a day's mail: {day / first:.2f}x")
-        print(f"  restore: {back / copy:.1f}x cp -a")
+        print(f"  restore: {back / copy:.1f}x cp -a; the drill: {drill_took / back:.1f}x the restore; "
+              f"the nightly manifest of cached hashes: {listed:.2f} s")
         print(f"  repository {repo / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB Maildir "
               f"({repo / size:.2f}x); data added by the day's backup: "
               f"{results['day'].bytes_added / 2**10:.0f} KiB")

@@ -128,17 +128,22 @@ class Root:
         _settled(dest)
         return dest
 
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A directory for staged files, on the target's filesystem; validators may drop
+        privileges, so it is 0755 (doveconf reads as root, fine)."""
+        return self.scratch("/var/lib/appliance", "stage.", 0o755)
+
     @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        """A private directory for staged files, on the target's filesystem."""
-        base = self.host("/var/lib/appliance")
-        base.mkdir(parents=True, exist_ok=True)
-        d = Path(tempfile.mkdtemp(prefix="stage.", dir=base))
+    def scratch(self, under: str | Path, prefix: str, mode: int = 0o700) -> Iterator[Path]:
+        """A new directory under `under`, removed with all it holds afterwards, whatever
+        happens inside (staged files; a restore drill's copy of a snapshot)."""
+        self.makedirs(under)
+        d = Path(tempfile.mkdtemp(prefix=prefix, dir=self.host(under)))
         try:
-            os.chmod(d, 0o755)  # validators may drop privileges (doveconf reads as root, fine)
+            os.chmod(d, mode)
             yield d
         finally:
-            _rmtree(d)
+            remove_tree(d)
 
     def lock_path(self) -> Path:
         d = Path(os.environ.get("APPLIANCE_RUN_DIR", "/run/appliance")) if self.is_live \
@@ -253,13 +258,24 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _rmtree(d: Path) -> None:
-    for p in sorted(d.rglob("*"), key=lambda x: len(x.parts), reverse=True):
-        if p.is_dir() and not p.is_symlink():
-            p.rmdir()
-        else:
-            p.unlink()
-    d.rmdir()
+def remove_tree(path: str | Path) -> None:
+    """Remove a directory and everything in it, never following a symbolic link out of it (a
+    restored snapshot holds links such as certbot's live/ to archive/, some absolute)."""
+    top = Path(path)
+    if top.is_symlink() or not top.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            top.unlink()
+        return
+    for here, dirs, files in os.walk(top, topdown=False, followlinks=False):
+        for name in files:
+            os.unlink(os.path.join(here, name))
+        for name in dirs:
+            p = os.path.join(here, name)
+            if os.path.islink(p):
+                os.unlink(p)
+            else:
+                os.rmdir(p)
+    os.rmdir(top)
 
 
 def write_user_file(path: Path, content: str, mode: int = 0o600) -> None:

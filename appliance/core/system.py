@@ -35,6 +35,7 @@ from appliance.core.rootfs import (
     ensure_file,
     ensure_secret,
     remove_path,
+    remove_tree,
     stage_copy_tree,
     write_boot_note,
     write_private,
@@ -46,5 +47,5 @@ __all__ = [
     "listening_tcp_ports", "pid_alive", "process_start_time", "run", "run_bytes", "run_lines", "run_daemon",
     "sigterm_as_exception", "signal_pid", "start_coprocess", "stop_coprocess", "stop_pid",
     "LOCK_ENV", "SETTLED_AGE", "FileState", "Root", "chown_path", "ensure_file", "ensure_secret",
-    "remove_path", "stage_copy_tree", "write_boot_note", "write_private", "write_user_file",
+    "remove_path", "remove_tree", "stage_copy_tree", "write_boot_note", "write_private", "write_user_file",
 ]

@@ -146,7 +146,9 @@ TOGGLES = {
         "/etc/systemd/system/appliance-status.timer"), None),
     "backup timer": Toggle('\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n', "", (
         "/etc/systemd/system/appliance-backup.service",
-        "/etc/systemd/system/appliance-backup.timer"), None),
+        "/etc/systemd/system/appliance-backup.timer",
+        "/etc/systemd/system/appliance-backup-drill.service",
+        "/etc/systemd/system/appliance-backup-drill.timer"), None),
     "relay smarthost": Toggle(SMARTHOST, "", ("/etc/postfix/sasl_passwd",), relayhost,
                               stops=False,
                               setup=lambda lab: lab.app.write("/etc/appliance/relay.password",

@@ -47,7 +47,9 @@ def test_the_timer_is_planned_only_when_backups_are_on() -> None:
 
     assert planned(settings()) == set()
     assert planned(settings(enabled=True, repository="/media/backup")) == {
-        "/etc/systemd/system/appliance-backup.service", "/etc/systemd/system/appliance-backup.timer"}
+        "/etc/systemd/system/appliance-backup.service", "/etc/systemd/system/appliance-backup.timer",
+        "/etc/systemd/system/appliance-backup-drill.service",
+        "/etc/systemd/system/appliance-backup-drill.timer"}
 
 
 def _env() -> Any:

@@ -16,7 +16,7 @@ from appliance import cli, migrations, registry
 from appliance.core import schema, settings, system
 from appliance.core.errors import SettingsError
 from appliance.core.schema import SchemaError, Step
-from appliance.features.backup import restic
+from appliance.features.backup import drill, restic
 from appliance.features.openpgp import keyring
 from appliance.features.spam import dkim
 from appliance.features.status import status
@@ -35,6 +35,7 @@ FIXTURES = {
     migrations.OPENPGP_INDEX: "openpgp-keys.json",
     restic.STATE: "backup-last.json",
     restic.CHECKED: "backup-checked.json",
+    drill.DRILLED: "backup-drilled.json",
 }
 
 

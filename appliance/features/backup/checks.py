@@ -1,9 +1,9 @@
-"""`appliance status`: the last backup."""
+"""`appliance status`: the last backup, the last check of the repository, the last drill."""
 
 from __future__ import annotations
 
 from appliance.core.checks import FAIL, OK, WARN, Context, Result
-from appliance.features.backup import restic
+from appliance.features.backup import drill, restic
 
 STALE = 48 * 3600  # a nightly backup missed twice
 
@@ -37,6 +37,29 @@ def check_repository(c: Context) -> list[Result]:
                        "run `appliance backup check --read 100%`; if it still fails, start a new "
                        "repository (a new [backup] repository) and keep the old one until then")]
     return [Result("backup repository", OK, f"checked {(c.now - done.finished) / 86400:.0f} days ago")]
+
+
+def check_drill(c: Context) -> list[Result]:
+    if not c.s.backup.enabled:
+        return []
+    done = drill.last(c.root)
+    if done is None:
+        if restic.last(c.root) is None:
+            return []  # nothing to drill yet; "backup" says so
+        return [Result("backup drill", WARN, "no restore drill yet: nobody knows whether the backups "
+                       "give the mail back", "run `appliance backup drill` (the monthly timer runs it too)")]
+    days = (c.now - done.finished) / 86400
+    if not done.ok:
+        return [Result("backup drill", FAIL, f"the restore drill of {days:.0f} days ago failed: {done.error}",
+                       "take a backup (`appliance backup now`), then run `appliance backup drill`; "
+                       "if the same mailbox differs again, keep the box's mail as it is and report it")]
+    if c.now - done.finished > drill.EVERY + 7 * 86400:
+        return [Result("backup drill", WARN, f"the last restore drill is {days:.0f} days old",
+                       "run `appliance backup drill`; check that appliance-backup-drill.timer is active")]
+    noted = f"; {len(done.unsettled)} mailbox(es) changed while backed up" if done.unsettled else ""
+    return [Result("backup drill", OK, f"last drill {days:.0f} days ago: snapshot {done.snapshot} "
+                   f"restored {done.messages} messages in {done.mailboxes} mailboxes as its manifest "
+                   f"says{noted}")]
 
 
 def check_sheet(c: Context) -> list[Result]:

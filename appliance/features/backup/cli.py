@@ -1,4 +1,4 @@
-"""`appliance backup now|list|check|recovery-sheet` and `appliance restore --to DIR`."""
+"""`appliance backup now|list|check|drill|recovery-sheet` and `appliance restore --to DIR`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from appliance.core.command import Env, apply_and_report
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, UsageError
 from appliance.core.feature import Subcommands
 from appliance.core.settings import Settings
-from appliance.features.backup import restic
+from appliance.features.backup import drill, restic
 
 
 def _settings(a: argparse.Namespace, env: Env) -> Settings:
@@ -47,6 +47,8 @@ def cmd_backup(a: argparse.Namespace, env: Env) -> int:
             return EXIT_OK
         env.err(f"appliance: {checked.error}")
         return EXIT_FAILED
+    if a.action == "drill":
+        return _drill(root, s, a.json, env)
     if a.action == "recovery-sheet":
         if a.kept:
             restic.keep_sheet(root, s)
@@ -65,6 +67,21 @@ def cmd_backup(a: argparse.Namespace, env: Env) -> int:
         env.out(f"{snap.get('short_id', '')}  {when}  {snap.get('hostname', '')}")
     env.out(f"{len(found)} snapshot(s) in {s.backup.repository}")
     return EXIT_OK
+
+
+def _drill(root: system.Root, s: Settings, as_json: bool, env: Env) -> int:
+    done = drill.run(root, s)
+    if as_json:
+        env.out(json.dumps(done.__dict__, indent=2))
+    elif done.ok:
+        env.out(f"snapshot {done.snapshot} restored and compared with its manifest: "
+                f"{done.messages} messages in {done.mailboxes} mailboxes, identical "
+                f"({done.seconds:.0f} s)")
+        for line in done.unsettled:
+            env.out(f"  changed while it was backed up, not counted against it: {line}")
+    else:
+        env.err(f"appliance: the restore drill failed: {done.error}")
+    return EXIT_OK if done.ok else EXIT_FAILED
 
 
 def cmd_restore(a: argparse.Namespace, env: Env) -> int:
@@ -116,6 +133,9 @@ def register(sub: Subcommands) -> None:
                        ("list", "the snapshots in the repository")):
         x = bs.add_parser(name, help=text)
         x.add_argument("--json", action="store_true")
+    d = bs.add_parser("drill", help="restore the latest snapshot into a scratch directory and "
+                      "compare its mail with the snapshot's manifest (monthly by its timer)")
+    d.add_argument("--json", action="store_true")
     c = bs.add_parser("check", help="read part of the repository back and verify it")
     c.add_argument("--read", default=restic.CHECK_SUBSET, help="how much of the data, e.g. 10%% or 100%%")
     r = bs.add_parser("recovery-sheet", help="what you need to restore without this box: keep it")

@@ -1,5 +1,5 @@
-"""Backups (restic): the nightly timer, `appliance backup` and `appliance restore`, and the
-status check of the last run."""
+"""Backups (restic): the nightly timer, the monthly restore drill's timer, `appliance backup`
+and `appliance restore`, and the status checks of the last run, check and drill."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ def files(i: Inputs) -> list[FileSpec]:
     return [FileSpec("etc/systemd/system/appliance-backup.service.j2",
                      f"{UNITS}/appliance-backup.service", "backup", order=10),
             FileSpec("etc/systemd/system/appliance-backup.timer.j2",
-                     f"{UNITS}/appliance-backup.timer", "backup", order=20)]
+                     f"{UNITS}/appliance-backup.timer", "backup", order=20),
+            FileSpec("etc/systemd/system/appliance-backup-drill.service.j2",
+                     f"{UNITS}/appliance-backup-drill.service", "backup-drill", order=10),
+            FileSpec("etc/systemd/system/appliance-backup-drill.timer.j2",
+                     f"{UNITS}/appliance-backup-drill.timer", "backup-drill", order=20)]
 
 
 class BackupTimer(Scheduled):
@@ -28,8 +32,13 @@ class BackupTimer(Scheduled):
     unit = "appliance-backup.timer"
 
 
+class DrillTimer(Scheduled):
+    name = "backup-drill"
+    unit = "appliance-backup-drill.timer"
+
+
 def services(root: system.Root) -> list[Service]:
-    return [BackupTimer(root)]
+    return [BackupTimer(root), DrillTimer(root)]
 
 
 def prepare(root: system.Root, s: Settings, say: Say) -> None:
@@ -40,4 +49,5 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
 
 FEATURE = Feature("backup", "README.md", sections=(SECTION,), files=files, services=services,
                   commands=cli.register, prepare=prepare,
-                  checks=(checks.check_backup, checks.check_repository, checks.check_sheet))
+                  checks=(checks.check_backup, checks.check_repository, checks.check_drill,
+                          checks.check_sheet))

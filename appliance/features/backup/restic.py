@@ -21,6 +21,7 @@ from typing import Any
 from appliance.core import schema, system
 from appliance.core.errors import ApplianceError
 from appliance.core.settings import Settings
+from appliance.features.backup import manifest
 
 # What a new card needs to be the same mail server: the settings and the keys kept with them,
 # every mailbox, the mail still queued, and the agent's state (DKIM keys, the TLS key behind
@@ -54,6 +55,10 @@ class Last:
     files: int = 0
     bytes_added: int = 0
     error: str = ""
+    messages: int = 0  # in the manifest written into the snapshot
+    # Mailboxes that changed while the snapshot was taken (mail arrived or was deleted): the
+    # snapshot may hold a little more or less of them than its manifest says.
+    unsettled: tuple[str, ...] = ()
 
 
 def ensure_password(root: system.Root, path: str) -> bool:
@@ -78,7 +83,7 @@ def restic(s: Settings, *args: str, timeout: float = TIMEOUT) -> system.Result:
     return system.run(["restic", *args], check=False, timeout=timeout, env=env)
 
 
-def _fail(what: str, res: system.Result) -> BackupError:
+def failure(what: str, res: system.Result) -> BackupError:
     out = (res.stderr or res.stdout).strip().splitlines()
     why = out[-1] if out else f"exit {res.returncode}"
     # What `restic check` found, before its closing "repository contains errors".
@@ -98,10 +103,10 @@ def init_if_needed(s: Settings) -> bool:
         return False
     text = (res.stderr or "").lower()
     if "wrong password" in text or "no key found" in text:
-        raise _fail("opening the repository", res)
+        raise failure("opening the repository", res)
     made = restic(s, "init", timeout=300)
     if made.returncode != 0:
-        raise _fail(f"making the repository {s.backup.repository}", made)
+        raise failure(f"making the repository {s.backup.repository}", made)
     return True
 
 
@@ -111,15 +116,26 @@ def existing(root: system.Root, paths: Sequence[str] = PATHS) -> list[str]:
 
 
 def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
-    """One snapshot of PATHS, then the old ones thinned out by the keep policy. Records the
-    result (failed too) in STATE."""
+    """One snapshot of PATHS with the manifest of the mail in it, then the old ones thinned out
+    by the keep policy. Records the result (failed too) in STATE."""
     try:
         init_if_needed(s)
+        try:
+            before, _ = manifest.write(root)
+        except OSError as e:
+            raise BackupError(f"writing the backup manifest failed: {e}") from None
         argv = ["backup", "--json", "--tag", TAG, "--host", s.hostname, "--one-file-system",
                 *[a for x in EXCLUDE for a in ("--exclude", str(root.host(x)))], *existing(root)]
         res = restic(s, *argv)
         if res.returncode not in (0, 3):  # 3: some files could not be read (a mail moved away)
-            raise _fail("the backup", res)
+            raise failure("the backup", res)
+        # The manifest was made just before the snapshot: what changed since (listed again,
+        # cheaply: only new mail is read) is what the drill may find different.
+        try:
+            after, _ = manifest.current(root)
+        except OSError as e:
+            raise BackupError(f"listing the mail again after the snapshot failed: {e}") from None
+        unsettled = tuple(d.mailbox for d in manifest.compare(before.mailboxes, after.mailboxes))
         summary: dict[str, Any] = next((json.loads(line) for line in res.stdout.splitlines()
                         if line.startswith("{") and '"summary"' in line), {})
         b = s.backup
@@ -127,10 +143,11 @@ def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
                         "--keep-daily", str(b.keep_daily), "--keep-weekly", str(b.keep_weekly),
                         "--keep-monthly", str(b.keep_monthly))
         if forget.returncode != 0:
-            raise _fail("thinning out old snapshots", forget)
+            raise failure("thinning out old snapshots", forget)
         last = Last(now or time.time(), True, str(summary.get("snapshot_id", ""))[:8],
                     int(summary.get("total_files_processed", 0)),
-                    int(summary.get("data_added", 0)))
+                    int(summary.get("data_added", 0)), messages=before.messages,
+                    unsettled=unsettled)
     except BackupError as e:
         last = Last(now or time.time(), False, error=str(e))
     _record(root, STATE, last)
@@ -153,7 +170,8 @@ def _read(root: system.Root, path: str) -> Last | None:
         data = json.loads(raw)
         if schema.state_version(data) != STATE_VERSION:
             return None
-        return Last(**{k: v for k, v in data.items() if k != schema.STATE_KEY})
+        fields = {k: v for k, v in data.items() if k != schema.STATE_KEY}
+        return Last(**{**fields, "unsettled": tuple(fields.get("unsettled", ()))})
     except (ValueError, TypeError, AttributeError):
         return None
 
@@ -173,7 +191,7 @@ def check(root: system.Root, s: Settings, subset: str = CHECK_SUBSET, now: float
     if res.returncode == 0:
         done = Last(now or time.time(), True)
     else:
-        done = Last(now or time.time(), False, error=str(_fail("checking the repository", res)))
+        done = Last(now or time.time(), False, error=str(failure("checking the repository", res)))
     _record(root, CHECKED, done)
     return done
 
@@ -186,7 +204,7 @@ def check_due(root: system.Root, now: float) -> bool:
 def snapshots(s: Settings) -> list[dict[str, Any]]:
     res = restic(s, "snapshots", "--json", "--tag", TAG, timeout=300)
     if res.returncode != 0:
-        raise _fail("listing the snapshots", res)
+        raise failure("listing the snapshots", res)
     found: list[dict[str, Any]] = json.loads(res.stdout or "[]")
     return found
 
@@ -272,11 +290,11 @@ def restore_in_place(sheet: Sheet, snapshot: str = "latest") -> None:
         res = system.run(["restic", "restore", snapshot, "--target", "/"], check=False,
                          timeout=TIMEOUT, env=environment(sheet.repository, f.name))
     if res.returncode != 0:
-        raise _fail(f"restoring {snapshot} from {sheet.repository}", res)
+        raise failure(f"restoring {snapshot} from {sheet.repository}", res)
 
 
 def restore(s: Settings, target: str, snapshot: str = "latest") -> None:
     """Every file of the snapshot under `target`, with owners and modes as they were."""
     res = restic(s, "restore", snapshot, "--target", target)
     if res.returncode != 0:
-        raise _fail(f"restoring {snapshot} to {target}", res)
+        raise failure(f"restoring {snapshot} to {target}", res)
