@@ -74,6 +74,7 @@ bench: deps
 	$(PY) bench/spam.py
 	$(PY) bench/daemons.py
 	$(PY) bench/backup.py
+	$(PY) bench/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

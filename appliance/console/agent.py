@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ async def serve(agent: Agent, socket_path: str, exit_when_idle: float) -> None:
                     raise ValueError("not an object")
                 args = request.get("args")
                 if isinstance(args, dict):
-                    args["_client"] = str(request.get("client") or "?")
+                    args["_client"] = _address(request.get("client"))
                 answer = await asyncio.to_thread(agent.handle, request)
             except (ValueError, asyncio.LimitOverrunError) as e:
                 answer = {"ok": False, "error": f"bad request: {e}", "code": DENIED}
@@ -63,6 +64,15 @@ async def serve(agent: Agent, socket_path: str, exit_when_idle: float) -> None:
 
     await daemon.serve(NAME, listen, started=f"listening on {socket_path}", idle=idle,
                        exit_when_idle=exit_when_idle)
+
+
+def _address(text: object) -> str:
+    """The browser's address as the web process passed it on (nginx's $remote_addr); anything
+    else is "?", so no text from a request reaches the log lines fail2ban reads."""
+    try:
+        return str(ipaddress.ip_address(str(text)))
+    except ValueError:
+        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:

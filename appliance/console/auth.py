@@ -7,12 +7,15 @@ logs nobody in. A session ends after IDLE_S without a request, or MAX_AGE_S afte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -175,3 +178,60 @@ class Sessions:
     def end_all(self, who: str) -> None:
         """A password changed: every other session of that person ends."""
         self._save({k: v for k, v in self._load().items() if v.who != who})
+
+
+# --- guessing ---------------------------------------------------------------------------------------
+class Throttle:
+    """Wrong passwords (and setup codes) from one address. Each costs FAILED_DELAY_S; after
+    FREE_TRIES within WINDOW_S the address waits FIRST_WAIT_S before the next is even checked,
+    twice as long after each further failure, up to MAX_WAIT_S. Tries from one address are
+    taken one at a time, so parallel connections do not multiply the rate. The LAN is slowed, never banned:
+    a family member with a stale password is not locked out for good.
+
+    Kept in memory: the agent exits after minutes without a request, which forgets the count;
+    a guesser who pauses that long gets FREE_TRIES more, about one guess a minute."""
+
+    FREE_TRIES = 5
+    FIRST_WAIT_S = 4.0
+    WINDOW_S = 15 * 60
+    MAX_WAIT_S = 15 * 60
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.failures: dict[str, list[float]] = {}
+        self.locks: dict[str, threading.Lock] = {}
+        self.guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, client: str) -> Iterator[None]:
+        with self.guard:
+            lock = self.locks.setdefault(client, threading.Lock())
+        with lock:
+            yield
+
+    def _recent(self, client: str) -> list[float]:
+        now = self.clock()
+        kept = [t for t in self.failures.get(client, []) if now - t < self.WINDOW_S]
+        self.failures[client] = kept
+        return kept
+
+    def wait_left(self, client: str) -> float:
+        """Seconds before `client` may try again (0: now)."""
+        recent = self._recent(client)
+        over = len(recent) - self.FREE_TRIES
+        if over < 0:
+            return 0.0
+        wait = min(self.MAX_WAIT_S, self.FIRST_WAIT_S * 2 ** over)
+        return max(0.0, recent[-1] + wait - self.clock())
+
+    def failed(self, client: str) -> None:
+        self._recent(client).append(self.clock())
+
+    def succeeded(self, client: str) -> None:
+        self.failures.pop(client, None)
+
+
+def loggable(text: str) -> str:
+    """A name someone typed, safe in a log line fail2ban reads: one word (spaces escaped too),
+    no line breaks or control characters that could forge another line, not too long."""
+    return ascii(text[:64])[1:-1].replace(" ", "\\x20") or "-"

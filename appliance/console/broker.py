@@ -90,6 +90,7 @@ class Agent:
         self.sessions = auth.Sessions(root)
         self.jobs: dict[str, Job] = {}
         self.setup_lock = threading.Lock()
+        self.throttle = auth.Throttle()
 
     # --- plumbing -----------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

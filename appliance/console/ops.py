@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from typing import Any
 
@@ -39,12 +40,25 @@ def op_state(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
 def op_setup_code(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
     if auth.admin_exists(a.root):
         raise OpError("this box is set up already: log in", DENIED)
-    if not auth.setup_code_ok(a.root, str(args.get("code", ""))):
-        time.sleep(auth.FAILED_DELAY_S)
-        log(f"setup code refused from {args.get('_client', '?')}")
-        raise OpError("that is not the setup code: it is in appliance-setup.txt on the card "
-                      "(and on a screen connected to the box)", DENIED)
+    client = str(args.get("_client", "?"))
+    with a.throttle.one_at_a_time(client):
+        _not_too_many(a, client, "setup code")
+        if not auth.setup_code_ok(a.root, str(args.get("code", ""))):
+            time.sleep(auth.FAILED_DELAY_S)
+            a.throttle.failed(client)
+            log(f"login failed for setup-code from {client}")
+            raise OpError("that is not the setup code: it is in appliance-setup.txt on the card "
+                          "(and on a screen connected to the box)", DENIED)
+        a.throttle.succeeded(client)
     return {"session": a.sessions.new("setup", "setup")}
+
+
+def _not_too_many(a: Agent, client: str, what: str) -> None:
+    left = a.throttle.wait_left(client)
+    if left > 0:
+        log(f"{what} not checked for {client}: too many wrong tries, {left:.0f} s to wait")
+        raise OpError(f"too many wrong tries from this device: wait {math.ceil(left)} seconds, "
+                      "then try again", DENIED)
 
 
 @op("login")
@@ -52,18 +66,22 @@ def op_login(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
     who = str(args.get("user", "")).strip().lower()
     password = str(args.get("password", ""))
     client = str(args.get("_client", "?"))
-    role = ""
-    if who == "admin":
-        role = "admin" if auth.admin_ok(a.root, password) else ""
-    elif who and a.settings_file().is_file():
-        user = next((u for u in a.settings().users if u.address == who), None)
-        role = "user" if user and auth.verify(password, user.password_hash) else ""
-    if not role:
-        # Slows a guesser; fail2ban reads this line (from the LAN it delays, never bans).
-        time.sleep(auth.FAILED_DELAY_S)
-        log(f"login failed for {who or '-'} from {client}")
-        raise OpError("wrong name or password", DENIED)
-    log(f"login {who} from {client}")
+    with a.throttle.one_at_a_time(client):
+        _not_too_many(a, client, "login")
+        role = ""
+        if who == "admin":
+            role = "admin" if auth.admin_ok(a.root, password) else ""
+        elif who and a.settings_file().is_file():
+            user = next((u for u in a.settings().users if u.address == who), None)
+            role = "user" if user and auth.verify(password, user.password_hash) else ""
+        if not role:
+            # Slows a guesser; fail2ban reads this line (the LAN is never banned: ignoreip).
+            time.sleep(auth.FAILED_DELAY_S)
+            a.throttle.failed(client)
+            log(f"login failed for {auth.loggable(who)} from {client}")
+            raise OpError("wrong name or password", DENIED)
+        a.throttle.succeeded(client)
+    log(f"login {auth.loggable(who)} from {client}")
     return {"session": a.sessions.new(who, role)}
 
 

@@ -26,12 +26,16 @@ Name=eth* en*
 
 [Network]
 DHCP=yes
+# Answer mDNS on the wired LAN (only there): the console is https://<hostname>.local:8443/.
+MulticastDNS=yes
 NET
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service
-# LLMNR would answer on 0.0.0.0:5355 and announce the host name to the LAN;
-# the box is found by DNS (its MX), not by link-local name guessing.
+# mDNS (systemd-resolved's responder, no extra daemon): a person on the LAN
+# finds the console at <hostname>.local, on the links the .network file above
+# enables (the wired LAN; never a relay tunnel). LLMNR stays off: one way to be
+# found is enough, and mail finds the box by DNS (its MX).
 mkdir -p "$root/etc/systemd/resolved.conf.d"
-printf '[Resolve]\nLLMNR=no\n' > "$root/etc/systemd/resolved.conf.d/10-appliance.conf"
+printf '[Resolve]\nLLMNR=no\nMulticastDNS=yes\n' > "$root/etc/systemd/resolved.conf.d/10-appliance.conf"
 # pam_env reads /etc/default/locale on every login and logs an error when it
 # is missing (minbase has no locales package): name the C.UTF-8 locale.
 [ -e "$root/etc/default/locale" ] || echo 'LANG=C.UTF-8' > "$root/etc/default/locale"

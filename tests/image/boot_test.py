@@ -391,6 +391,38 @@ def check_dns(res: Results, key: Path, ports: dict[int, int], dns_server: record
               f"not documented: {extra[:20]}")
 
 
+def check_console(res: Results, key: Path, ports: dict[int, int]) -> str:
+    """The LAN console answers on 8443 with the setup-code page (settings came from the card,
+    nobody set an administrator yet), and the box answers mDNS on its wired link. Returns the
+    SHA-256 fingerprint of the certificate the console served, as appliance-setup.txt writes it."""
+    import hashlib
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # self-signed; the note names it
+    status, where, fp = 0, "", ""
+    for _ in range(30):
+        try:
+            c = http.client.HTTPSConnection("127.0.0.1", ports[8443], context=ctx, timeout=20)
+            c.request("GET", "/")
+            r = c.getresponse()
+            status, where = r.status, r.getheader("Location") or ""
+            der = c.sock.getpeercert(binary_form=True) if c.sock else None
+            digest = hashlib.sha256(der or b"").hexdigest().upper()
+            fp = ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+            c.close()
+            break
+        except (OSError, http.client.HTTPException):
+            time.sleep(2)
+    res.check("the console answers on 8443 with the setup-code page",
+              status == 302 and where.endswith("/setup"), f"HTTP {status} -> {where}")
+    r = run(ssh_cmd(key, ports[22]) + ["resolvectl mdns; ss -Hlun sport = :5353"], timeout=60)
+    res.check("mDNS answered on the wired link (systemd-resolved)",
+              "yes" in r.stdout and ":5353" in r.stdout, r.stdout.strip()[-300:])
+    return fp
+
+
 def main() -> int:
     again = in_private_namespaces(REPO / "build" / "test-ns")
     if again is not None:
@@ -419,7 +451,7 @@ def main() -> int:
     print(f"image-test: {xz.name}, work dir {work}", flush=True)
     disk, key = prepare_card(work, xz)
     kernel, initrd = extract_kernel(args.arch, work, disk)
-    ports = {guest: free_port() for guest in (22, 25, 587, 993)}
+    ports = {guest: free_port() for guest in (22, 25, 587, 993, 8443)}
     fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in ports.items())
     dns_server = recording_dns.RecordingDns().start()
     cmd = qemu_machine(args.arch, disk, fwd, restrict=False) + [
@@ -494,6 +526,7 @@ def main() -> int:
             except OSError as e:
                 res.check(name, False, str(e))
         check_dns(res, key, ports, dns_server, t0 + serial.seen.get("firstboot_done", 0.0))
+        console_fp = check_console(res, key, ports)
         run(ssh_cmd(key, ports[22]) + ["systemctl poweroff"], timeout=30)
         try:
             proc.wait(timeout=max(5, min(180, deadline - time.monotonic())))
@@ -517,6 +550,10 @@ def main() -> int:
     listing = run(["mdir", "-b", "-i", fat(disk), "::/"], env=env).stdout
     res.check("settings and key removed from FAT", "appliance.toml" not in listing.lower()
               and "authorized_keys" not in listing.lower(), listing.replace("\n", " ")[:200])
+    note = run(["mtype", "-i", fat(disk), "::/appliance-setup.txt"], env=env).stdout
+    res.check("appliance-setup.txt on FAT names the console and the certificate it serves",
+              bool(console_fp) and console_fp in note and ":8443/" in note and "Setup code:" in note,
+              note.replace("\r\n", " | ")[:300])
     print("\nappliance-firstboot.log:\n" + log)
     seen = dict(serial.seen)
     if ready.at is not None:

@@ -211,8 +211,15 @@ def main() -> int:
         t2 = time.monotonic()
         r = sh(play, env=env, check=False, timeout=600)
         recap = re.findall(r"changed=(\d+)", r.stdout)
+        # Which tasks changed: each "changed:" line names the TASK header above it.
+        changed, task = [], ""
+        for line in r.stdout.splitlines():
+            if line.startswith("TASK ["):
+                task = line.split("[", 1)[1].rsplit("]", 1)[0]
+            elif line.startswith("changed:") and task not in changed:
+                changed.append(task)
         check("second run changes nothing", r.returncode == 0 and recap[-1:] == ["0"],
-              f"{time.monotonic() - t2:.0f} s, changed={recap[-1:] or '?'}"
+              f"{time.monotonic() - t2:.0f} s, changed={recap[-1:] or '?'} {changed}"
               + ("" if r.returncode == 0 else "\n" + (r.stdout + r.stderr)[-1500:]))
     finally:
         if sshd is not None and sshd.poll() is None:

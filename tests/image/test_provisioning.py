@@ -330,3 +330,17 @@ def test_rspamd_url_matcher_is_compiled_at_build_time() -> None:
     assert "unshare --net chroot" in hook
     assert "cache=/var/lib/rspamd" in hook
     assert "libhyperscan5" in hook and "exit 0" in hook
+
+
+def test_nginx_waits_for_a_file_only_the_web_feature_writes() -> None:
+    """Debian's nginx.service is enabled by its package; with [web] off it must not start with
+    Debian's welcome page on port 80. The drop-in's marker is a file the web feature plans."""
+    import yaml
+
+    from appliance.features.web import web
+
+    defaults = yaml.safe_load((PROVISIONING / "roles/appliance_agent/defaults/main.yml").read_text())
+    marker = defaults["appliance_agent_web_marker"]
+    assert marker == f"{web.WWW}/mta-sts/.well-known/mta-sts.txt"
+    template = (PROVISIONING / "roles/appliance_agent/templates/appliance-configured.conf.j2").read_text()
+    assert "item == 'nginx.service'" in template and "appliance_agent_web_marker" in template

@@ -8,8 +8,6 @@ the box's private /var) and the internet (the lab's namespaces).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import re
@@ -20,17 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from . import console_lab
 from .browser import Browser
 from .conftest import REPO
+from .console_lab import BOOT, CONSOLE
 from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MAIL_HOST, WAN_IP, MailLab
-from .netlab import wait_for
 from .test_mail import imap_fetch_code, trust_appliance_cert
 
-BOOT = "/var/lab-boot"  # the card's FAT partition, as the box sees it
-CONSOLE = f"https://{APP_IP}:8443"
 SHOTS = REPO / "build/screenshots"
 ADMIN_PW = "console admin pw 1"
-CONSOLE_CA = "/etc/appliance-console-ca.pem"
 
 
 class Box:
@@ -38,30 +34,8 @@ class Box:
 
     def __init__(self, m: MailLab) -> None:
         self.m = m
-        app = m.app
-        env = {"PYTHONPATH": str(REPO)}
-        app.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                 "--shell", "/usr/sbin/nologin", "appliance-console"])
-        app.write("/etc/nginx/appliance-console.conf",
-                  (REPO / "appliance/console/files/appliance-console-nginx.conf").read_text())
-        app.run(["mkdir", "-p", BOOT])
-        r = m.appliance("console", "setup", "--boot-dir", BOOT)
-        assert r.returncode == 0, r.stderr
-        self.first_note = r.stdout
-        py = "/usr/bin/python3"
-        app.run([py, "-m", "appliance.console.agent", "--daemon", "/run/appliance-console-agent.pid",
-                 "--log", "/var/log/appliance-console.log"], env=env)
-        app.track_pidfile("console-agent", "/run/appliance-console-agent.pid")
-        app.run([py, "-m", "appliance.console.serve", "--daemon", "/run/appliance-console-web.pid",
-                 "--log", "/var/log/appliance-console-web.log"], env=env)
-        app.track_pidfile("console-web", "/run/appliance-console-web.pid")
-        rc = app.start_forking("console-nginx", ["nginx", "-c", "/etc/nginx/appliance-console.conf"],
-                               "/run/appliance-console-nginx.pid")
-        assert rc == 0, (m.lab.logs / "app-console-nginx.out").read_text()
-        wait_for("console on 8443", lambda: m.tcp_open(m.lan2, APP_IP, 8443))
-        cert = app.read("/var/lib/appliance/console/tls/cert.pem")
-        m.lan2.write(CONSOLE_CA, cert)
-        self.browser = Browser.start(m.lan2, m.workdir / "chromium", spki(cert),
+        cert = console_lab.start(m)
+        self.browser = Browser.start(m.lan2, m.workdir / "chromium", console_lab.spki(cert),
                                      m.lab.logs / "lan2-browser.out")
 
     def shot(self, name: str) -> None:
@@ -69,16 +43,6 @@ class Box:
 
     def settings(self) -> str:
         return self.m.app.read("/etc/appliance/settings.toml")
-
-
-def spki(pem: str) -> str:
-    """What Chromium's --ignore-certificate-errors-spki-list takes: base64(SHA-256(SPKI))."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
-    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -267,22 +231,7 @@ def test_a_mail_user_changes_her_own_password_in_the_console(box: Box) -> None:
 
 def _http(box: Box, code: str) -> dict[str, object]:
     """Python on the LAN host speaking HTTPS to the console (verifying its certificate)."""
-    r = box.m.lan2.python(f"""
-import http.client, json, re, ssl, urllib.parse
-ctx = ssl.create_default_context(cafile={CONSOLE_CA!r})
-def req(method, path, form=None, cookies=None):
-    c = http.client.HTTPSConnection({APP_IP!r}, 8443, context=ctx, timeout=30)
-    h = {{"Cookie": "; ".join(f"{{k}}={{v}}" for k, v in (cookies or {{}}).items())}}
-    body = None
-    if form is not None:
-        body = urllib.parse.urlencode(form)
-        h["Content-Type"] = "application/x-www-form-urlencoded"
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    got = {{k.split("=", 1)[0]: k.split("=", 1)[1].split(";")[0]
-           for k in r.headers.get_all("Set-Cookie") or []}}
-    return r.status, r.read().decode(), got
-{code}""", timeout=60)
+    r = box.m.lan2.python(console_lab.HTTP_CLIENT + code, timeout=60)
     assert r.returncode == 0, r.stderr
     return dict(json.loads(r.stdout.strip().splitlines()[-1]))
 
@@ -332,3 +281,43 @@ s.connect(({APP_IP!r}, 8443)); s.close()""", timeout=15)
 
     assert from_address("198.18.0.1")  # the router's LAN address: on the LAN
     assert not from_address(WAN_IP)
+
+
+def test_testssl_finds_nothing_high_or_critical_on_the_console(box: Box) -> None:
+    """Protocols, cipher suites, server preferences and known vulnerabilities (testssl.sh -p -s
+    -P -U), as for the mail ports. The certificate is self-signed by design (its fingerprint is
+    on the card), so certificate trust is not what this judges."""
+    out = "/var/tmp/testssl-console.json"
+    box.m.lan2.run(["testssl", "--quiet", "--warnings", "off", "--color", "0", "--jsonfile", out,
+                    "-p", "-s", "-P", "-U", f"{APP_IP}:8443"], check=False, timeout=400)
+    findings = json.loads(box.m.lan2.path(out).read_text())
+    assert findings, "testssl.sh produced no findings at all"
+    bad = [f"{f['id']}: {f['finding']}" for f in findings
+           if f.get("severity") in ("HIGH", "CRITICAL") and not f["id"].startswith("scanProblem")]
+    assert not bad, bad
+    assert any(f["id"] == "TLS1_2" for f in findings)  # the scan really reached the console
+
+
+def test_guessing_from_the_lan_is_slowed_and_never_banned(box: Box) -> None:
+    """Last in this module: it leaves lan2 waiting. Wrong admin passwords from a LAN device:
+    the first few are answered (each after a delay), then that device must wait before the
+    agent checks another password, even the right one. fail2ban's console jail runs and reads
+    the lines, but never bans the LAN (its ignoreip)."""
+    got = _http(box, """
+answers = []
+for i in range(8):
+    st, body, ck = req("GET", "/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', body).group(1)
+    pw = "console admin pw 1" if i in (0, 7) else f"guess-{i}"
+    st, body, ck2 = req("POST", "/login", {"csrf": token, "user": "admin", "password": pw}, ck)
+    answers.append("wait" if "too many wrong tries" in body else
+                   "wrong" if "wrong name or password" in body else
+                   "in" if st == 302 and "__Host-console" in ck2 else str(st))
+print(json.dumps({"answers": answers}))""")
+    # In (which also clears earlier failures), five wrong, then made to wait, right or wrong.
+    assert got["answers"] == ["in"] + ["wrong"] * 5 + ["wait", "wait"]
+    log = box.m.app.read("/var/log/appliance-console.log")
+    assert log.count("login failed for admin from 198.18.0.20") >= 5
+    r = box.m.app.run(["fail2ban-client", "status", "console"], check=False)
+    assert r.returncode == 0 and "Currently banned:\t0" in r.stdout, r.stdout + r.stderr
+    assert box.m.tcp_open(box.m.lan2, APP_IP, 8443)

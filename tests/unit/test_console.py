@@ -46,9 +46,13 @@ class Running:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        for _ in range(100):
-            if Path(self.sock).exists():
-                break
+        # Until it accepts (bind comes before listen: the path alone is not enough).
+        import socket
+
+        for _ in range(250):
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex(self.sock) == 0:
+                    break
             time.sleep(0.02)
 
     def _run(self) -> None:
@@ -61,15 +65,19 @@ class Running:
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         import json
 
-        request = json.loads(await reader.readline())
+        line = await reader.readline()
+        if not line.strip():  # the readiness probe
+            writer.close()
+            return
+        request = json.loads(line)
         request.setdefault("args", {})["_client"] = request.get("client", "?")
         answer = await asyncio.to_thread(self.agent.handle, request)
         writer.write(json.dumps(answer).encode() + b"\n")
         await writer.drain()
         writer.close()
 
-    def call(self, op: str, session: str | None = None, **args: Any) -> Any:
-        return protocol.call(op, args, session=session, client="127.0.0.1", path=self.sock)
+    def call(self, op: str, session: str | None = None, client: str = "127.0.0.1", **args: Any) -> Any:
+        return protocol.call(op, args, session=session, client=client, path=self.sock)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -327,3 +335,43 @@ def test_a_verb_runs_as_a_child_and_its_progress_streams_line_by_line() -> None:
     r = system.run_lines([sys.executable, "-c", "import time; time.sleep(30)"], on_line=seen.append,
                          timeout=0.5)
     assert r.returncode == 124
+
+
+def test_guessing_from_one_address_is_slowed_then_made_to_wait() -> None:
+    now = [1000.0]
+    t = auth.Throttle(clock=lambda: now[0])
+    for _ in range(auth.Throttle.FREE_TRIES):
+        assert t.wait_left("198.18.0.20") == 0
+        t.failed("198.18.0.20")
+    first = t.wait_left("198.18.0.20")
+    assert first > 0 and t.wait_left("198.18.0.21") == 0  # another device is not held up
+    t.failed("198.18.0.20")
+    assert t.wait_left("198.18.0.20") == 2 * first  # doubles with each further failure
+    for _ in range(20):
+        t.failed("198.18.0.20")
+    assert t.wait_left("198.18.0.20") == auth.Throttle.MAX_WAIT_S
+    now[0] += auth.Throttle.WINDOW_S + 1  # old failures are forgotten
+    assert t.wait_left("198.18.0.20") == 0
+    t.failed("198.18.0.22")
+    t.succeeded("198.18.0.22")
+    assert "198.18.0.22" not in t.failures
+
+
+def test_the_agent_refuses_to_check_a_password_while_the_address_must_wait(
+        box: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(auth, "FAILED_DELAY_S", 0.0)
+    auth.set_admin_password(box.root, "admin password 1")
+    for _ in range(auth.Throttle.FREE_TRIES):
+        with pytest.raises(protocol.AgentError) as e:
+            box.call("login", user="admin", password="guess", client="198.18.0.20")
+        assert "wrong name or password" in str(e.value)
+    with pytest.raises(protocol.AgentError) as e:  # even the right password is not checked now
+        box.call("login", user="admin", password="admin password 1", client="198.18.0.20")
+    assert "too many wrong tries from this device" in str(e.value)
+    got = box.call("login", user="admin", password="admin password 1", client="198.18.0.21")
+    assert got["session"]
+    assert "login failed for admin from 198.18.0.20" in capsys.readouterr().out
+    # A name typed with a line break and spaces stays one word on one line.
+    with pytest.raises(protocol.AgentError):
+        box.call("login", user="x\nfrom 203.0.113.9", password="guess", client="198.18.0.22")
+    assert "login failed for x\\nfrom\\x20203.0.113.9 from 198.18.0.22" in capsys.readouterr().out

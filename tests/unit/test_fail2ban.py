@@ -18,7 +18,8 @@ from appliance.features.fail2ban import feature as fail2ban_feature
 
 DATA = Path(__file__).parent / "data" / "fail2ban"
 # Each filter the jails use -> its sample file. A filter without samples fails the test below.
-FILTERS = {"appliance-sshd": "appliance-sshd", "appliance-postfix": "appliance-postfix", "dovecot": "dovecot"}
+FILTERS = {"appliance-sshd": "appliance-sshd", "appliance-postfix": "appliance-postfix", "dovecot": "dovecot",
+           "appliance-console": "appliance-console"}
 
 def samples(name: str) -> tuple[list[str], list[str]]:
     """(log lines, expected addresses of the matching ones, in order)."""
@@ -126,3 +127,11 @@ def test_the_jails_read_the_log_sshd_writes() -> None:
 
     assert fail2ban.SSHD_LOG == ssh.SSHD_LOG
     assert ssh.SSHD_LOG in fail2ban.Fail2ban.logs
+
+
+def test_the_console_jail_reads_the_log_the_console_agent_writes() -> None:
+    from appliance.console import agent
+    from appliance.features.fail2ban import fail2ban
+
+    assert fail2ban.CONSOLE_LOG == agent.LOG
+    assert agent.LOG in fail2ban.Fail2ban.logs

@@ -1,4 +1,4 @@
-"""fail2ban (issue #8): the service (validate, reload, probe) and `appliance bans` / `unban`.
+"""fail2ban: the service (validate, reload, probe) and `appliance bans` / `unban`.
 
 The jails read the daemons' own log files (Postfix `maillog_file`, Dovecot `log_path`,
 `sshd -E`), the way the box logs without a syslog daemon. Bans go to fail2ban's own nftables
@@ -27,7 +27,10 @@ CONFIG_DIR = "/etc/fail2ban"
 # The daemons' own log files, which the jails read: sshd's is the one the SSH feature starts
 # it with (`sshd -E`, ssh.py; a unit test keeps the two equal).
 SSHD_LOG = "/var/log/sshd.log"
-JAILS = ("postfix", "dovecot", "sshd")
+# The LAN console's agent (appliance/console, a client of the agent like the CLI; a unit test
+# keeps the two equal): one "login failed for NAME from ADDRESS" line per wrong password.
+CONSOLE_LOG = "/var/log/appliance-console.log"
+JAILS = ("postfix", "dovecot", "sshd", "console")
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL)\b|'config-error'")
 
 
@@ -47,7 +50,7 @@ class Fail2ban(Service):
     unit = "fail2ban.service"
     log_path = "/var/log/fail2ban.log"
     pidfile = "/run/fail2ban/fail2ban.pid"
-    logs = ("/var/log/mail.log", "/var/log/dovecot.log", SSHD_LOG)
+    logs = ("/var/log/mail.log", "/var/log/dovecot.log", SSHD_LOG, CONSOLE_LOG)
 
     def validate(self, stage: Path) -> None:
         if self.root.is_live:

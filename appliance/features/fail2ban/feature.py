@@ -16,10 +16,12 @@ def files(i: Inputs) -> list[FileSpec]:
     if not s.fail2ban.enabled:
         return []
     extra = (("ignoreip", fail2ban.never_ban(s, facts)), ("d", s.fail2ban),
-             ("sshd_log", fail2ban.SSHD_LOG))
+             ("sshd_log", fail2ban.SSHD_LOG), ("console_log", fail2ban.CONSOLE_LOG))
     return [
         FileSpec("etc/fail2ban/filter.d/appliance-sshd.conf.j2",
                  "/etc/fail2ban/filter.d/appliance-sshd.conf", "fail2ban", order=10, extra=extra),
+        FileSpec("etc/fail2ban/filter.d/appliance-console.conf.j2",
+                 "/etc/fail2ban/filter.d/appliance-console.conf", "fail2ban", order=10, extra=extra),
         FileSpec("etc/fail2ban/filter.d/appliance-postfix.conf.j2",
                  "/etc/fail2ban/filter.d/appliance-postfix.conf", "fail2ban", order=10, extra=extra),
         FileSpec("etc/fail2ban/fail2ban.d/appliance.local.j2",
