@@ -351,3 +351,37 @@ def test_mta_sts_policy_compared_with_the_settings() -> None:
                            s).status == OK
     testing = s.with_section("web", dataclasses.replace(s.web, mta_sts_mode="testing"))
     assert "the settings say testing" in compare_mta_sts(mta_sts_policy(s), testing).detail
+
+
+class SlowResolver(FakeResolver):
+    """Answers nothing for the names in `slow` within the lifetime (a dropped UDP packet, a
+    router's DNS that hangs)."""
+
+    def __init__(self, data: dict[tuple[str, str], list[str]], slow: set[str]) -> None:
+        super().__init__(data)
+        self.slow = slow
+
+    def resolve(self, name: str, rtype: str, **kw: Any) -> list[Any]:
+        if name.rstrip(".") in self.slow:
+            raise dns.exception.Timeout()
+        return super().resolve(name, rtype, **kw)
+
+
+def test_a_dns_timeout_is_said_as_such_never_as_a_missing_or_wrong_record(good: dict[str, Any]) -> None:
+    """Missing, wrong and not answered are three different things to the person reading it."""
+    from appliance.core import pipeline
+
+    c = ctx(good, {})
+    c.dns_records = lambda s, k: pipeline.dns_records(s, k, registry.FEATURES)
+    c.resolver = SlowResolver({("example.org", "MX"): ["10 mail.other.example."]},
+                              {"_dmarc.example.org", "example.org"})
+    by_name = {r.name: r for r in dns_checks.check_records(c)}
+    dmarc, mx = by_name["dns _dmarc.example.org. TXT"], by_name["dns example.org. MX"]
+    for r in (dmarc, mx):
+        assert r.status == WARN and "no answer from the DNS server" in r.detail, r
+        assert "publish" not in r.fix and "replace" not in r.fix
+    c.resolver = SlowResolver({("example.org", "MX"): ["10 mail.other.example."]}, set())
+    by_name = {r.name: r for r in dns_checks.check_records(c)}
+    assert by_name["dns example.org. MX"].status == FAIL
+    assert "published 10 mail.other.example., expected" in by_name["dns example.org. MX"].detail
+    assert by_name["dns _dmarc.example.org. TXT"].detail == "no v=dmarc1 record"

@@ -19,7 +19,8 @@ def check_records(c: Context) -> list[Result]:
                           "SPF and PTR values cannot be checked",
                           "set [dns] public_ipv4, or run `appliance upnp renew`"))
     for f in dnsrecords.check(c.records, c.resolver):
-        out.append(Result(f"dns {f.record}", OK if f.ok else FAIL, f.detail, f.fix))
+        out.append(Result(f"dns {f.record}", OK if f.ok else WARN if f.unknown else FAIL,
+                          f.detail, f.fix))
     return out
 
 

@@ -70,6 +70,7 @@ class Finding:
     ok: bool
     detail: str
     fix: str = ""
+    unknown: bool = False  # not checked (the query timed out): neither missing nor wrong
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +84,9 @@ def _norm(rtype: str, value: str) -> str:
     return v.rstrip(".") if rtype in ("CNAME", "PTR", "MX", "SRV") else v
 
 
+TIMEOUT = "<timeout>"
+
+
 def _lookup(resolver: Any, name: str, rtype: str) -> list[str]:
     import dns.exception
     import dns.resolver
@@ -92,7 +96,7 @@ def _lookup(resolver: Any, name: str, rtype: str) -> list[str]:
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
         return []
     except dns.exception.Timeout:
-        return ["<timeout>"]
+        return [TIMEOUT]
     return [r.to_text() for r in answer]
 
 
@@ -104,6 +108,14 @@ def check(records: list[Record], resolver: Any = None) -> list[Finding]:
     for r in records:
         got = _lookup(resolver, r.name, r.rtype)
         label = f"{r.name} {r.rtype}"
+        if got == [TIMEOUT]:
+            # Said as such: a slow DNS server is not a missing record, and "publish it" would
+            # send the person to fix what is not broken.
+            findings.append(Finding(label, False, "not checked: no answer from the DNS server "
+                                    "within 5 s (the record may well be right)",
+                                    "check again later; if it lasts, the box's DNS server "
+                                    "(the router's?) is slow or down", unknown=True))
+            continue
         if r.rtype == "TXT":
             prefix = r.value.strip('"').split()[0].split(";")[0].lower()  # v=spf1, v=DMARC1, ...
             mine = [g for g in got if _norm("TXT", g).startswith(prefix)]
