@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import secrets
 import time
 from typing import Any
 
@@ -243,6 +244,47 @@ def op_my_password(a: Agent, s: auth.Session | None, args: dict[str, Any], token
     out = a.must("user", "passwd", s.who, stdin=_password(args) + "\n").strip()
     a.sessions.end_all(s.who)
     return out
+
+
+@op("my_key", "user")
+def op_my_key(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    """How her mail is stored, and the key it is encrypted to (`appliance key show --json`)."""
+    assert s is not None
+    return json.loads(a.must("key", "show", s.who, "--json"))
+
+
+MAX_KEY_BYTES = 200_000  # a public key with many signatures is tens of KiB
+
+
+@op("my_key_import", "user")
+def op_my_key_import(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    """Her public key, uploaded (armored or binary, base64 on the wire) or pasted: `appliance
+    key import`, from a root-only file that is gone afterwards."""
+    import base64
+    import binascii
+
+    assert s is not None
+    try:
+        data = base64.b64decode(str(args.get("data_b64", "")), validate=True)
+    except (binascii.Error, ValueError):
+        raise OpError("key: not readable; choose the file again") from None
+    if not data.strip():
+        raise OpError("key: choose the file of your public key, or paste it")
+    if len(data) > MAX_KEY_BYTES:
+        raise OpError(f"key: larger than {MAX_KEY_BYTES // 1000} kB; export only your public "
+                      "key (`gpg --export --armor you@example.org`)")
+    path = a.root / auth.STATE_DIR.lstrip("/") / f"upload-{secrets.token_hex(8)}.key"
+    system.write_private(path, data)
+    try:
+        return a.must("key", "import", s.who, str(path)).strip().splitlines()[0]
+    finally:
+        system.remove_path(path)
+
+
+@op("my_key_remove", "user")
+def op_my_key_remove(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    assert s is not None
+    return a.must("key", "remove", s.who).strip().splitlines()[-1]
 
 
 def _password(args: dict[str, Any]) -> str:

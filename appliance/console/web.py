@@ -36,6 +36,10 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
     cache: dict[str, tuple[float, Any]] = {}
 
+    @app.template_filter("datetime")
+    def as_date(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(ts)) if ts else "never"
+
     def call(op: str, **args: Any) -> Any:
         return protocol.call(op, args, session=request.cookies.get(COOKIE),
                              client=client_address(), path=agent_socket)
@@ -264,7 +268,7 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     @needs("user")
     def account() -> Any:
         if request.method == "GET":
-            return render_template("account.html", me=g.me)
+            return render_template("account.html", me=g.me, key=call("my_key"))
         try:
             call("my_password", current=request.form.get("current", ""),
                         password=request.form.get("password", ""),
@@ -272,9 +276,34 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         except AgentError as e:
             if e.code not in (protocol.INVALID, protocol.DENIED):
                 raise
-            return render_template("account.html", me=g.me, error=str(e)), 400
+            return render_template("account.html", me=g.me, key=call("my_key"), error=str(e)), 400
         resp = redirect(url_for("login"))
         resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
         return resp
+
+    @app.post("/account/key")
+    @needs("user")
+    def account_key() -> Any:
+        """Her OpenPGP public key: a file chosen or text pasted (the file wins)."""
+        import base64
+
+        upload = request.files.get("keyfile")
+        data = upload.read() if upload and upload.filename else b""
+        data = data or request.form.get("keytext", "").encode()
+        return key_action("my_key_import", data_b64=base64.b64encode(data).decode())
+
+    @app.post("/account/key/remove")
+    @needs("user")
+    def account_key_remove() -> Any:
+        return key_action("my_key_remove")
+
+    def key_action(op: str, **args: Any) -> Any:
+        try:
+            said = call(op, **args)
+        except AgentError as e:
+            if e.code not in (protocol.INVALID, protocol.DENIED):
+                raise
+            return render_template("account.html", me=g.me, key=call("my_key"), key_error=str(e)), 400
+        return render_template("account.html", me=g.me, key=call("my_key"), key_said=said)
 
     return app

@@ -134,7 +134,8 @@ def _do(driver: Any, By: Any, Wait: Any, cmd: dict[str, Any]) -> Any:
         form = driver.find_element(By.CSS_SELECTOR, cmd["within"])
         for name, value in cmd["fields"].items():
             el = form.find_element(By.NAME, name)
-            el.clear()
+            if el.get_attribute("type") != "file":  # a file input takes a path, and no clear()
+                el.clear()
             el.send_keys(value)
         return None
     if do == "click":

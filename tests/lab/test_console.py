@@ -22,7 +22,7 @@ from . import console_lab
 from .browser import Browser
 from .conftest import REPO
 from .console_lab import BOOT, CONSOLE
-from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MAIL_HOST, WAN_IP, MailLab
+from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MAIL_HOST, PLAIN_BODY, WAN_IP, MailLab
 from .test_mail import imap_fetch_code, trust_appliance_cert
 
 SHOTS = REPO / "build/screenshots"
@@ -227,6 +227,40 @@ def test_a_mail_user_changes_her_own_password_in_the_console(box: Box) -> None:
     assert b.url().endswith("/login")
     assert imap_login(box, ALICE, "alice-new-pw-2") == "OK"
     assert imap_login(box, ALICE, ALICE_PW).startswith("NO")
+
+
+def test_a_mail_user_uploads_her_public_key_and_new_mail_is_stored_encrypted(box: Box) -> None:
+    """Her key from her own device (the secret half never leaves it), chosen as a file in the
+    browser; the next mail from the internet is stored PGP/MIME-encrypted and her device reads
+    it. A secret key is refused and changes nothing."""
+    from tests.unit.openpgp_keys import Device
+
+    d = Device(box.m.workdir / "alice-device")
+    fpr = d.make(f"Alice <{ALICE}>")
+    public, secret = box.m.workdir / "alice-public.asc", box.m.workdir / "alice-secret.asc"
+    public.write_bytes(d.export(ALICE))
+    secret.write_bytes(d.export_secret(ALICE))
+    b = box.browser
+    b.get(f"{CONSOLE}/login")
+    b.fill({"user": ALICE, "password": "alice-new-pw-2"})
+    b.submit()
+    assert b.url().endswith("/account") and "stored in plaintext" in b.text().lower()
+    b.fill({"keyfile": str(secret)}, within="#key")
+    b.submit("#key button[type=submit]")
+    assert "holds a secret key" in b.text()
+    assert '"fingerprint": null' in box.m.appliance("key", "show", ALICE, "--json").stdout
+    b.fill({"keyfile": str(public)}, within="#key")
+    b.submit("#key button[type=submit]")
+    text = b.text()
+    assert f"imported key {fpr}" in text and "stored encrypted" in text, text
+    box.shot("11-account-key")
+    box.m.deliver_to_alice("secret after the key upload")
+    stored = max(box.m.maildir_files(box.m.app, f"/var/vmail/{DOMAIN}/alice/Maildir"),
+                 key=lambda f: f.stat().st_mtime).read_bytes()
+    body = PLAIN_BODY[:18].encode()  # "Hello, the minutes": never split by an encoding
+    assert b"-----BEGIN PGP MESSAGE-----" in stored and body not in stored
+    assert body in d.decrypt(stored)  # her device reads it
+    d.close()
 
 
 def _http(box: Box, code: str) -> dict[str, object]:
