@@ -22,14 +22,17 @@ def cmd_console(a: argparse.Namespace, env: Env) -> int:
     if a.action == "setup":
         env.out(setup.run(root, Path(a.boot_dir)).rstrip())
         return EXIT_OK
-    # admin-password: a new password for `admin` (stdin or a prompt); every admin session ends.
+    # admin-password: a new password for `admin` (stdin or a prompt), the login code off; every
+    # admin session ends.
     pw = env.read_password()
     if len(pw) < 10:
         raise UsageError("the password is shorter than 10 characters; nothing was changed")
     auth.set_admin_password(root.host("/"), pw)
+    auth.totp_off(root.host("/"))  # the way back in for someone who lost the phone too
     auth.Sessions(root.host("/")).end_all("admin")
     auth.end_setup(root.host("/"))
-    env.out("the console's administrator password is set; log in as admin")
+    env.out("the console's administrator password is set (and the login code is off); "
+            "log in as admin")
     return EXIT_OK
 
 

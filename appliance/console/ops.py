@@ -34,6 +34,7 @@ def op_state(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
             st = a.settings()
             domain, lan = st.domain, st.lan
     return {"configured": configured, "admin": auth.admin_exists(a.root), "domain": domain,
+            "totp": auth.totp_on(a.root),
             "lan": list(facts.gather(lan).lan_prefixes)}
 
 
@@ -72,6 +73,8 @@ def op_login(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
         role = ""
         if who == "admin":
             role = "admin" if auth.admin_ok(a.root, password) else ""
+            if role and auth.totp_on(a.root) and not auth.totp_check(a.root, str(args.get("code", ""))):
+                role = ""
         elif who and a.settings_file().is_file():
             user = next((u for u in a.settings().users if u.address == who), None)
             role = "user" if user and auth.verify(password, user.password_hash) else ""
@@ -80,7 +83,8 @@ def op_login(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
             time.sleep(auth.FAILED_DELAY_S)
             a.throttle.failed(client)
             log(f"login failed for {auth.loggable(who)} from {client}")
-            raise OpError("wrong name or password", DENIED)
+            raise OpError("wrong name or password" + (" or code" if who == "admin" and
+                                                       auth.totp_on(a.root) else ""), DENIED)
         a.throttle.succeeded(client)
     log(f"login {auth.loggable(who)} from {client}")
     return {"session": a.sessions.new(who, role)}
@@ -231,6 +235,39 @@ def op_alias_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: 
 @op("alias_del", "admin")
 def op_alias_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
     return a.must("alias", "del", _address(a, args.get("alias"))).strip()
+
+
+# --- the administrator's second factor -------------------------------------------------------------
+@op("totp", "admin")
+def op_totp(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    return {"on": auth.totp_on(a.root)}
+
+
+@op("totp_begin", "admin")
+def op_totp_begin(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    import socket
+
+    secret, uri = auth.totp_begin(a.root, f"admin@{socket.gethostname()}")
+    return {"secret": secret, "uri": uri}
+
+
+@op("totp_confirm", "admin")
+def op_totp_confirm(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    if not auth.totp_confirm(a.root, str(args.get("code", ""))):
+        raise OpError("code: not the one your app shows now (is the phone's clock right?); "
+                      "nothing was changed")
+    log("admin turned on the authenticator code")
+    return "From now on the console asks for a code from your app after the password."
+
+
+@op("totp_off", "admin")
+def op_totp_off(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    if not auth.admin_ok(a.root, str(args.get("password", ""))):
+        time.sleep(auth.FAILED_DELAY_S)
+        raise OpError("password: wrong; the code is still asked for", DENIED)
+    auth.totp_off(a.root)
+    log("admin turned off the authenticator code")
+    return "The console asks for the password only."
 
 
 # --- a mail user's own account ------------------------------------------------------------------------

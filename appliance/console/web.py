@@ -31,6 +31,13 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 STATE_TTL_S = 30.0
 
 
+def qr_svg(text: str) -> str:
+    """A QR code as an SVG data: URI (the CSP allows data: images; no script draws it)."""
+    import segno  # python3-segno
+
+    return str(segno.make(text, error="m").svg_data_uri(scale=5, border=2))
+
+
 def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
@@ -183,14 +190,16 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     def login() -> Any:
         if not state()["admin"]:
             return redirect(url_for("setup"))
+        totp = state()["totp"]
         if request.method == "GET":
-            return pre_login_form("login.html")
+            return pre_login_form("login.html", totp=totp)
         check_csrf(request.cookies.get(PRE_CSRF))
         user = request.form.get("user", "")
         try:
-            got = call("login", user=user, password=request.form.get("password", ""))
+            got = call("login", user=user, password=request.form.get("password", ""),
+                       code=request.form.get("code", ""))
         except AgentError as e:
-            return pre_login_form("login.html", 403, error=str(e), user=user)
+            return pre_login_form("login.html", 403, error=str(e), user=user, totp=totp)
         return with_session(redirect(url_for("home")), got["session"])
 
     @app.post("/logout")
@@ -213,6 +222,28 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         warn = sum(r["status"] == "warn" for r in results)
         return render_template("status.html", me=g.me, groups=groups, bad=bad, warn=warn,
                                total=len(results))
+
+    @app.route("/security", methods=["GET", "POST"])
+    @needs("admin")
+    def security() -> Any:
+        """The administrator's second factor: on (QR code, then a code to confirm) or off."""
+        ctx: dict[str, Any] = {}
+        action = request.form.get("action", "") if request.method == "POST" else ""
+        try:
+            if action == "begin":
+                ctx["pending"] = call("totp_begin")
+                ctx["qr"] = qr_svg(ctx["pending"]["uri"])
+            elif action == "confirm":
+                ctx["said"] = call("totp_confirm", code=request.form.get("code", ""))
+            elif action == "off":
+                ctx["said"] = call("totp_off", password=request.form.get("password", ""))
+        except AgentError as e:
+            if e.code not in (protocol.INVALID, protocol.DENIED):
+                raise
+            ctx["error"] = str(e)
+        cache.clear()
+        status = 400 if "error" in ctx else 200
+        return render_template("security.html", me=g.me, totp=call("totp"), **ctx), status
 
     @app.get("/dns")
     @needs("admin")

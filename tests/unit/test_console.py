@@ -375,3 +375,49 @@ def test_the_agent_refuses_to_check_a_password_while_the_address_must_wait(
     with pytest.raises(protocol.AgentError):
         box.call("login", user="x\nfrom 203.0.113.9", password="guess", client="198.18.0.22")
     assert "login failed for x\\nfrom\\x20203.0.113.9 from 198.18.0.22" in capsys.readouterr().out
+
+
+def test_the_administrator_turns_on_a_login_code_and_then_it_is_asked_for(box: Running,
+                                                                          client: Any) -> None:
+    import html
+
+    import pyotp
+
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+                            f'password_hash = "{sha512(PW)}"\n')
+    auth.set_admin_password(box.root, "admin password 1")
+    url = "https://box"
+
+    def login(c: Any, code: str = "") -> Any:
+        token = csrf_of(c.get("/login", base_url=url).text)
+        return c.post("/login", data={"user": "admin", "password": "admin password 1",
+                                      "code": code, "csrf": token}, base_url=url)
+
+    assert login(client).status_code == 302
+    page = client.get("/security", base_url=url).text
+    assert "Off:" in page
+    r = client.post("/security", data={"action": "begin", "csrf": csrf_of(page)}, base_url=url)
+    assert 'src="data:image/svg+xml' in r.text  # the QR code, drawn without a script
+    secret = html.unescape(re.search(r"<code>([A-Z2-7]+)</code>", r.text).group(1))  # type: ignore[union-attr]
+    r = client.post("/security", data={"action": "confirm", "code": "000000",
+                                       "csrf": csrf_of(r.text)}, base_url=url)
+    assert r.status_code == 400 and "nothing was changed" in r.text and not auth.totp_on(box.root)
+    totp = pyotp.TOTP(secret)
+    r = client.post("/security", data={"action": "confirm", "code": totp.now(),
+                                       "csrf": csrf_of(r.text)}, base_url=url)
+    assert "From now on" in r.text and auth.totp_on(box.root)
+    # Now the password alone opens nothing; a code the app shows next does, once.
+    other = create_app(box.sock).test_client()
+    assert "authenticator app shows" in other.get("/login", base_url=url).text
+    r = login(other)
+    assert r.status_code == 403 and "wrong name or password or code" in r.text
+    code = totp.at(time.time() + totp.interval)
+    assert login(other, code).status_code == 302
+    again = create_app(box.sock).test_client()
+    assert login(again, code).status_code == 403  # a code works once
+    # Turning it off takes the password.
+    page = other.get("/security", base_url=url).text
+    r = other.post("/security", data={"action": "off", "password": "nope", "csrf": csrf_of(page)},
+                   base_url=url)
+    assert r.status_code == 400 and "password: wrong" in r.text and auth.totp_on(box.root)
