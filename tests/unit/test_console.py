@@ -320,7 +320,8 @@ def test_provisioning_installs_every_console_unit_there_is() -> None:
                               .read_text())
     units = {p.name for p in FILES.iterdir() if p.suffix in (".service", ".socket")}
     assert set(defaults["appliance_agent_console_units"]) == units
-    for pkg in ("nginx-light", "python3-flask", "python3-waitress", "python3-argon2"):
+    for pkg in ("nginx-light", "python3-flask", "python3-waitress", "python3-argon2", "python3-pyotp",
+                "python3-segno"):
         assert pkg in defaults["appliance_agent_packages"]
 
 
