@@ -54,6 +54,7 @@ class Job:
     ok: bool = False
     who: str = ""
     notes: list[dict[str, str]] = field(default_factory=list)  # answers the person must read
+    kind: str = "setup"  # what the progress page calls it: "setup" or "backup"
 
 
 class _Lines(io.TextIOBase):
@@ -140,9 +141,9 @@ class Agent:
 
         return settings.load(self.settings_file(), pipeline.sections(registry.FEATURES))
 
-    def start_job(self, who: str, steps: list[Step]) -> str:
+    def start_job(self, who: str, steps: list[Step], kind: str = "setup") -> str:
         job_id = secrets.token_urlsafe(12)
-        job = self.jobs[job_id] = Job(steps=[title for title, _, _ in steps], who=who)
+        job = self.jobs[job_id] = Job(steps=[title for title, _, _ in steps], who=who, kind=kind)
 
         def run() -> None:
             ok = True

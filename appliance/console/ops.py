@@ -178,7 +178,7 @@ def op_job(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -
     if job is None or s is None or (job.who != s.who):
         raise OpError("no such job (the agent restarted?): see Status", INVALID)
     return {"steps": job.steps, "lines": job.lines[-200:], "done": job.done, "ok": job.ok,
-            "notes": job.notes}
+            "notes": job.notes, "kind": job.kind}
 
 
 # --- the administrator's pages ----------------------------------------------------------------------
@@ -235,6 +235,34 @@ def op_alias_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: 
 @op("alias_del", "admin")
 def op_alias_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
     return a.must("alias", "del", _address(a, args.get("alias"))).strip()
+
+
+# --- backups ---------------------------------------------------------------------------------------
+@op("backups", "admin")
+def op_backups(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """Whether backups are on, where to, and their status checks (last backup, repository check,
+    restore drill, recovery sheet): the lines `appliance status` prints for them."""
+    st = a.settings()
+    if not st.backup.enabled:
+        return {"enabled": False}
+    checks = [r for r in op_status(a, s, args, token) if r["name"].startswith("backup")]
+    return {"enabled": True, "repository": st.backup.repository, "checks": checks}
+
+
+@op("backup_now", "admin")
+def op_backup_now(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    assert s is not None
+    return {"job": a.start_job(s.who, [("Back up now", ("backup", "now"), True)], kind="backup")}
+
+
+@op("backup_sheet", "admin")
+def op_backup_sheet(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    return a.must("backup", "recovery-sheet")
+
+
+@op("backup_sheet_kept", "admin")
+def op_backup_sheet_kept(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    return a.must("backup", "recovery-sheet", "--kept").strip()
 
 
 # --- the administrator's second factor -------------------------------------------------------------

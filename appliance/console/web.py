@@ -245,6 +245,31 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         status = 400 if "error" in ctx else 200
         return render_template("security.html", me=g.me, totp=call("totp"), **ctx), status
 
+    @app.get("/backups")
+    @needs("admin")
+    def backups() -> Any:
+        return render_template("backups.html", me=g.me, data=call("backups"))
+
+    @app.post("/backups/now")
+    @needs("admin")
+    def backup_now() -> Any:
+        return redirect(url_for("progress", job=call("backup_now")["job"]))
+
+    @app.get("/backups/sheet")
+    @needs("admin")
+    def backup_sheet() -> Any:
+        """The recovery sheet to print or save, with a QR code of its [recovery] part (what a
+        program needs; the whole text would make a code too dense to scan from paper)."""
+        text = call("backup_sheet")
+        data = text[text.find("[recovery]"):] if "[recovery]" in text else text
+        return render_template("sheet.html", me=g.me, text=text, qr=qr_svg(data))
+
+    @app.post("/backups/sheet/kept")
+    @needs("admin")
+    def backup_sheet_kept() -> Any:
+        call("backup_sheet_kept")
+        return redirect(url_for("backups"))
+
     @app.get("/dns")
     @needs("admin")
     def dns() -> Any:

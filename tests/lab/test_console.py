@@ -187,6 +187,35 @@ except imaplib.IMAP4.error as e:
     return r.stdout.strip()
 
 
+def test_the_administrator_backs_up_and_keeps_the_recovery_sheet(box: Box) -> None:
+    """Backups on (in the file, as the README's advanced path does), then only the browser:
+    the Backups page, a backup now with its progress, the recovery sheet with its QR code,
+    and "I have kept it" turns the status reminder into OK."""
+    text = box.settings()
+    box.m.write_settings(text + '\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n')
+    r = box.m.appliance("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    b = box.browser
+    b.get(f"{CONSOLE}/backups")
+    page = b.text()
+    assert "Every night to /var/backups/appliance" in page and "no backup has run yet" in page
+    b.submit("#backup-now button[type=submit]")
+    page = b.wait_text("Backed up", timeout=180)
+    assert "The backup failed" not in page
+    b.get(f"{CONSOLE}/backups")
+    assert "backup: snapshot" in b.text()
+    b.get(f"{CONSOLE}/backups/sheet")
+    sheet = b.text()
+    password = box.m.app.read("/etc/appliance/backup.password").splitlines()[0]
+    assert "MAIL APPLIANCE RECOVERY SHEET" in sheet and f'password = "{password}"' in sheet
+    assert b.call("js", code="const i = document.querySelector('img.qr'); "
+                  "return i.complete && i.naturalWidth > 0") is True
+    box.shot("12-recovery-sheet")
+    b.submit("#sheet-kept button[type=submit]")
+    assert "you keep the recovery sheet" in b.text()
+    box.shot("13-backups")
+
+
 def test_the_console_and_the_settings_file_say_the_same(box: Box) -> None:
     """One source of truth: a console edit lands in settings.toml (comments kept, through the
     CLI's tomlkit path); a hand edit of the file shows at the next page load; a bad value is
