@@ -237,6 +237,25 @@ def op_alias_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: 
     return a.must("alias", "del", _address(a, args.get("alias"))).strip()
 
 
+# --- connection: reachability and bans --------------------------------------------------------------
+@op("connection", "admin")
+def op_connection(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """The reachability verdict (`appliance reachability --json`: UPnP, the public address, the
+    ports from outside) and who fail2ban has banned (`appliance bans --json`)."""
+    code, out, err = a.appliance("reachability", "--json")  # exit 1 is a verdict, not a failure
+    try:
+        reach = json.loads(out)
+    except ValueError:
+        raise OpError((err or out).strip() or f"reachability failed (exit {code})", FAILED) from None
+    bans = json.loads(a.must("bans", "--json")) if a.settings().fail2ban.enabled else None
+    return {"reach": reach, "bans": bans}
+
+
+@op("unban", "admin")
+def op_unban(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    return a.must("unban", str(args.get("address", "")).strip()).strip()
+
+
 # --- backups ---------------------------------------------------------------------------------------
 @op("backups", "admin")
 def op_backups(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:

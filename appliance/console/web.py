@@ -245,6 +245,21 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         status = 400 if "error" in ctx else 200
         return render_template("security.html", me=g.me, totp=call("totp"), **ctx), status
 
+    @app.route("/connection", methods=["GET", "POST"])
+    @needs("admin")
+    def connection() -> Any:
+        """Can the internet reach the box, and who is banned (with a button to lift a ban)."""
+        ctx: dict[str, Any] = {}
+        if request.method == "POST":
+            try:
+                ctx["said"] = call("unban", address=request.form.get("address", ""))
+            except AgentError as e:
+                if e.code != protocol.INVALID:
+                    raise
+                ctx["error"] = str(e)
+        return render_template("connection.html", me=g.me, data=call("connection"), **ctx), \
+            400 if "error" in ctx else 200
+
     @app.get("/backups")
     @needs("admin")
     def backups() -> Any:

@@ -23,6 +23,7 @@ from .browser import Browser
 from .conftest import REPO
 from .console_lab import BOOT, CONSOLE
 from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MAIL_HOST, PLAIN_BODY, WAN_IP, MailLab
+from .netlab import wait_for
 from .test_mail import imap_fetch_code, trust_appliance_cert
 
 SHOTS = REPO / "build/screenshots"
@@ -185,6 +186,25 @@ try:
 except imaplib.IMAP4.error as e:
     print("NO", e)""", timeout=60)
     return r.stdout.strip()
+
+
+def test_the_connection_page_gives_the_verdict_and_lifts_a_ban(box: Box) -> None:
+    """The reachability verdict in words, and a ban lifted from the page: the address reaches
+    the mail port again (a ban fail2ban itself made, for the attacker host on the WAN)."""
+    from .mail_lab import ATT_IP
+
+    m = box.m
+    r = m.app.run(["fail2ban-client", "set", "dovecot", "banip", ATT_IP], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for("the ban closes port 25", lambda: not m.tcp_open(m.att, WAN_IP, 25), timeout=15)
+    b = box.browser
+    b.get(f"{CONSOLE}/connection")
+    text = b.text()
+    assert "Can the internet reach the box?" in text and ATT_IP in text
+    box.shot("12a-connection")
+    b.submit("#bans button[type=submit]")
+    assert f"unbanned {ATT_IP}" in b.text() and "Nobody is banned" in b.text()
+    wait_for("port 25 open again", lambda: m.tcp_open(m.att, WAN_IP, 25), timeout=15)
 
 
 def test_the_administrator_backs_up_and_keeps_the_recovery_sheet(box: Box) -> None:
