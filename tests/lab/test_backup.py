@@ -37,7 +37,7 @@ def test_what_is_backed_up_is_restored_byte_for_byte(tmp_path: Path) -> None:
     password.write_text("correct horse battery staple\n")
     s = settings(enabled=True, repository=str(tmp_path / "repo"), password_file=str(password))
     last = restic.backup(root, s, now=1_000_000.0)
-    assert last.ok and last.files == 1, last
+    assert last.ok and last.files == 2, last  # the message and the backup's manifest
     assert restic.last(root) == last  # what status reads
     [snap] = restic.snapshots(s)
     assert snap["hostname"] == "mail.example.org"
@@ -46,6 +46,10 @@ def test_what_is_backed_up_is_restored_byte_for_byte(tmp_path: Path) -> None:
     back = out / str(mail).lstrip("/") / "1.msg:2,S"
     assert back.read_bytes() == b"Subject: hi\r\n\r\nhello\r\n"
     assert not list(out.rglob("mail.log"))  # logs stay behind
+    import json
+
+    manifest = json.loads(next(out.rglob("backup-manifest.json")).read_text())
+    assert manifest["format"] == 1 and "mailboxes" in manifest  # what a drill compares with
 
 
 
