@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from .conftest import REPO
-from .mail_lab import ALICE, ALICE_PW, ATT_IP, DOMAIN, MAIL_HOST, MX_IP, REMOTE, REMOTE_USER, MailLab
+from .mail_lab import ALICE, ALICE_PW, APP_IP, ATT_IP, DOMAIN, MAIL_HOST, MX_IP, REMOTE, REMOTE_USER, MailLab
 from .netlab import Host, wait_for
 from .test_mail import CA, imap_fetch_code, smtp_code, trust_appliance_cert
 
@@ -120,6 +120,20 @@ s.quit()"""))
     assert "rcpt 554" in r.stdout, r.stdout + r.stderr
     # What fail2ban reads: the attacker's own address in the box's log.
     assert f"[{ATT_IP}]" in lab.app.read("/var/log/mail.log")
+
+
+def test_the_relay_never_forwards_the_console_or_ssh(lab: MailLab, vps: Host) -> None:
+    """The LAN console (8443) and SSH answer the home network only: neither an attacker at the
+    VPS's public address nor the VPS itself through the tunnel reaches them, while a LAN
+    client does. A stand-in listener holds 8443 (the console is not installed in this lab)."""
+    lab.app.spawn("listener-8443", ["/usr/bin/python3", "-c",
+                  "import socket, time; s = socket.socket(socket.AF_INET6); "
+                  "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); "
+                  "s.bind(('::', 8443)); s.listen(8); time.sleep(600)"])
+    wait_for("stand-in console listening", lambda: lab.tcp_open(lab.lan2, APP_IP, 8443), timeout=10)
+    for port in (8443, 22):
+        assert not lab.tcp_open(lab.att, VPS_IP, port), f"{port} open through the relay"
+        assert not lab.tcp_open(vps, BOX_TUN, port), f"{port} open from the tunnel"
 
 
 def test_the_box_sends_out_through_the_relay(lab: MailLab, vps: Host) -> None:
