@@ -31,6 +31,16 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 STATE_TTL_S = 30.0
 
 
+# Where in the console a group of checks is fixed (the check's own fix names the command, for
+# a person with SSH; a person without one gets the page).
+FIX_PAGES = {"dns": ("dns", "Your DNS records"), "upnp": ("connection", "Connection"),
+             "reachability": ("connection", "Connection"), "fail2ban": ("connection", "Connection"),
+             "backup": ("backups", "Backups")}
+GROUP_TITLES = {"dns": "DNS records", "dnssec": "DNSSEC", "upnp": "Router (UPnP)",
+                "mail": "Mail", "disk": "Storage", "certificate": "Certificate",
+                "backup": "Backups", "fail2ban": "Banned addresses"}
+
+
 def qr_svg(text: str) -> str:
     """A QR code as an SVG data: URI (the CSP allows data: images; no script draws it)."""
     import segno  # python3-segno
@@ -221,7 +231,7 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         bad = sum(r["status"] == "fail" for r in results)
         warn = sum(r["status"] == "warn" for r in results)
         return render_template("status.html", me=g.me, groups=groups, bad=bad, warn=warn,
-                               total=len(results))
+                               total=len(results), pages=FIX_PAGES, titles=GROUP_TITLES)
 
     @app.route("/security", methods=["GET", "POST"])
     @needs("admin")

@@ -152,6 +152,7 @@ def test_the_administrator_sees_status_and_dns_and_adds_a_user(box: Box) -> None
         b.get(f"{CONSOLE}/status")
     text = b.text()
     assert "Status" in text and "admin" in text
+    assert "DNS records" in text and "Your DNS records →" in text  # where a person fixes them
     box.shot("6-status")
     b.get(f"{CONSOLE}/dns")
     text = b.text()
