@@ -1,21 +1,26 @@
 """Backups with the real restic: what goes in comes back out byte for byte, a wrong password
 changes nothing, and on the lab's box `appliance backup now` / `restore` carry every message,
-the settings and the keys."""
+the settings and the keys, also to an SFTP server the user owns (a real sshd)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance import registry
 from appliance.core import system
-from appliance.features.backup import restic
+from appliance.features.backup import restic, sftp
 
-from .mail_lab import ALICE, ALICE_PW, DOMAIN, REMOTE_USER, MailLab
-from .netlab import wait_for
+from .mail_lab import ALICE, ALICE_PW, DNS_IP, DOMAIN, REMOTE_USER, MailLab
+from .netlab import Host, wait_for
 
 GOOD = {"domain": "example.org", "users": [{"address": "alice@example.org",
                                             "password_hash": "$6$x$" + "y" * 86}]}
@@ -240,3 +245,130 @@ s.quit()""", timeout=600)
         lab.write_settings(good)
         assert lab.appliance("apply").returncode == 0
         lab.app.run(["rm", "-rf", "/var/backups/appliance", "/var/restored"], check=False)
+
+
+VAULT_IP = "203.0.113.80"  # the user's own server on the internet side (a VPS, a NAS)
+VAULT_USER, VAULT_HOME = "mailbackup", "/var/lib/mailbackup"
+REPOSITORY = f"sftp:{VAULT_USER}@{VAULT_IP}:{VAULT_HOME}/mail"
+VAULT_SSHD = f"""ListenAddress {VAULT_IP}
+HostKey /etc/ssh/vault_host_ed25519_key
+PidFile /run/vault-sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers {VAULT_USER}
+AuthorizedKeysFile .ssh/authorized_keys
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+"""
+
+
+@pytest.fixture(scope="module")
+def vault(lab: MailLab) -> Iterator[Host]:
+    """An SFTP server the user owns: a real sshd with one account, keys only."""
+    host = lab.lab.host("vault", dns=DNS_IP)
+    lab.lab.link("vault", "eth0", "inet", "i-vault", a_addr=f"{VAULT_IP}/24", b_master="br-wan")
+    lab.lab.ns_exec("vault", "ip", "route", "add", "default", "via", "203.0.113.254")
+    host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/etc/ssh/vault_host_ed25519_key"])
+    host.run(["useradd", "--create-home", "--home-dir", VAULT_HOME, "--shell", "/bin/sh", "-p", "*",
+              VAULT_USER])
+    host.run(["install", "-d", "-m", "0700", "-o", VAULT_USER, "-g", VAULT_USER, f"{VAULT_HOME}/.ssh"])
+    host.run(["install", "-d", "-m", "0755", "/run/sshd"])
+    host.write("/etc/ssh/vault_sshd_config", VAULT_SSHD)
+    host.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/vault_sshd_config"])
+    wait_for("sshd on the vault", lambda: lab.tcp_open(lab.lan2, VAULT_IP, 22), timeout=20)
+    yield host
+    lab.lab.remove("vault")
+
+
+def authorize(vault: Host, line: str) -> None:
+    """What the user does once on their server: the box's key, allowed SFTP and nothing else."""
+    keys = f"{VAULT_HOME}/.ssh/authorized_keys"
+    vault.write(keys, f'restrict,command="internal-sftp" {line}\n', mode=0o600)
+    vault.run(["chown", f"{VAULT_USER}:{VAULT_USER}", keys])
+
+
+def test_backups_go_to_the_users_sftp_server_with_the_boxs_own_key_and_its_host_key_pinned(
+        lab: MailLab, vault: Host) -> None:
+    """The repository is on the user's own server over SFTP: the box makes its own key, the
+    server refuses it until the user authorizes its line, then backup, restore and the drill
+    go over SFTP with that key and the host key recorded at first contact; root's ~/.ssh is
+    never used. When the server answers with another host key, nothing is sent and status
+    says why."""
+    good = lab.app.read("/etc/appliance/settings.toml")
+    tag = uuid.uuid4().hex[:12]
+    lab.deliver_to_alice(f"sftp {tag}")
+
+    def root_ssh() -> str:  # root's own known_hosts, which the backups must leave alone
+        return hashlib.sha256(lab.app.run(["sh", "-c", "cat /root/.ssh/known_hosts 2>/dev/null"],
+                                          check=False).stdout.encode()).hexdigest()
+
+    def backup_status() -> dict[str, Any]:
+        out = json.loads(lab.appliance("status", "--json").stdout)
+        return dict(next(x for x in out if x["name"] == "backup"))
+
+    def snapshots_on_vault() -> list[str]:
+        return vault.run(["sh", "-c", f"ls {VAULT_HOME}/mail/snapshots 2>/dev/null"],
+                         check=False).stdout.split()
+
+    before_ssh = root_ssh()
+    try:
+        lab.write_settings(good + f'\n[backup]\nenabled = true\nrepository = "{REPOSITORY}"\n')
+        r = lab.appliance("apply")
+        assert r.returncode == 0 and "made the box's SSH key for backups" in r.stderr, r.stdout + r.stderr
+        mode = lab.app.run(["stat", "-c", "%a", sftp.KEY]).stdout
+        assert mode.strip() == "600"
+        # Not authorized on the server yet: the backup fails and says what to do.
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 1 and "refused the box's SSH key" in r.stderr, r.stdout + r.stderr
+        seen = backup_status()
+        assert seen["status"] == "fail" and "authorized_keys" in seen["detail"], seen
+        key = lab.appliance("backup", "ssh-key")
+        assert key.returncode == 0 and key.stdout.startswith("ssh-ed25519 "), key.stderr
+        assert "authorized_keys" in key.stderr
+        authorize(vault, key.stdout.strip())
+
+        r = lab.appliance("backup", "now", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        last = json.loads(r.stdout)
+        assert last["ok"] and last["files"] > 0 and snapshots_on_vault(), last
+        host_key = vault.read("/etc/ssh/vault_host_ed25519_key.pub").split()[1]
+        known = lab.app.read(sftp.KNOWN_HOSTS)
+        assert VAULT_IP in known and host_key in known, known  # recorded at first contact
+        assert root_ssh() == before_ssh
+        r = lab.appliance("restore", "--to", "/var/restored")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        def hashes(top: str) -> str:
+            return lab.app.run(["sh", "-c", f"cd {top} && find . -type f -print0 | sort -z | "
+                                "xargs -0 sha256sum"], timeout=120).stdout
+
+        found = lab.app.run(["grep", "-rlF", f"sftp {tag}", "/var/restored/var/vmail"]).stdout
+        assert "/Maildir/new/" in found, found
+        assert hashes("/var/restored/var/vmail") == hashes("/var/vmail")  # byte for byte
+        r = lab.appliance("backup", "drill")
+        assert r.returncode == 0 and "identical" in r.stdout, r.stdout + r.stderr
+        sheet = lab.appliance("backup", "recovery-sheet").stdout
+        assert "BEGIN OPENSSH PRIVATE KEY" in sheet and host_key in sheet.split("known_hosts")[-1]
+
+        # The server answers with another host key (a reinstalled VPS, or someone in between).
+        os.killpg(vault.pids["sshd"], signal.SIGTERM)
+        wait_for("the vault's sshd gone", lambda: not lab.tcp_open(lab.lan2, VAULT_IP, 22), timeout=20)
+        vault.run(["rm", "-f", "/etc/ssh/vault_host_ed25519_key", "/etc/ssh/vault_host_ed25519_key.pub"])
+        vault.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/etc/ssh/vault_host_ed25519_key"])
+        vault.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/vault_sshd_config"])
+        wait_for("sshd on the vault again", lambda: lab.tcp_open(lab.lan2, VAULT_IP, 22), timeout=20)
+        kept = snapshots_on_vault()
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 1 and "another SSH host key" in r.stderr, r.stdout + r.stderr
+        assert snapshots_on_vault() == kept  # nothing was sent
+        assert lab.app.read(sftp.KNOWN_HOSTS) == known  # the recorded key stays the only one
+        seen = backup_status()
+        assert seen["status"] == "fail" and "another SSH host key" in seen["detail"], seen
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+        vault.run(["rm", "-rf", f"{VAULT_HOME}/mail", f"{VAULT_HOME}/.ssh/authorized_keys"], check=False)
+        lab.app.run(["rm", "-rf", "/var/restored", sftp.KEY, sftp.KEY + ".pub", sftp.KNOWN_HOSTS,
+                     restic.STATE], check=False)

@@ -50,6 +50,12 @@ FIELDS = (
 
 
 def _cross(values: dict[str, Any], c: Collector) -> None:
+    from appliance.features.backup import sftp
+
+    repository = values["repository"] or ""
+    if repository.startswith("sftp:") and sftp.target(repository) is None:
+        c.add("backup.repository", repository, "is not an SFTP location restic reads",
+              'write it as "sftp:user@host:/path" or "sftp://user@host:port//path"')
     if values["enabled"] and not values["repository"]:
         c.add("backup.repository", "", "is not set, but backups are on: they need a place to go",
               'add repository = "/media/backup/mail" (a USB disk) or an sftp: location')
