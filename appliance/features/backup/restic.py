@@ -29,7 +29,10 @@ from appliance.features.backup import manifest, sftp
 # and certificates, rspamd's learned spam statistics. Not logs, not caches.
 PATHS = ("/etc/appliance", "/var/lib/appliance", "/var/vmail", "/var/spool/postfix",
          "/etc/letsencrypt", "/var/lib/rspamd")
-EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*")
+# Not the PID files of Postfix's master: on a new card they name a process of the old one, or
+# an unrelated one, and a live-looking PID makes the first start a failed reload.
+EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*",
+           "/var/spool/postfix/pid")
 CACHE = "/var/cache/appliance/restic"
 STATE = "/var/lib/appliance/backup/last.json"
 CHECKED = "/var/lib/appliance/backup/checked.json"
