@@ -382,6 +382,18 @@ def test_backups_go_to_the_users_sftp_server_with_the_boxs_own_key_and_its_host_
         assert lab.app.read(sftp.KNOWN_HOSTS) == known  # the recorded key stays the only one
         seen = backup_status()
         assert seen["status"] == "fail" and "another SSH host key" in seen["detail"], seen
+        new_fingerprint = vault.run(["ssh-keygen", "-lf", "/etc/ssh/vault_host_ed25519_key.pub"]).stdout
+        assert new_fingerprint.split()[1] in r.stderr  # what to compare on the server
+        # The user checked it is the reinstalled server: its new key goes into the settings.
+        new_key = vault.read("/etc/ssh/vault_host_ed25519_key.pub").strip()
+        lab.write_settings(good + f'\n[backup]\nenabled = true\nrepository = "{REPOSITORY}"\n'
+                           f'ssh_host_key = "{new_key}"\n')
+        r = lab.appliance("apply")
+        assert r.returncode == 0 and "ssh_host_key" in r.stderr, r.stdout + r.stderr
+        assert lab.app.read(sftp.KNOWN_HOSTS).split() == [VAULT_IP, *new_key.split()[:2]]
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert snapshots_on_vault() != kept  # a new snapshot (the same day's older one forgotten)
     finally:
         lab.write_settings(good)
         assert lab.appliance("apply").returncode == 0

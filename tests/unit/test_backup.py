@@ -267,3 +267,40 @@ def test_a_changed_host_key_is_told_with_the_fingerprint_the_server_showed() -> 
     text = sftp.explain(said, t) or ""
     assert "another SSH host key" in text and "nothing was sent" in text
     assert "SHA256:n4vD1ZKb0tq3d1yVZ7m+Qc2oYk5XoZlq2JcYbXbQ0xk" in text and sftp.KNOWN_HOSTS in text
+
+
+def test_a_host_key_in_the_settings_is_the_only_one_accepted(tmp_path: Path) -> None:
+    root = system.Root(tmp_path)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@vps"
+    s = settings(enabled=True, repository="sftp://backup@vps.example.net:2222//srv/mail", ssh_host_key=key)
+    assert sftp.pin(root, s.backup.repository, s.backup.ssh_host_key)
+    got = root.read(sftp.KNOWN_HOSTS)
+    assert got.mode == 0o600 and got.content == b"[vps.example.net]:2222 " + " ".join(
+        key.split()[:2]).encode() + b"\n"  # the port as ssh writes it, the comment dropped
+    assert not sftp.pin(root, s.backup.repository, s.backup.ssh_host_key)  # already so
+    [_, command] = sftp.restic_options(root, s.backup.repository, pinned=True)
+    assert "StrictHostKeyChecking=yes" in command.split()
+    assert not sftp.pin(root, "sftp:backup@vps.example.net:/srv/mail", None)  # first use decides
+    with pytest.raises(SettingsError, match="is not an SSH public key"):
+        settings(enabled=True, repository="sftp:b@vps.example.net:/srv", ssh_host_key="SHA256:abc")
+    with pytest.raises(SettingsError, match="not reached over SFTP"):
+        settings(enabled=True, repository="/media/backup", ssh_host_key=key)
+
+
+def test_when_restic_says_only_eof_ssh_is_asked_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = system.Root(tmp_path)
+    s = settings(enabled=True, repository="sftp:backup@198.51.100.7:/srv/mail")
+    calls: list[tuple[str, ...]] = []
+
+    def run(argv: list[str], **kw: Any) -> system.Result:
+        calls.append(tuple(argv))
+        if argv[0] == "restic":
+            return system.Result(tuple(argv), 1, "", "Fatal: unable to open repository at sftp:backup@"
+                                 "198.51.100.7:/srv/mail: unable to start the sftp session, error: EOF")
+        assert kw["input"] == "" and argv[-3:] == ["backup@198.51.100.7", "-s", "sftp"]
+        return system.Result(tuple(argv), 255, "", "Host key verification failed.\n")
+
+    monkeypatch.setattr(system, "run", run)
+    with pytest.raises(restic.BackupError, match="another SSH host key"):
+        restic.init_if_needed(s, root)
+    assert [c[0] for c in calls] == ["restic", "ssh"]  # no `restic init` after it

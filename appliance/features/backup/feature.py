@@ -49,6 +49,8 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
     if target is not None and sftp.ensure_key(root, f"appliance-backup@{s.hostname}"):
         say(f"made the box's SSH key for backups: authorize it on {target.host} "
             "(`appliance backup ssh-key` prints the line)")
+    if target is not None and sftp.pin(root, s.backup.repository, s.backup.ssh_host_key):
+        say(f"{target.host}'s SSH host key for backups is the one in the settings (ssh_host_key)")
 
 
 FEATURE = Feature("backup", "README.md", sections=(SECTION,), files=files, services=services,

@@ -125,5 +125,6 @@ def restore_in_place(sheet: Sheet, snapshot: str = "latest", root: system.Root =
         res = system.run(["restic", *sftp.restic_options(root, sheet.repository), "restore",
                           snapshot, "--target", str(root.path)], check=False, timeout=restic.TIMEOUT,
                          env=restic.environment(sheet.repository, f.name))
+    res = sftp.with_reason(root, sheet.repository, False, res)
     if res.returncode != 0:
         raise restic.failure(f"restoring {snapshot} from {sheet.repository}", res, sheet.repository)

@@ -88,8 +88,10 @@ def restic(s: Settings, *args: str, timeout: float = TIMEOUT, root: system.Root 
     and known_hosts (sftp.py), never root's ~/.ssh."""
     repository = s.backup.repository or ""
     env = environment(repository, s.backup.password_file)
-    return system.run(["restic", *sftp.restic_options(root, repository), *args], check=False,
-                      timeout=timeout, env=env)
+    pinned = bool(s.backup.ssh_host_key)
+    res = system.run(["restic", *sftp.restic_options(root, repository, pinned), *args], check=False,
+                     timeout=timeout, env=env)
+    return sftp.with_reason(root, repository, pinned, res)
 
 
 def failure(what: str, res: system.Result, repository: str | None = None) -> BackupError:
@@ -114,6 +116,7 @@ def init_if_needed(s: Settings, root: system.Root = LIVE) -> bool:
     target = sftp.target(s.backup.repository)
     if target is not None:
         sftp.ensure_key(root, f"appliance-backup@{s.hostname}")
+        sftp.pin(root, s.backup.repository, s.backup.ssh_host_key)
     res = restic(s, "cat", "config", timeout=300, root=root)
     if res.returncode == 0:
         return False

@@ -50,24 +50,62 @@ def target(repository: str | None) -> Target | None:
     return Target(m["user"] or "root", host, port, m["path"])
 
 
-def ssh_command(t: Target, key: str, known_hosts: str) -> str:
+def ssh_command(t: Target, key: str, known_hosts: str, pinned: bool = False) -> str:
     """The command restic runs to reach the target (`-o sftp.command=`; restic splits it on
-    spaces, so the agent's own paths, which have none, are the only ones in it)."""
+    spaces, so the agent's own paths, which have none, are the only ones in it). Pinned (the
+    host key is a setting): only that key; else the first one seen is recorded, then required."""
     return " ".join([
         "ssh", "-F", "/dev/null",  # no ssh_config of root's decides this
         "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",  # never a prompt at night
         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", "StrictHostKeyChecking=" + ("yes" if pinned else "accept-new"),
         "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=60", "-o", "ServerAliveCountMax=3",
         "-p", str(t.port), f"{t.user}@{t.host}", "-s", "sftp"])
 
 
-def restic_options(root: system.Root, repository: str | None) -> list[str]:
+def restic_options(root: system.Root, repository: str | None, pinned: bool = False) -> list[str]:
     """restic's extra arguments for this repository: none unless it is reached over SFTP."""
     t = target(repository)
     if t is None:
         return []
-    return ["-o", "sftp.command=" + ssh_command(t, str(root.host(KEY)), str(root.host(KNOWN_HOSTS)))]
+    return ["-o", "sftp.command=" + ssh_command(t, str(root.host(KEY)), str(root.host(KNOWN_HOSTS)),
+                                                pinned)]
+
+
+def with_reason(root: system.Root, repository: str | None, pinned: bool,
+                res: system.Result) -> system.Result:
+    """A failed restic call on an SFTP repository, with what ssh itself says on a bare try.
+    restic passes ssh's messages on, but not always before it exits (then "unable to start the
+    sftp session, error: EOF" is all there is); ssh's own words name the fix."""
+    t = target(repository)
+    if t is None or res.returncode in (0, 3) or explain(res.stderr, t):
+        return res
+    argv = ssh_command(t, str(root.host(KEY)), str(root.host(KNOWN_HOSTS)), pinned).split(" ")
+    tried = system.run(argv, input="", check=False, timeout=60)  # the sftp server sees EOF and ends
+    if tried.returncode == 0 or not tried.stderr.strip():
+        return res
+    return system.Result(res.argv, res.returncode, res.stdout,
+                         f"{res.stderr.rstrip()}\nssh: {tried.stderr.strip()}")
+
+
+def host_key_line(t: Target, host_key: str) -> str:
+    """The known_hosts line for a host key given in the settings (type and key, no comment)."""
+    name = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+    return " ".join([name, *host_key.split()[:2]])
+
+
+def pin(root: system.Root, repository: str | None, host_key: str | None) -> bool:
+    """Make the box's known_hosts hold exactly the host key of the settings (when there is one).
+    True if it was written."""
+    t = target(repository)
+    if t is None or not host_key:
+        return False
+    line = (host_key_line(t, host_key) + "\n").encode()
+    if root.read(KNOWN_HOSTS).content == line:
+        return False
+    root.makedirs(DIR, 0o700)
+    root.write_atomic(KNOWN_HOSTS, system.FileState(line, 0o600))
+    return True
 
 
 def ensure_key(root: system.Root, comment: str) -> bool:
@@ -134,9 +172,10 @@ def explain(stderr: str, t: Target) -> str | None:
         now = f" (it now shows {seen[0]})" if seen else ""
         return (f"{t.host} answered with another SSH host key than the one recorded at the first "
                 f"backup{now}, so nothing was sent: if the server was reinstalled and "
-                f"`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there shows the same, delete "
-                f"{KNOWN_HOSTS} on the box (the next backup records the new key) and print a new "
-                "recovery sheet; otherwise something is in between")
+                f"`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there shows the same, put that "
+                "file's line in [backup] ssh_host_key and apply (or delete "
+                f"{KNOWN_HOSTS}: the next backup records the new key), then print a new recovery "
+                "sheet; otherwise something is in between")
     if any(w in text for w in ("could not resolve hostname", "connection refused", "timed out",
                                "no route to host", "network is unreachable")):
         line = next((ln.strip() for ln in stderr.splitlines() if "ssh:" in ln), "")
