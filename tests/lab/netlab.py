@@ -270,9 +270,32 @@ class Lab:
         self.hosts.clear()
         shutil.rmtree(self.workdir / "hosts", ignore_errors=True)
 
-    def _ns_pids(self) -> list[int]:
+    def remove(self, name: str) -> None:
+        """Take one host out of a running lab (a box that a test replaced): its daemons, every
+        process left in its namespace (TERM, bounded wait, then KILL), the namespace, its files."""
+        h = self.hosts[name]
+        with contextlib.suppress(Exception):
+            h.stop()
+        for attempt in range(40):
+            pids = self._ns_pids([h])
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM if attempt < 20 else signal.SIGKILL)
+            time.sleep(0.1)
+        if h.holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                h.holder.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                h.holder.wait(timeout=5)
+        sh(["ip", "netns", "del", h.ns], check=False)
+        del self.hosts[name]
+        shutil.rmtree(h.root, ignore_errors=True)
+
+    def _ns_pids(self, hosts: Sequence[Host] | None = None) -> list[int]:
         pids: list[int] = []
-        for h in self.hosts.values():
+        for h in self.hosts.values() if hosts is None else hosts:
             out = sh(["ip", "netns", "pids", h.ns], check=False).stdout.split()
             pids += [int(p) for p in out if p.isdigit()]
         return pids

@@ -1,21 +1,42 @@
 """Backups with the real restic: what goes in comes back out byte for byte, a wrong password
 changes nothing, and on the lab's box `appliance backup now` / `restore` carry every message,
-the settings and the keys."""
+the settings and the keys, also to an SFTP server the user owns (a real sshd)."""
 
 from __future__ import annotations
 
+import email
+import hashlib
 import json
 import os
+import signal
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance import registry
 from appliance.core import system
-from appliance.features.backup import restic
+from appliance.features.backup import restic, sftp
 
-from .mail_lab import ALICE, ALICE_PW, DOMAIN, REMOTE_USER, MailLab
-from .netlab import wait_for
+from .mail_lab import (
+    ALICE,
+    ALICE_PW,
+    APP_IP,
+    BOB_LOCAL,
+    BOB_PW,
+    DNS_IP,
+    DNSBL_ZONE,
+    DOMAIN,
+    MAIL_HOST,
+    REMOTE_USER,
+    WAN_IP,
+    MailLab,
+    well_formed,
+)
+from .netlab import Host, wait_for
 
 GOOD = {"domain": "example.org", "users": [{"address": "alice@example.org",
                                             "password_hash": "$6$x$" + "y" * 86}]}
@@ -37,7 +58,7 @@ def test_what_is_backed_up_is_restored_byte_for_byte(tmp_path: Path) -> None:
     password.write_text("correct horse battery staple\n")
     s = settings(enabled=True, repository=str(tmp_path / "repo"), password_file=str(password))
     last = restic.backup(root, s, now=1_000_000.0)
-    assert last.ok and last.files == 2, last  # the message and the backup's manifest
+    assert last.ok and last.files == 2, last  # the message and the manifest written beside it
     assert restic.last(root) == last  # what status reads
     [snap] = restic.snapshots(s)
     assert snap["hostname"] == "mail.example.org"
@@ -244,3 +265,323 @@ s.quit()""", timeout=600)
         lab.write_settings(good)
         assert lab.appliance("apply").returncode == 0
         lab.app.run(["rm", "-rf", "/var/backups/appliance", "/var/restored"], check=False)
+
+
+VAULT_IP = "203.0.113.80"  # the user's own server on the internet side (a VPS, a NAS)
+VAULT_USER, VAULT_HOME = "mailbackup", "/var/lib/mailbackup"
+REPOSITORY = f"sftp:{VAULT_USER}@{VAULT_IP}:{VAULT_HOME}/mail"
+VAULT_SSHD = f"""ListenAddress {VAULT_IP}
+HostKey /etc/ssh/vault_host_ed25519_key
+PidFile /run/vault-sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers {VAULT_USER}
+AuthorizedKeysFile .ssh/authorized_keys
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+"""
+
+
+@pytest.fixture(scope="module")
+def vault(lab: MailLab) -> Iterator[Host]:
+    """An SFTP server the user owns: a real sshd with one account, keys only."""
+    host = lab.lab.host("vault", dns=DNS_IP)
+    lab.lab.link("vault", "eth0", "inet", "i-vault", a_addr=f"{VAULT_IP}/24", b_master="br-wan")
+    lab.lab.ns_exec("vault", "ip", "route", "add", "default", "via", "203.0.113.254")
+    host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/etc/ssh/vault_host_ed25519_key"])
+    host.run(["useradd", "--create-home", "--home-dir", VAULT_HOME, "--shell", "/bin/sh", "-p", "*",
+              VAULT_USER])
+    host.run(["install", "-d", "-m", "0700", "-o", VAULT_USER, "-g", VAULT_USER, f"{VAULT_HOME}/.ssh"])
+    host.run(["install", "-d", "-m", "0755", "/run/sshd"])
+    host.write("/etc/ssh/vault_sshd_config", VAULT_SSHD)
+    host.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/vault_sshd_config"])
+    wait_for("sshd on the vault", lambda: lab.tcp_open(lab.lan2, VAULT_IP, 22), timeout=20)
+    yield host
+    lab.lab.remove("vault")
+
+
+def authorize(vault: Host, line: str) -> None:
+    """What the user does once on their server: the box's key, allowed SFTP and nothing else."""
+    keys = f"{VAULT_HOME}/.ssh/authorized_keys"
+    vault.write(keys, f'restrict,command="internal-sftp" {line}\n', mode=0o600)
+    vault.run(["chown", f"{VAULT_USER}:{VAULT_USER}", keys])
+
+
+def test_backups_go_to_the_users_sftp_server_with_the_boxs_own_key_and_its_host_key_pinned(
+        lab: MailLab, vault: Host) -> None:
+    """The repository is on the user's own server over SFTP: the box makes its own key, the
+    server refuses it until the user authorizes its line, then backup, restore and the drill
+    go over SFTP with that key and the host key recorded at first contact; root's ~/.ssh is
+    never used. When the server answers with another host key, nothing is sent and status
+    says why."""
+    good = lab.app.read("/etc/appliance/settings.toml")
+    tag = uuid.uuid4().hex[:12]
+    lab.deliver_to_alice(f"sftp {tag}")
+
+    def root_ssh() -> str:  # root's own known_hosts, which the backups must leave alone
+        return hashlib.sha256(lab.app.run(["sh", "-c", "cat /root/.ssh/known_hosts 2>/dev/null"],
+                                          check=False).stdout.encode()).hexdigest()
+
+    def backup_status() -> dict[str, Any]:
+        out = json.loads(lab.appliance("status", "--json").stdout)
+        return dict(next(x for x in out if x["name"] == "backup"))
+
+    def snapshots_on_vault() -> list[str]:
+        return vault.run(["sh", "-c", f"ls {VAULT_HOME}/mail/snapshots 2>/dev/null"],
+                         check=False).stdout.split()
+
+    before_ssh = root_ssh()
+    try:
+        lab.write_settings(good + f'\n[backup]\nenabled = true\nrepository = "{REPOSITORY}"\n')
+        r = lab.appliance("apply")
+        assert r.returncode == 0 and "made the box's SSH key for backups" in r.stderr, r.stdout + r.stderr
+        mode = lab.app.run(["stat", "-c", "%a", sftp.KEY]).stdout
+        assert mode.strip() == "600"
+        # Not authorized on the server yet: the backup fails and says what to do.
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 1 and "refused the box's SSH key" in r.stderr, r.stdout + r.stderr
+        seen = backup_status()
+        assert seen["status"] == "fail" and "authorized_keys" in seen["detail"], seen
+        key = lab.appliance("backup", "ssh-key")
+        assert key.returncode == 0 and key.stdout.startswith("ssh-ed25519 "), key.stderr
+        assert "authorized_keys" in key.stderr
+        authorize(vault, key.stdout.strip())
+
+        r = lab.appliance("backup", "now", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        last = json.loads(r.stdout)
+        assert last["ok"] and last["files"] > 0 and snapshots_on_vault(), last
+        host_key = vault.read("/etc/ssh/vault_host_ed25519_key.pub").split()[1]
+        known = lab.app.read(sftp.KNOWN_HOSTS)
+        assert VAULT_IP in known and host_key in known, known  # recorded at first contact
+        assert root_ssh() == before_ssh
+        r = lab.appliance("restore", "--to", "/var/restored")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        def hashes(top: str) -> str:
+            return lab.app.run(["sh", "-c", f"cd {top} && find . -type f -print0 | sort -z | "
+                                "xargs -0 sha256sum"], timeout=120).stdout
+
+        found = lab.app.run(["grep", "-rlF", f"sftp {tag}", "/var/restored/var/vmail"]).stdout
+        assert "/Maildir/new/" in found, found
+        assert hashes("/var/restored/var/vmail") == hashes("/var/vmail")  # byte for byte
+        r = lab.appliance("backup", "drill")
+        assert r.returncode == 0 and "identical" in r.stdout, r.stdout + r.stderr
+        sheet = lab.appliance("backup", "recovery-sheet").stdout
+        assert "BEGIN OPENSSH PRIVATE KEY" in sheet and host_key in sheet.split("known_hosts")[-1]
+
+        # The server answers with another host key (a reinstalled VPS, or someone in between).
+        os.killpg(vault.pids["sshd"], signal.SIGTERM)
+        wait_for("the vault's sshd gone", lambda: not lab.tcp_open(lab.lan2, VAULT_IP, 22), timeout=20)
+        vault.run(["rm", "-f", "/etc/ssh/vault_host_ed25519_key", "/etc/ssh/vault_host_ed25519_key.pub"])
+        vault.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/etc/ssh/vault_host_ed25519_key"])
+        vault.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/vault_sshd_config"])
+        wait_for("sshd on the vault again", lambda: lab.tcp_open(lab.lan2, VAULT_IP, 22), timeout=20)
+        kept = snapshots_on_vault()
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 1 and "another SSH host key" in r.stderr, r.stdout + r.stderr
+        assert snapshots_on_vault() == kept  # nothing was sent
+        assert lab.app.read(sftp.KNOWN_HOSTS) == known  # the recorded key stays the only one
+        seen = backup_status()
+        assert seen["status"] == "fail" and "another SSH host key" in seen["detail"], seen
+        new_fingerprint = vault.run(["ssh-keygen", "-lf", "/etc/ssh/vault_host_ed25519_key.pub"]).stdout
+        assert new_fingerprint.split()[1] in r.stderr  # what to compare on the server
+        # The user checked it is the reinstalled server: its new key goes into the settings.
+        new_key = vault.read("/etc/ssh/vault_host_ed25519_key.pub").strip()
+        lab.write_settings(good + f'\n[backup]\nenabled = true\nrepository = "{REPOSITORY}"\n'
+                           f'ssh_host_key = "{new_key}"\n')
+        r = lab.appliance("apply")
+        assert r.returncode == 0 and "ssh_host_key" in r.stderr, r.stdout + r.stderr
+        assert lab.app.read(sftp.KNOWN_HOSTS).split() == [VAULT_IP, *new_key.split()[:2]]
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert snapshots_on_vault() != kept  # a new snapshot (the same day's older one forgotten)
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+        vault.run(["rm", "-rf", f"{VAULT_HOME}/mail", f"{VAULT_HOME}/.ssh/authorized_keys"], check=False)
+        lab.app.run(["rm", "-rf", "/var/restored", sftp.KEY, sftp.KEY + ".pub", sftp.KNOWN_HOSTS,
+                     restic.STATE], check=False)
+
+
+MAILDIR = f"/var/vmail/{DOMAIN}/alice/Maildir"
+USERS = ((ALICE, ALICE_PW), (BOB_LOCAL, BOB_PW))
+
+
+def agent(lab: MailLab, host: Host, *args: str) -> Any:
+    """The real agent on any box of the lab (the lab's own helper runs it on box A only)."""
+    return host.run([sys.executable, "-m", "appliance.cli", *args], check=False, timeout=300,
+                    env={"PYTHONPATH": str(lab.repo)})
+
+
+# Every folder of a user, each message's SHA-256 as IMAP serves it, over IMAPS from the LAN.
+IMAP_INVENTORY = """
+import hashlib, imaplib, json, ssl, sys
+ctx = ssl.create_default_context(cafile={ca!r})
+M = imaplib.IMAP4_SSL({host!r}, 993, ssl_context=ctx, timeout=20)
+M.login({user!r}, {pw!r})
+out = {{}}
+for line in M.list()[1]:
+    name = line.decode().split(') ', 1)[1].split(' ', 1)[1].strip('"')  # (flags) "sep" name
+    M.select('"' + name + '"', readonly=True)
+    typ, nums = M.search(None, 'ALL')
+    out[name] = sorted(hashlib.sha256(M.fetch(n, '(BODY.PEEK[])')[1][0][1]).hexdigest()
+                       for n in nums[0].split())
+M.logout()
+json.dump(out, sys.stdout)
+"""
+
+
+def imap_inventory(lab: MailLab, user: str, pw: str) -> dict[str, list[str]]:
+    from .test_mail import CA
+
+    r = lab.lan2.python(IMAP_INVENTORY.format(ca=CA, host=MAIL_HOST, user=user, pw=pw), timeout=120)
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+def make_folder(lab: MailLab, user: str, pw: str, folder: str, subject: str) -> None:
+    from .test_mail import CA
+
+    msg = well_formed(user, user, subject)
+    r = lab.lan2.python(f"""
+import imaplib, ssl, time
+M = imaplib.IMAP4_SSL({MAIL_HOST!r}, 993, ssl_context=ssl.create_default_context(cafile={CA!r}))
+M.login({user!r}, {pw!r})
+M.create({folder!r})
+M.append({folder!r}, '(\\Seen)', imaplib.Time2Internaldate(time.time()), {msg!r}.encode())
+M.logout()""", timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def swap_box(lab: MailLab, old: str, new: str) -> None:
+    """Unplug one box from the LAN and plug the other in, at the same address."""
+    lab.rtr.run(["ip", "link", "set", f"r-{old}", "down"], check=False)  # gone with its box
+    if f"r-{new}" in lab.rtr.run(["ip", "-o", "link"]).stdout:
+        lab.rtr.run(["ip", "link", "set", f"r-{new}", "up"])
+    for h in (lab.rtr, lab.lan2):
+        h.run(["ip", "neigh", "flush", "all"], check=False)
+
+
+def test_a_destroyed_box_comes_back_on_a_new_card_from_its_recovery_sheet(
+        lab: MailLab, vault: Host, tmp_path: Path) -> None:
+    """Box A backs up to the user's SFTP server, then dies. A new box B, at the same address,
+    is given only the recovery sheet's text. After `appliance restore --sheet` it is the same
+    mail server: every folder and message (the same bytes over IMAPS), the old passwords, the
+    DKIM selector and key (mail verifies at the remote MX), the OpenPGP key (mail to alice is
+    still stored encrypted), the same TLS key (the TLSA record still matches): status is green."""
+    from ..unit.openpgp_keys import Device
+    from .test_dns_records import publish
+    from .test_mail import trust_appliance_cert
+    from .test_spam import at_remote, dkim_verify_at_remote, submit
+
+    good = lab.app.read("/etc/appliance/settings.toml")
+    tag = uuid.uuid4().hex[:12]
+    device = Device(tmp_path / "alice-device")
+    box_b: Host | None = None
+    try:
+        device.make(f"Alice <{ALICE}>")
+        lab.app.write("/var/tmp/alice.asc", device.export(ALICE))
+        assert lab.appliance("key", "import", ALICE, "/var/tmp/alice.asc").returncode == 0
+        lab.write_settings(good + f'\n[dns]\npublic_ipv4 = "{WAN_IP}"\n'
+                           f'\n[status]\nblocklists = ["{DNSBL_ZONE}"]\n'
+                           f'\n[backup]\nenabled = true\nrepository = "{REPOSITORY}"\n')
+        r = lab.appliance("apply")
+        assert r.returncode == 0 and "made the box's SSH key for backups" in r.stderr, r.stderr
+        r = lab.appliance("dns", "--json")
+        publish(lab, [f"{x['name']}\t{x['ttl']}\tIN\t{x['rtype']}\t{x['value']}"
+                      for x in json.loads(r.stdout)])
+        # Not authorized on the server yet: the backup fails and says what to do.
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 1 and "refused the box's SSH key" in r.stderr, r.stderr
+        key = lab.appliance("backup", "ssh-key")
+        assert key.returncode == 0 and key.stdout.startswith("ssh-ed25519 "), key.stderr
+        mode = lab.app.run(["stat", "-c", "%a", "/var/lib/appliance/backup/id_ed25519"]).stdout
+        assert mode.strip() == "600"
+        authorize(vault, key.stdout.strip())
+
+        lab.deliver_to_alice(f"disaster {tag}")  # stored encrypted: alice has a key
+        newest = max(lab.maildir_files(lab.app, MAILDIR), key=lambda p: p.stat().st_mtime).read_bytes()
+        assert b"multipart/encrypted" in newest and f"disaster {tag}".encode() not in newest
+        trust_appliance_cert(lab, lab.lan2)
+        make_folder(lab, ALICE, ALICE_PW, "Archive", f"filed {tag}")
+        before = {user: imap_inventory(lab, user, pw) for user, pw in USERS}
+        assert "Archive" in before[ALICE] and before[ALICE]["INBOX"]
+        selector = lab.app.read("/var/lib/appliance/dkim/state.json")
+        names = {p.name.split(":")[0] for p in lab.maildir_files(lab.app, MAILDIR)}
+
+        r = lab.appliance("backup", "now")
+        assert r.returncode == 0, r.stdout + r.stderr
+        sheet = lab.appliance("backup", "recovery-sheet").stdout
+        assert "BEGIN OPENSSH PRIVATE KEY" in sheet and VAULT_IP in sheet.split("known_hosts")[-1]
+        assert lab.appliance("backup", "recovery-sheet", "--kept").returncode == 0
+        code, out = status(lab)
+        assert code == 0 and "FAIL" not in out, out
+
+        # Box A dies. Box B is a new card: nothing of A's, only the sheet's text.
+        swap_box(lab, "app", "appb")
+        box_b = lab.lab.host("appb", dns=DNS_IP)
+        lab.lab.link("appb", "eth0", "rtr", "r-appb", a_addr=f"{APP_IP}/24", b_master="br-lan")
+        lab.lab.ns_exec("appb", "ip", "route", "add", "default", "via", "198.18.0.1")
+        box_b.run(["mkdir", "-p", "/var/spool/postfix", "/var/lib/postfix", "/var/lib/dovecot",
+                   "/var/lib/nginx", "/var/log/nginx"])
+        box_b.run(["chown", "postfix:postfix", "/var/lib/postfix"])
+        assert not box_b.exists("/etc/appliance/settings.toml") and not box_b.exists("/var/vmail")
+        box_b.write("/run/recovery-sheet.txt", sheet, mode=0o600)
+        r = agent(lab, box_b, "restore", "--sheet", "/run/recovery-sheet.txt")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for("box B answers on 993", lambda: lab.tcp_open(lab.lan2, APP_IP, 993), timeout=60)
+
+        after = {user: imap_inventory(lab, user, pw) for user, pw in USERS}
+        assert after == before  # every folder, every message, the same bytes; the old passwords
+        assert box_b.read("/var/lib/appliance/dkim/state.json") == selector
+        # Outbound: signed with the same selector, verified at the remote MX against A's record.
+        submit(lab, REMOTE_USER, well_formed(ALICE, REMOTE_USER, f"signed {tag}"))
+        verdict = dkim_verify_at_remote(lab, at_remote(lab, f"signed {tag}"))
+        assert verdict.startswith(f"verified {DOMAIN} ") and verdict.split()[-1] in selector, verdict
+        # Inbound for alice: still encrypted, to the key she had.
+        incoming = well_formed(REMOTE_USER, ALICE, f"after {tag}", body=f"secret-{tag}\r\n")
+        lab.mx.python(f"""
+import smtplib
+s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
+s.sendmail({REMOTE_USER!r}, [{ALICE!r}], {incoming!r})
+s.quit()""", check=True)
+
+        def new_mail() -> bytes:
+            return next((p.read_bytes() for p in lab.maildir_files(box_b, MAILDIR)
+                         if p.name.split(":")[0] not in names), b"")
+
+        msg = wait_for("the new message on box B", new_mail, timeout=60)
+        assert isinstance(msg, bytes) and f"secret-{tag}".encode() not in msg
+        assert f"secret-{tag}".encode() in device.decrypt(
+            email.message_from_bytes(msg).get_payload()[1].get_payload(decode=True))
+        code, out = status(lab, box_b)
+        assert code == 0 and "FAIL" not in out, out  # records, TLSA, DKIM, the sheet kept
+        assert "ok   backup recovery sheet" in out, out
+        # Box B backs up on to the same server with the sheet's key.
+        r = agent(lab, box_b, "backup", "now")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # A sheet that is not one says so and changes nothing.
+        box_b.write("/run/not-a-sheet.txt", "hello\n")
+        r = agent(lab, box_b, "restore", "--sheet", "/run/not-a-sheet.txt")
+        assert r.returncode == 2 and "no repository and no password" in r.stderr, r.stderr
+    finally:
+        device.close()
+        if box_b is not None:
+            box_b.run(["postfix", "stop"], check=False, timeout=30)
+            lab.lab.remove("appb")
+            swap_box(lab, "appb", "app")
+        lab.write_settings(good)
+        lab.appliance("key", "remove", ALICE)
+        assert lab.appliance("apply").returncode == 0
+        vault.run(["rm", "-rf", f"{VAULT_HOME}/mail"], check=False)
+        lab.app.run(["rm", "-rf", "/var/tmp/alice.asc", "/var/lib/appliance/backup"], check=False)
+        wait_for("box A answers on 993 again", lambda: lab.tcp_open(lab.lan2, APP_IP, 993), timeout=60)
+
+
+def status(lab: MailLab, host: Host | None = None) -> tuple[int, str]:
+    r = agent(lab, host or lab.app, "status")
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, r.stdout

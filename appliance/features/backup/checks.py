@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.core.checks import FAIL, OK, WARN, Context, Result
-from appliance.features.backup import drill, restic
+from appliance.features.backup import drill, recovery, restic
 
 STALE = 48 * 3600  # a nightly backup missed twice
 
@@ -65,7 +65,7 @@ def check_drill(c: Context) -> list[Result]:
 def check_sheet(c: Context) -> list[Result]:
     if not c.s.backup.enabled or not c.root.read(c.s.backup.password_file).content:
         return []
-    if restic.sheet_kept(c.root, c.s):
+    if recovery.kept(c.root, c.s):
         return [Result("backup recovery sheet", OK, "you keep the recovery sheet")]
     return [Result("backup recovery sheet", WARN, "the backups' password is only on the box: a dead "
                    "card takes your backups with it", "run `appliance backup recovery-sheet`, keep "

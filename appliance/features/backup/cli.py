@@ -1,4 +1,4 @@
-"""`appliance backup now|list|check|drill|recovery-sheet` and `appliance restore --to DIR`."""
+"""`appliance backup now|list|check|drill|recovery-sheet|ssh-key` and `appliance restore`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from appliance.core.command import Env, apply_and_report
 from appliance.core.errors import EXIT_FAILED, EXIT_OK, UsageError
 from appliance.core.feature import Subcommands
 from appliance.core.settings import Settings
-from appliance.features.backup import drill, restic
+from appliance.features.backup import drill, recovery, restic, sftp
 
 
 def _settings(a: argparse.Namespace, env: Env) -> Settings:
@@ -49,12 +49,14 @@ def cmd_backup(a: argparse.Namespace, env: Env) -> int:
         return EXIT_FAILED
     if a.action == "drill":
         return _drill(root, s, a.json, env)
+    if a.action == "ssh-key":
+        return _ssh_key(s, root, env)
     if a.action == "recovery-sheet":
         if a.kept:
-            restic.keep_sheet(root, s)
+            recovery.keep(root, s)
             env.out("noted: you keep the recovery sheet; `appliance status` stops asking")
             return EXIT_OK
-        env.out(restic.sheet(root, s))
+        env.out(recovery.sheet(root, s))
         env.err("appliance: print or store this away from the box, then run "
                 "`appliance backup recovery-sheet --kept`")
         return EXIT_OK
@@ -84,6 +86,21 @@ def _drill(root: system.Root, s: Settings, as_json: bool, env: Env) -> int:
     return EXIT_OK if done.ok else EXIT_FAILED
 
 
+def _ssh_key(s: Settings, root: system.Root, env: Env) -> int:
+    """The public line to authorize on the SFTP target (the key is made on first use)."""
+    target = sftp.target(s.backup.repository)
+    if target is None:
+        raise UsageError(f"the repository {s.backup.repository} is not reached over SFTP: "
+                         "no SSH key is needed")
+    if sftp.ensure_key(root, f"appliance-backup@{s.hostname}"):
+        env.err(f"appliance: made the box's SSH key for backups ({sftp.KEY})")
+    line = sftp.public_line(root)
+    env.out(line)
+    env.err(f"appliance: on {target.host}, add this line to ~{target.user}/.ssh/authorized_keys; "
+            f'to allow it SFTP only, put restrict,command="internal-sftp" and a space before it')
+    return EXIT_OK
+
+
 def cmd_restore(a: argparse.Namespace, env: Env) -> int:
     if a.sheet:
         return _restore_box(a, env)
@@ -108,7 +125,7 @@ def _restore_box(a: argparse.Namespace, env: Env) -> int:
     from appliance.core.errors import UsageError as Usage
 
     try:
-        sheet = restic.read_sheet(Path(a.sheet).read_text(), a.sheet)
+        sheet = recovery.read(Path(a.sheet).read_text(), a.sheet)
     except OSError as e:
         raise Usage(f"{a.sheet}: {e.strerror}") from None
     root = system.Root("/")
@@ -120,9 +137,14 @@ def _restore_box(a: argparse.Namespace, env: Env) -> int:
                 env.err(f"appliance: could not stop {svc.name}: {res.output}; nothing was restored")
                 return EXIT_FAILED
     started = time.monotonic()
-    restic.restore_in_place(sheet, a.snapshot)
+    recovery.restore_in_place(sheet, a.snapshot, root)
     env.out(f"restored {a.snapshot} from {sheet.repository} in {time.monotonic() - started:.0f} s; "
             "applying its settings")
+    # The sheet just did its job: the user has it, status need not ask for it again.
+    s = env.settings(Path(a.settings))
+    if s.backup.enabled and (root.read(s.backup.password_file).content or b"").decode().strip() \
+            == sheet.password:
+        recovery.keep(root, s)
     return apply_and_report(env, Path(a.settings))
 
 
@@ -138,6 +160,7 @@ def register(sub: Subcommands) -> None:
     d.add_argument("--json", action="store_true")
     c = bs.add_parser("check", help="read part of the repository back and verify it")
     c.add_argument("--read", default=restic.CHECK_SUBSET, help="how much of the data, e.g. 10%% or 100%%")
+    bs.add_parser("ssh-key", help="the public line to authorize on an SFTP target (made on first use)")
     r = bs.add_parser("recovery-sheet", help="what you need to restore without this box: keep it")
     r.add_argument("--kept", action="store_true", help="say that you keep it (status stops asking)")
     b.set_defaults(func=cmd_backup)

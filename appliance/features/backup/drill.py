@@ -45,12 +45,13 @@ class Drill:
     error: str = ""
 
 
-def _latest(s: Settings) -> dict[str, object]:
+def _latest(root: system.Root, s: Settings) -> dict[str, object]:
     # Not --latest 1: that is the latest of each set of paths, and the set grows (a first
     # certificate adds /etc/letsencrypt).
-    res = restic.restic(s, "snapshots", "--json", "--tag", TAG, "--host", s.hostname, timeout=300)
+    res = restic.restic(s, "snapshots", "--json", "--tag", TAG, "--host", s.hostname, timeout=300,
+                        root=root)
     if res.returncode != 0:
-        raise restic.failure("listing the snapshots", res)
+        raise restic.failure("listing the snapshots", res, s.backup.repository)
     found: list[dict[str, object]] = json.loads(res.stdout or "[]")
     if not found:
         raise BackupError(f"there is no snapshot of {s.hostname} to restore yet: "
@@ -58,10 +59,11 @@ def _latest(s: Settings) -> dict[str, object]:
     return max(found, key=lambda snap: str(snap.get("time", "")))
 
 
-def _restore_size(s: Settings, snapshot: str) -> int:
-    res = restic.restic(s, "stats", "--json", "--mode", "restore-size", snapshot, timeout=3600)
+def _restore_size(root: system.Root, s: Settings, snapshot: str) -> int:
+    res = restic.restic(s, "stats", "--json", "--mode", "restore-size", snapshot, timeout=3600,
+                        root=root)
     if res.returncode != 0:
-        raise restic.failure(f"measuring snapshot {snapshot[:8]}", res)
+        raise restic.failure(f"measuring snapshot {snapshot[:8]}", res, s.backup.repository)
     return int(json.loads(res.stdout).get("total_size", 0))
 
 
@@ -94,15 +96,16 @@ def run(root: system.Root, s: Settings, now: float | None = None) -> Drill:
     started = time.monotonic()
     snapshot = ""
     try:
-        latest = _latest(s)
+        latest = _latest(root, s)
         snapshot = str(latest.get("id", ""))
         root.makedirs(SCRATCH)
         _clear_leftovers(root)
-        _room(root, _restore_size(s, snapshot))
+        _room(root, _restore_size(root, s, snapshot))
         with root.scratch(SCRATCH, PREFIX) as scratch:
-            res = restic.restic(s, "restore", snapshot, "--target", str(scratch))
+            res = restic.restic(s, "restore", snapshot, "--target", str(scratch), root=root)
             if res.returncode != 0:
-                raise restic.failure(f"restoring snapshot {snapshot[:8]}", res)
+                raise restic.failure(f"restoring snapshot {snapshot[:8]}", res,
+                                           s.backup.repository)
             try:
                 with open(_restored(scratch, root, manifest.MANIFEST), "rb") as f:
                     expected = manifest.parse(f.read())

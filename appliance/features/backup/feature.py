@@ -8,7 +8,7 @@ from appliance.core.feature import Feature, Say
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Scheduled, Service
 from appliance.core.settings import Settings
-from appliance.features.backup import checks, cli, restic
+from appliance.features.backup import checks, cli, restic, sftp
 from appliance.features.backup.settings import SECTION
 
 UNITS = "/etc/systemd/system"
@@ -45,6 +45,12 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
     if s.backup.enabled and restic.ensure_password(root, s.backup.password_file):
         say(f"made the backup repository's password ({s.backup.password_file}): keep a copy "
             "off the box, or a dead card takes your backups with it")
+    target = sftp.target(s.backup.repository) if s.backup.enabled else None
+    if target is not None and sftp.ensure_key(root, f"appliance-backup@{s.hostname}"):
+        say(f"made the box's SSH key for backups: authorize it on {target.host} "
+            "(`appliance backup ssh-key` prints the line)")
+    if target is not None and sftp.pin(root, s.backup.repository, s.backup.ssh_host_key):
+        say(f"{target.host}'s SSH host key for backups is the one in the settings (ssh_host_key)")
 
 
 FEATURE = Feature("backup", "README.md", sections=(SECTION,), files=files, services=services,

@@ -21,7 +21,7 @@ from typing import Any
 from appliance.core import schema, system
 from appliance.core.errors import ApplianceError
 from appliance.core.settings import Settings
-from appliance.features.backup import manifest
+from appliance.features.backup import manifest, sftp
 
 # What a new card needs to be the same mail server: the settings and the keys kept with them,
 # every mailbox, the mail still queued, and the agent's state (DKIM keys, the TLS key behind
@@ -29,12 +29,14 @@ from appliance.features.backup import manifest
 # and certificates, rspamd's learned spam statistics. Not logs, not caches.
 PATHS = ("/etc/appliance", "/var/lib/appliance", "/var/vmail", "/var/spool/postfix",
          "/etc/letsencrypt", "/var/lib/rspamd")
-EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*")
+# Not the PID files of Postfix's master: on a new card they name a process of the old one, or
+# an unrelated one, and a live-looking PID makes the first start a failed reload.
+EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*",
+           "/var/spool/postfix/pid")
 CACHE = "/var/cache/appliance/restic"
 STATE = "/var/lib/appliance/backup/last.json"
 CHECKED = "/var/lib/appliance/backup/checked.json"
 STATE_VERSION = 1  # the format of STATE and CHECKED; a change is a step in appliance.migrations
-SHEET_KEPT = "/var/lib/appliance/backup/sheet-kept"
 CHECK_EVERY = 7 * 86400  # the nightly run reads a part of the repository back once a week
 CHECK_SUBSET = "10%"  # of the data packs, a different part each time: all of it in ten weeks
 TAG = "mail-appliance"
@@ -78,14 +80,27 @@ def environment(repository: str, password_file: str) -> dict[str, str]:
     return env
 
 
-def restic(s: Settings, *args: str, timeout: float = TIMEOUT) -> system.Result:
-    env = environment(s.backup.repository or "", s.backup.password_file)
-    return system.run(["restic", *args], check=False, timeout=timeout, env=env)
+LIVE = system.Root("/")
 
 
-def failure(what: str, res: system.Result) -> BackupError:
+def restic(s: Settings, *args: str, timeout: float = TIMEOUT, root: system.Root = LIVE) -> system.Result:
+    """restic on the configured repository; an SFTP one is reached with the box's own SSH key
+    and known_hosts (sftp.py), never root's ~/.ssh."""
+    repository = s.backup.repository or ""
+    env = environment(repository, s.backup.password_file)
+    pinned = bool(s.backup.ssh_host_key)
+    res = system.run(["restic", *sftp.restic_options(root, repository, pinned), *args], check=False,
+                     timeout=timeout, env=env)
+    return sftp.with_reason(root, repository, pinned, res)
+
+
+def failure(what: str, res: system.Result, repository: str | None = None) -> BackupError:
     out = (res.stderr or res.stdout).strip().splitlines()
     why = out[-1] if out else f"exit {res.returncode}"
+    target = sftp.target(repository)
+    reach = sftp.explain(res.stderr or "", target) if target else None
+    if reach:  # the SSH layer refused: say which side to fix, not restic's last line
+        return BackupError(f"{what} failed: {reach}")
     # What `restic check` found, before its closing "repository contains errors".
     found = [ln.strip() for ln in (res.stdout + "\n" + res.stderr).splitlines()
              if "does not match" in ln or ln.lower().startswith(("pack ", "error"))]
@@ -96,17 +111,24 @@ def failure(what: str, res: system.Result) -> BackupError:
     return BackupError(f"{what} failed: {why}")
 
 
-def init_if_needed(s: Settings) -> bool:
+def init_if_needed(s: Settings, root: system.Root = LIVE) -> bool:
     """Make the repository on first use. True if it was made."""
-    res = restic(s, "cat", "config", timeout=300)
+    target = sftp.target(s.backup.repository)
+    if target is not None:
+        sftp.ensure_key(root, f"appliance-backup@{s.hostname}")
+        sftp.pin(root, s.backup.repository, s.backup.ssh_host_key)
+    res = restic(s, "cat", "config", timeout=300, root=root)
     if res.returncode == 0:
         return False
     text = (res.stderr or "").lower()
     if "wrong password" in text or "no key found" in text:
         raise failure("opening the repository", res)
-    made = restic(s, "init", timeout=300)
+    if target is not None and sftp.explain(res.stderr or "", target):
+        # Not reached at all: `init` would fail the same way, or worse, make a second repository.
+        raise failure(f"reaching the repository {s.backup.repository}", res, s.backup.repository)
+    made = restic(s, "init", timeout=300, root=root)
     if made.returncode != 0:
-        raise failure(f"making the repository {s.backup.repository}", made)
+        raise failure(f"making the repository {s.backup.repository}", made, s.backup.repository)
     return True
 
 
@@ -119,16 +141,16 @@ def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
     """One snapshot of PATHS with the manifest of the mail in it, then the old ones thinned out
     by the keep policy. Records the result (failed too) in STATE."""
     try:
-        init_if_needed(s)
+        init_if_needed(s, root)
         try:
             before, _ = manifest.write(root)
         except OSError as e:
             raise BackupError(f"writing the backup manifest failed: {e}") from None
         argv = ["backup", "--json", "--tag", TAG, "--host", s.hostname, "--one-file-system",
                 *[a for x in EXCLUDE for a in ("--exclude", str(root.host(x)))], *existing(root)]
-        res = restic(s, *argv)
+        res = restic(s, *argv, root=root)
         if res.returncode not in (0, 3):  # 3: some files could not be read (a mail moved away)
-            raise failure("the backup", res)
+            raise failure("the backup", res, s.backup.repository)
         # The manifest was made just before the snapshot: what changed since (listed again,
         # cheaply: only new mail is read) is what the drill may find different.
         try:
@@ -141,9 +163,9 @@ def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
         b = s.backup
         forget = restic(s, "forget", "--prune", "--tag", TAG, "--host", s.hostname,
                         "--keep-daily", str(b.keep_daily), "--keep-weekly", str(b.keep_weekly),
-                        "--keep-monthly", str(b.keep_monthly))
+                        "--keep-monthly", str(b.keep_monthly), root=root)
         if forget.returncode != 0:
-            raise failure("thinning out old snapshots", forget)
+            raise failure("thinning out old snapshots", forget, s.backup.repository)
         last = Last(now or time.time(), True, str(summary.get("snapshot_id", ""))[:8],
                     int(summary.get("total_files_processed", 0)),
                     int(summary.get("data_added", 0)), messages=before.messages,
@@ -187,11 +209,12 @@ def last_check(root: system.Root) -> Last | None:
 def check(root: system.Root, s: Settings, subset: str = CHECK_SUBSET, now: float | None = None) -> Last:
     """Read part of the repository back and verify it (restic check --read-data-subset): a pack
     damaged on the disk or at the provider is found before the day it is needed."""
-    res = restic(s, "check", f"--read-data-subset={subset}")
+    res = restic(s, "check", f"--read-data-subset={subset}", root=root)
     if res.returncode == 0:
         done = Last(now or time.time(), True)
     else:
-        done = Last(now or time.time(), False, error=str(failure("checking the repository", res)))
+        done = Last(now or time.time(), False,
+                    error=str(failure("checking the repository", res, s.backup.repository)))
     _record(root, CHECKED, done)
     return done
 
@@ -201,100 +224,16 @@ def check_due(root: system.Root, now: float) -> bool:
     return done is None or not done.ok or now - done.finished >= CHECK_EVERY
 
 
-def snapshots(s: Settings) -> list[dict[str, Any]]:
-    res = restic(s, "snapshots", "--json", "--tag", TAG, timeout=300)
+def snapshots(s: Settings, root: system.Root = LIVE) -> list[dict[str, Any]]:
+    res = restic(s, "snapshots", "--json", "--tag", TAG, timeout=300, root=root)
     if res.returncode != 0:
-        raise failure("listing the snapshots", res)
+        raise failure("listing the snapshots", res, s.backup.repository)
     found: list[dict[str, Any]] = json.loads(res.stdout or "[]")
     return found
 
 
-def sheet(root: system.Root, s: Settings, made: float | None = None) -> str:
-    """The recovery sheet: everything needed to read the backups without this box. Its lower
-    part is TOML, so the same text can be read back by a program."""
-    b = s.backup
-    password = (root.read(b.password_file).content or b"").decode().splitlines()
-    when = time.strftime("%Y-%m-%d", time.gmtime(made or time.time()))
-    return f"""MAIL APPLIANCE RECOVERY SHEET for {s.hostname} ({s.domain}), {when}
-
-Keep this away from the box: on paper, or in your password manager. Without the
-password nobody can read your backups, you neither; with it, anyone who reaches
-the repository can. If the card dies, this is how your mail comes back.
-
-To get everything back on any Linux computer with restic (Debian: apt install restic):
-
-    RESTIC_REPOSITORY='{b.repository}' restic restore latest --target ./restored
-
-and give the password below when restic asks.
-
-[recovery]
-host = "{s.hostname}"
-domain = "{s.domain}"
-repository = "{b.repository}"
-password = "{password[0] if password else ''}"
-"""
-
-
-def sheet_fingerprint(root: system.Root, s: Settings) -> str:
-    import hashlib
-
-    return hashlib.sha256(root.read(s.backup.password_file).content or b"").hexdigest()
-
-
-def sheet_kept(root: system.Root, s: Settings) -> bool:
-    """Whether the user said they keep the sheet of the password in use (a new password needs
-    a new sheet)."""
-    return (root.read(SHEET_KEPT).content or b"").decode().strip() == sheet_fingerprint(root, s)
-
-
-def keep_sheet(root: system.Root, s: Settings) -> None:
-    root.makedirs(os.path.dirname(SHEET_KEPT), 0o700)
-    root.write_atomic(SHEET_KEPT, system.FileState(sheet_fingerprint(root, s).encode() + b"\n", 0o600))
-
-
-@dataclass(frozen=True)
-class Sheet:
-    repository: str
-    password: str
-
-
-def read_sheet(text: str, where: str) -> Sheet:
-    """The [recovery] part of a recovery sheet (what `sheet` printed, typed or pasted back)."""
-    import tomllib
-
-    from appliance.core.errors import UsageError
-
-    start = text.find("[recovery]")
-    try:
-        data = tomllib.loads(text[start:]).get("recovery", {}) if start >= 0 else {}
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{where}: the [recovery] part does not read as TOML ({e}); copy it "
-                         "again from the recovery sheet") from None
-    missing = [k for k in ("repository", "password") if not isinstance(data.get(k), str) or not data[k]]
-    if missing:
-        raise UsageError(f"{where}: no {' and no '.join(missing)} in its [recovery] part; it is the "
-                         "text `appliance backup recovery-sheet` printed")
-    return Sheet(data["repository"], data["password"])
-
-
-def restore_in_place(sheet: Sheet, snapshot: str = "latest") -> None:
-    """Put every file of the snapshot back where it was, on this machine (a new card: nothing
-    runs yet; the caller stops what writes the data, and applies the settings afterwards).
-    Files that are not in the snapshot are left alone."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", dir="/run", prefix="appliance-restore.") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(sheet.password + "\n")
-        f.flush()
-        res = system.run(["restic", "restore", snapshot, "--target", "/"], check=False,
-                         timeout=TIMEOUT, env=environment(sheet.repository, f.name))
-    if res.returncode != 0:
-        raise failure(f"restoring {snapshot} from {sheet.repository}", res)
-
-
-def restore(s: Settings, target: str, snapshot: str = "latest") -> None:
+def restore(s: Settings, target: str, snapshot: str = "latest", root: system.Root = LIVE) -> None:
     """Every file of the snapshot under `target`, with owners and modes as they were."""
-    res = restic(s, "restore", snapshot, "--target", target)
+    res = restic(s, "restore", snapshot, "--target", target, root=root)
     if res.returncode != 0:
-        raise failure(f"restoring {snapshot} to {target}", res)
+        raise failure(f"restoring {snapshot} to {target}", res, s.backup.repository)
