@@ -265,7 +265,11 @@ def op_backups(a: Agent, s: auth.Session | None, args: dict[str, Any], token: st
     if not st.backup.enabled:
         return {"enabled": False}
     checks = [r for r in op_status(a, s, args, token) if r["name"].startswith("backup")]
-    return {"enabled": True, "repository": st.backup.repository, "checks": checks}
+    ssh_key = None
+    if str(st.backup.repository).startswith("sftp:"):  # the line to authorize on the server
+        ssh_key = a.must("backup", "ssh-key").strip()
+    return {"enabled": True, "repository": st.backup.repository, "checks": checks,
+            "ssh_key": ssh_key}
 
 
 @op("backup_now", "admin")
