@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-from appliance.console import auth
+from appliance.console import auth, wizard
 from appliance.console.broker import MIN_PASSWORD, Agent, OpError, log, op
 from appliance.console.protocol import DENIED, FAILED, INVALID
 from appliance.core import system
@@ -102,22 +102,6 @@ def op_logout(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str
 
 
 # --- the setup wizard -----------------------------------------------------------------------------
-def new_settings(domain: str, hostname: str, address: str, password_hash: str) -> str:
-    """The first settings file, commented like the one on the card, via tomlkit."""
-    import tomlkit
-
-    doc = tomlkit.document()
-    doc.add(tomlkit.comment("Written by the setup wizard. The console and `appliance` edit this "
-                            "file; you may too (then `appliance apply`)."))
-    doc.add(tomlkit.comment("Every setting: `appliance settings-reference`."))
-    doc.add("domain", tomlkit.item(domain))
-    doc.add("hostname", tomlkit.item(hostname))
-    users = tomlkit.aot()
-    users.append(tomlkit.table().add("address", address).add("password_hash", password_hash))
-    doc.add("users", users)
-    return tomlkit.dumps(doc)
-
-
 @op("setup", "setup")
 def op_setup(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
     from appliance.core.errors import SettingsError
@@ -139,11 +123,11 @@ def op_setup(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
                 h = users.hash_password(str(args.get("password", "")))
             except Exception as e:  # noqa: BLE001 - UserError: the CLI's own words
                 raise OpError(f"password: {e}") from None
-            text = new_settings(domain, hostname, address, h)
+            text = wizard.new_settings(domain, hostname, address, h)
             try:
                 _check_text(a, text)
             except SettingsError as e:
-                raise OpError(wizard_problems(e.problems)) from None
+                raise OpError(wizard.wizard_problems(e.problems)) from None
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             system.write_user_file(path, text, 0o600)
             log(f"setup: wrote {path} for {domain}")
@@ -153,14 +137,6 @@ def op_setup(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str)
     session = a.sessions.new("admin", "admin")
     job = a.start_job("admin", list(a.setup_steps))
     return {"session": session, "job": job}
-
-
-def wizard_problems(problems: list[str]) -> str:
-    """The settings' problems as the wizard's fields name them. A bad domain also makes the
-    derived host name and address bad: only the domain is worth saying then."""
-    if any(p.startswith("domain:") for p in problems):
-        problems = [p for p in problems if not p.startswith(("hostname: \"mail.", "users[0]"))]
-    return "; ".join(p.replace("users[0].address", "your address") for p in problems)
 
 
 def _check_text(a: Agent, text: str) -> None:
@@ -339,6 +315,14 @@ def op_my_key(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str
     """How her mail is stored, and the key it is encrypted to (`appliance key show --json`)."""
     assert s is not None
     return json.loads(a.must("key", "show", s.who, "--json"))
+
+
+@op("my_devices", "user")
+def op_my_devices(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """What a mail app needs (her address is the user name; the password is hers to type)."""
+    assert s is not None
+    st = a.settings()
+    return {"address": s.who, "host": st.hostname, "domain": st.domain}
 
 
 MAX_KEY_BYTES = 200_000  # a public key with many signatures is tens of KiB

@@ -22,6 +22,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from werkzeug.wrappers import Response as BaseResponse
 
 from appliance.console import protocol
+from appliance.console.present import FIX_PAGES, GROUP_TITLES, qr_svg
 from appliance.console.protocol import AgentError
 
 COOKIE = "__Host-console"
@@ -29,23 +30,6 @@ PRE_CSRF = "__Host-csrf"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 STATE_TTL_S = 30.0
-
-
-# Where in the console a group of checks is fixed (the check's own fix names the command, for
-# a person with SSH; a person without one gets the page).
-FIX_PAGES = {"dns": ("dns", "Your DNS records"), "upnp": ("connection", "Connection"),
-             "reachability": ("connection", "Connection"), "fail2ban": ("connection", "Connection"),
-             "backup": ("backups", "Backups")}
-GROUP_TITLES = {"dns": "DNS records", "dnssec": "DNSSEC", "upnp": "Router (UPnP)",
-                "mail": "Mail", "disk": "Storage", "certificate": "Certificate",
-                "backup": "Backups", "fail2ban": "Banned addresses"}
-
-
-def qr_svg(text: str) -> str:
-    """A QR code as an SVG data: URI (the CSP allows data: images; no script draws it)."""
-    import segno  # python3-segno
-
-    return str(segno.make(text, error="m").svg_data_uri(scale=5, border=2))
 
 
 def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
@@ -361,6 +345,24 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         resp = redirect(url_for("login"))
         resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
         return resp
+
+    @app.get("/account/devices")
+    @needs("user")
+    def devices() -> Any:
+        from appliance.console import devices as dev
+
+        d = call("my_devices")
+        return render_template("devices.html", me=g.me, rows=dev.settings(d["address"], d["host"]))
+
+    @app.get("/account/mail.mobileconfig")
+    @needs("user")
+    def mobileconfig() -> Any:
+        from appliance.console import devices as dev
+
+        d = call("my_devices")
+        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"]),
+                        mimetype="application/x-apple-aspen-config",
+                        headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
 
     @app.post("/account/key")
     @needs("user")

@@ -287,6 +287,24 @@ def test_a_mail_user_changes_her_own_password_in_the_console(box: Box) -> None:
     assert imap_login(box, ALICE, ALICE_PW).startswith("NO")
 
 
+def test_a_mail_user_finds_what_her_phone_needs(box: Box) -> None:
+    """My devices: the values a mail app asks for, and the Apple profile for download (its
+    content is checked by a unit test; here that the page serves it to her session only)."""
+    b = box.browser
+    b.get(f"{CONSOLE}/login")
+    b.fill({"user": ALICE, "password": "alice-new-pw-2"})
+    b.submit()
+    b.get(f"{CONSOLE}/account/devices")
+    text = b.text()
+    assert f"{MAIL_HOST}, port 993, SSL/TLS" in text and f"{MAIL_HOST}, port 465, SSL/TLS" in text
+    assert ALICE in text
+    box.shot("10b-devices")
+    got = _http(box, """
+st, body, _ = req("GET", "/account/mail.mobileconfig")
+print(json.dumps({"anonymous": st}))""")
+    assert got == {"anonymous": 302}  # to the login page: nothing without her session
+
+
 def test_a_mail_user_uploads_her_public_key_and_new_mail_is_stored_encrypted(box: Box) -> None:
     """Her key from her own device (the secret half never leaves it), chosen as a file in the
     browser; the next mail from the internet is stored PGP/MIME-encrypted and her device reads

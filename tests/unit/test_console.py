@@ -422,3 +422,45 @@ def test_the_administrator_turns_on_a_login_code_and_then_it_is_asked_for(box: R
     r = other.post("/security", data={"action": "off", "password": "nope", "csrf": csrf_of(page)},
                    base_url=url)
     assert r.status_code == 400 and "password: wrong" in r.text and auth.totp_on(box.root)
+
+
+def test_the_apple_profile_sets_up_imap_and_submission_over_tls_without_a_password() -> None:
+    import plistlib
+
+    from appliance.console import devices
+
+    raw = devices.mobileconfig("alice@example.org", "mail.example.org", "example.org")
+    p = plistlib.loads(raw)
+    [acct] = p["PayloadContent"]
+    assert p["PayloadType"] == "Configuration" and acct["PayloadType"] == "com.apple.mail.managed"
+    assert (acct["IncomingMailServerHostName"], acct["IncomingMailServerPortNumber"],
+            acct["IncomingMailServerUseSSL"]) == ("mail.example.org", 993, True)
+    assert (acct["OutgoingMailServerHostName"], acct["OutgoingMailServerPortNumber"],
+            acct["OutgoingMailServerUseSSL"]) == ("mail.example.org", 465, True)
+    assert acct["IncomingMailServerUsername"] == acct["EmailAddress"] == "alice@example.org"
+    assert "IncomingPassword" not in acct and "OutgoingPassword" not in acct  # the device asks
+    # The same identifiers each time: installing it again replaces the account.
+    assert devices.mobileconfig("alice@example.org", "mail.example.org", "example.org") == raw
+    other = plistlib.loads(devices.mobileconfig("bob@example.org", "mail.example.org", "example.org"))
+    assert other["PayloadUUID"] != p["PayloadUUID"]
+
+
+def test_a_mail_user_downloads_her_profile_from_her_session(box: Running, client: Any) -> None:
+    import plistlib
+
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+                            f'password_hash = "{sha512(PW)}"\n')
+    auth.set_admin_password(box.root, "admin password 1")
+    url = "https://box"
+    assert client.get("/account/mail.mobileconfig", base_url=url).status_code == 302
+    token = csrf_of(client.get("/login", base_url=url).text)
+    r = client.post("/login", data={"user": "alice@example.org", "password": PW, "csrf": token},
+                    base_url=url)
+    assert r.status_code == 302
+    r = client.get("/account/mail.mobileconfig", base_url=url)
+    assert r.status_code == 200 and r.mimetype == "application/x-apple-aspen-config"
+    assert "attachment" in r.headers["Content-Disposition"]
+    acct = plistlib.loads(r.data)["PayloadContent"][0]
+    assert acct["EmailAddress"] == "alice@example.org"
+    assert acct["IncomingMailServerHostName"] == "mail.example.org"
