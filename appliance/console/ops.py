@@ -176,19 +176,26 @@ def op_dns(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -
 def op_users(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
     st = a.settings()
     return {"domain": st.domain,
-            "users": [{"address": u.address, "aliases": list(u.aliases), "scheme": u.dovecot_scheme}
-                      for u in st.users]}
+            "users": [{"address": u.address, "aliases": list(u.aliases), "scheme": u.dovecot_scheme,
+                       "app_passwords": app_password_rows(a, u)} for u in st.users]}
+
+
+def app_password_rows(a: Agent, user: Any) -> list[dict[str, Any]]:
+    """A user's app passwords, each with its last use as Dovecot noted it (time, address)."""
+    from appliance.core import app_passwords
+
+    return app_passwords.rows(system.Root(a.root), user.app_passwords)
 
 
 @op("user_add", "admin")
 def op_user_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    address = _address(a, args.get("address"))
+    address = form_address(a, args.get("address"))
     return a.must("user", "add", address, stdin=_password(args) + "\n").strip()
 
 
 @op("user_del", "admin")
 def op_user_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    address = _address(a, args.get("address"))
+    address = form_address(a, args.get("address"))
     out = a.must("user", "del", address).strip()
     a.sessions.end_all(address)
     return out
@@ -196,7 +203,7 @@ def op_user_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: s
 
 @op("user_passwd", "admin")
 def op_user_passwd(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    address = _address(a, args.get("address"))
+    address = form_address(a, args.get("address"))
     out = a.must("user", "passwd", address, stdin=_password(args) + "\n").strip()
     a.sessions.end_all(address)
     return out
@@ -204,13 +211,13 @@ def op_user_passwd(a: Agent, s: auth.Session | None, args: dict[str, Any], token
 
 @op("alias_add", "admin")
 def op_alias_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    return a.must("alias", "add", _address(a, args.get("alias")),
-                  _address(a, args.get("address"))).strip()
+    return a.must("alias", "add", form_address(a, args.get("alias")),
+                  form_address(a, args.get("address"))).strip()
 
 
 @op("alias_del", "admin")
 def op_alias_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    return a.must("alias", "del", _address(a, args.get("alias"))).strip()
+    return a.must("alias", "del", form_address(a, args.get("alias"))).strip()
 
 
 # --- connection: reachability and bans --------------------------------------------------------------
@@ -368,7 +375,7 @@ def _password(args: dict[str, Any]) -> str:
     return pw
 
 
-def _address(a: Agent, value: Any) -> str:
+def form_address(a: Agent, value: Any) -> str:
     """A form's address: a bare name means one at the box's domain."""
     text = str(value or "").strip().lower()
     if not text:

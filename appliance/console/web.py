@@ -38,8 +38,9 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     cache: dict[str, tuple[float, Any]] = {}
 
     @app.template_filter("datetime")
-    def as_date(ts: float | None) -> str:
-        return time.strftime("%Y-%m-%d", time.gmtime(ts)) if ts else "never"
+    def as_date(ts: float | None, minutes: bool = False) -> str:
+        fmt = "%Y-%m-%d %H:%M UTC" if minutes else "%Y-%m-%d"
+        return time.strftime(fmt, time.gmtime(ts)) if ts else "never"
 
     def call(op: str, **args: Any) -> Any:
         return protocol.call(op, args, session=request.cookies.get(COOKIE),
@@ -85,6 +86,16 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
             return redirect(url_for("login"))
         status = 403 if e.code == protocol.DENIED else 503 if e.code == protocol.BUSY else 500
         return render_template("error.html", message=str(e), me=g.get("me")), status
+
+    def attempt(op: str, **args: Any) -> tuple[Any, str | None]:
+        """A form's call: a refusal (a bad value, a wrong password) is a message on the page,
+        with the CLI's own words; anything else is the error page."""
+        try:
+            return call(op, **args), None
+        except AgentError as e:
+            if e.code not in (protocol.INVALID, protocol.DENIED):
+                raise
+            return None, str(e)
 
     def check_csrf(expected: str | None) -> None:
         got = request.form.get("csrf", "")
@@ -223,21 +234,16 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         """The administrator's second factor: on (QR code, then a code to confirm) or off."""
         ctx: dict[str, Any] = {}
         action = request.form.get("action", "") if request.method == "POST" else ""
-        try:
-            if action == "begin":
-                ctx["pending"] = call("totp_begin")
-                ctx["qr"] = qr_svg(ctx["pending"]["uri"])
-            elif action == "confirm":
-                ctx["said"] = call("totp_confirm", code=request.form.get("code", ""))
-            elif action == "off":
-                ctx["said"] = call("totp_off", password=request.form.get("password", ""))
-        except AgentError as e:
-            if e.code not in (protocol.INVALID, protocol.DENIED):
-                raise
-            ctx["error"] = str(e)
+        if action == "begin":
+            ctx["pending"], ctx["error"] = attempt("totp_begin")
+            ctx["qr"] = qr_svg(ctx["pending"]["uri"]) if ctx["pending"] else None
+        elif action == "confirm":
+            ctx["said"], ctx["error"] = attempt("totp_confirm", code=request.form.get("code", ""))
+        elif action == "off":
+            ctx["said"], ctx["error"] = attempt("totp_off", password=request.form.get("password", ""))
         cache.clear()
-        status = 400 if "error" in ctx else 200
-        return render_template("security.html", me=g.me, totp=call("totp"), **ctx), status
+        return render_template("security.html", me=g.me, totp=call("totp"), **ctx), \
+            400 if ctx.get("error") else 200
 
     @app.route("/connection", methods=["GET", "POST"])
     @needs("admin")
@@ -245,14 +251,9 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         """Can the internet reach the box, and who is banned (with a button to lift a ban)."""
         ctx: dict[str, Any] = {}
         if request.method == "POST":
-            try:
-                ctx["said"] = call("unban", address=request.form.get("address", ""))
-            except AgentError as e:
-                if e.code != protocol.INVALID:
-                    raise
-                ctx["error"] = str(e)
+            ctx["said"], ctx["error"] = attempt("unban", address=request.form.get("address", ""))
         return render_template("connection.html", me=g.me, data=call("connection"), **ctx), \
-            400 if "error" in ctx else 200
+            400 if ctx.get("error") else 200
 
     @app.get("/backups")
     @needs("admin")
@@ -291,17 +292,16 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
 
     def user_action(op: str, fields: tuple[str, ...], done: str) -> Any:
         args = {f: request.form.get(f, "") for f in fields}
-        try:
-            said = call(op, **args)
-        except AgentError as e:
-            if e.code != protocol.INVALID:
-                raise
-            return render_template("users.html", me=g.me, data=call("users"), error=str(e),
+        said, error = attempt(op, **args)
+        if error:
+            return render_template("users.html", me=g.me, data=call("users"), error=error,
                                    form={k: v for k, v in args.items() if "password" not in k
                                          and k != "confirm"}), 400
+        if isinstance(said, dict):  # a new app password: shown this once
+            return render_template("users.html", me=g.me, data=call("users"), new=said)
         # The CLI's first line says what happened; the files it rewrote are for the log.
-        said = (said or "").strip().splitlines()[:1]
-        return render_template("users.html", me=g.me, data=call("users"), said=said[0] if said else done)
+        lines = (said or "").strip().splitlines()[:1]
+        return render_template("users.html", me=g.me, data=call("users"), said=lines[0] if lines else done)
 
     @app.post("/users/add")
     @needs("admin")
@@ -318,6 +318,16 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     def user_passwd() -> Any:
         return user_action("user_passwd", ("address", "password", "confirm"), "changed")
 
+    @app.post("/users/app-passwords")
+    @needs("admin")
+    def app_password_add() -> Any:
+        return user_action("app_password_add", ("address", "name"), "added")
+
+    @app.post("/users/app-passwords/revoke")
+    @needs("admin")
+    def app_password_del() -> Any:
+        return user_action("app_password_del", ("address", "name"), "revoked")
+
     @app.post("/aliases/add")
     @needs("admin")
     def alias_add() -> Any:
@@ -328,65 +338,10 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     def alias_del() -> Any:
         return user_action("alias_del", ("alias",), "removed")
 
-    # --- a mail user's own account --------------------------------------------------------------------
-    @app.route("/account", methods=["GET", "POST"])
-    @needs("user")
-    def account() -> Any:
-        if request.method == "GET":
-            return render_template("account.html", me=g.me, key=call("my_key"))
-        try:
-            call("my_password", current=request.form.get("current", ""),
-                        password=request.form.get("password", ""),
-                        confirm=request.form.get("confirm", ""))
-        except AgentError as e:
-            if e.code not in (protocol.INVALID, protocol.DENIED):
-                raise
-            return render_template("account.html", me=g.me, key=call("my_key"), error=str(e)), 400
-        resp = redirect(url_for("login"))
-        resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
-        return resp
+    # --- a mail user's own account: web_account.py -----------------------------------------------
+    from types import SimpleNamespace
 
-    @app.get("/account/devices")
-    @needs("user")
-    def devices() -> Any:
-        from appliance.console import devices as dev
+    from appliance.console import web_account
 
-        d = call("my_devices")
-        return render_template("devices.html", me=g.me, rows=dev.settings(d["address"], d["host"]))
-
-    @app.get("/account/mail.mobileconfig")
-    @needs("user")
-    def mobileconfig() -> Any:
-        from appliance.console import devices as dev
-
-        d = call("my_devices")
-        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"]),
-                        mimetype="application/x-apple-aspen-config",
-                        headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
-
-    @app.post("/account/key")
-    @needs("user")
-    def account_key() -> Any:
-        """Her OpenPGP public key: a file chosen or text pasted (the file wins)."""
-        import base64
-
-        upload = request.files.get("keyfile")
-        data = upload.read() if upload and upload.filename else b""
-        data = data or request.form.get("keytext", "").encode()
-        return key_action("my_key_import", data_b64=base64.b64encode(data).decode())
-
-    @app.post("/account/key/remove")
-    @needs("user")
-    def account_key_remove() -> Any:
-        return key_action("my_key_remove")
-
-    def key_action(op: str, **args: Any) -> Any:
-        try:
-            said = call(op, **args)
-        except AgentError as e:
-            if e.code not in (protocol.INVALID, protocol.DENIED):
-                raise
-            return render_template("account.html", me=g.me, key=call("my_key"), key_error=str(e)), 400
-        return render_template("account.html", me=g.me, key=call("my_key"), key_said=said)
-
+    web_account.add_routes(app, SimpleNamespace(call=call, attempt=attempt, needs=needs, cookie=COOKIE))
     return app

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.core import schema
+from appliance.core import app_passwords, schema
 from appliance.core.errors import SettingsError
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
@@ -46,7 +46,7 @@ RESERVED_LOCALS = ("postmaster", "abuse", "root")
 VERSION = 1  # the format this parser reads (`settings_version`, 1 when absent): migrations.py
 CORE_KEYS = frozenset({schema.SETTINGS_KEY, "domain", "hostname", "message_size_limit_mb",
                        "postmaster", "users", "lan"})
-KNOWN_USER = {"address", "password_hash", "aliases", "encrypt"}
+KNOWN_USER = {"address", "password_hash", "aliases", "encrypt", "app_passwords"}
 # Storage of a user's incoming mail without an OpenPGP key: with a key it is always encrypted.
 # "when-key": plaintext until a key is imported; "required": deferred (451) until then.
 ENCRYPT_MODES = ("when-key", "required")
@@ -60,6 +60,7 @@ class User:
     password_hash: str
     aliases: tuple[str, ...] = ()
     encrypt: str = "when-key"
+    app_passwords: tuple[app_passwords.AppPassword, ...] = ()
 
     @property
     def dovecot_scheme(self) -> str:
@@ -70,18 +71,6 @@ class User:
 class LanOverride:
     interface: str | None = None
     prefixes: tuple[str, ...] = ()
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 class Collector:
@@ -232,7 +221,7 @@ def _parse_users(raw: Any, domain: str, c: Collector) -> tuple[User, ...]:
             continue
         for key in sorted(set(entry) - KNOWN_USER):
             c.add(f"{where}.{key}", key, "is not a known user setting",
-                  "use address, password_hash, aliases and encrypt")
+                  "use address, password_hash, aliases, encrypt and app_passwords")
         encrypt = entry.get("encrypt", "when-key")
         if encrypt not in ENCRYPT_MODES:
             c.add(f"{where}.encrypt", encrypt, "is not a storage mode",
@@ -267,9 +256,11 @@ def _parse_users(raw: Any, domain: str, c: Collector) -> tuple[User, ...]:
             if name.split("@")[0] in RESERVED_LOCALS:
                 c.add(field_where, name, "is reserved",
                       "postmaster@, abuse@ and root@ are delivered to the `postmaster` setting's mailbox")
+        devices = app_passwords.parse(entry.get("app_passwords"), f"{where}.app_passwords",
+                                      c.add, hash_scheme)
         if address:
             users.append(User(address=address, password_hash=pw, aliases=tuple(aliases),
-                              encrypt=encrypt))
+                              encrypt=encrypt, app_passwords=devices))
     return tuple(users)
 
 

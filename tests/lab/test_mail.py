@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .mail_lab import (
     BOB_LOCAL,
     BOB_PW,
     DOMAIN,
+    LAN2_IP,
     MAIL_HOST,
     REMOTE,
     REMOTE_USER,
@@ -375,6 +377,74 @@ print(M.login('dave@{DOMAIN}', 'dave-password-123')[0])""")
         assert f"d@{DOMAIN} -> dave@{DOMAIN}" in r.stdout
         r = lab.appliance("user", "del", f"dave@{DOMAIN}")
         assert r.returncode == 0 and f"dave@{DOMAIN}" not in lab.app.read("/etc/appliance/settings.toml")
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+
+
+def test_an_app_password_opens_imap_and_smtp_until_it_is_revoked(lab: MailLab) -> None:
+    """One password per device, checked by Dovecot (passdb lua) after the user's own: it opens
+    IMAP and submission, its last use is noted with the device's address, and revoking it ends
+    the device's open session and refuses the next login, while her own password still works."""
+    good = lab.app.read("/etc/appliance/settings.toml")
+    trust_appliance_cert(lab, lab.lan2)
+    try:
+        r = lab.appliance("user", "app-password", "add", ALICE, "Phone")
+        assert r.returncode == 0, r.stdout + r.stderr
+        secret = r.stdout.strip().splitlines()[-1].strip()
+        assert re.fullmatch(r"[a-z2-9]{4}(-[a-z2-9]{4}){3}", secret), r.stdout
+        text = lab.app.read("/etc/appliance/settings.toml")
+        assert "# Lab settings" in text and "[[users.app_passwords]]" in text and secret not in text
+        r = lab.lan2.python(f"""
+import imaplib, smtplib, ssl
+ctx = ssl.create_default_context(cafile={CA!r})
+def imap(pw):
+    M = imaplib.IMAP4_SSL({MAIL_HOST!r}, 993, ssl_context=ctx, timeout=10)
+    try:
+        return M.login({ALICE!r}, pw)[0]
+    except imaplib.IMAP4.error:
+        return 'NO'
+print('app', imap({secret!r}), 'own', imap({ALICE_PW!r}), 'wrong', imap('abcd-efgh-jkmn-pqrs'))
+s = smtplib.SMTP_SSL({MAIL_HOST!r}, 465, timeout=15, context=ctx)
+print('smtp', s.login({ALICE!r}, {secret!r})[0])
+s.quit()""")
+        assert "app OK own OK wrong NO" in r.stdout and "smtp 235" in r.stdout, r.stdout + r.stderr
+        rows = json.loads(lab.appliance("user", "app-password", "list", ALICE, "--json").stdout)
+        assert [(x["name"], x["last_address"]) for x in rows] == [("Phone", LAN2_IP)]
+        assert rows[0]["last_used"] and rows[0]["created"] <= rows[0]["last_used"]
+
+        # A device that is connected: revoking its password ends the session at once.
+        session = lab.lan2.spawn("imap-session", ["/usr/bin/python3", "-c", f"""
+import imaplib, ssl, sys, time
+M = imaplib.IMAP4_SSL({MAIL_HOST!r}, 993, timeout=10,
+                      ssl_context=ssl.create_default_context(cafile={CA!r}))
+print(M.login({ALICE!r}, {secret!r})[0], flush=True)
+for _ in range(240):
+    try:
+        M.noop()
+    except Exception as e:
+        print('ended', type(e).__name__, flush=True)
+        sys.exit(0)
+    time.sleep(0.5)
+print('still connected', flush=True)"""])
+        out = lab.lab.logs / "lan2-imap-session.out"
+        wait_for("the device's IMAP session", lambda: out.exists() and "OK" in out.read_text(),
+                 timeout=30)
+        r = lab.appliance("user", "app-password", "del", ALICE, "Phone")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for("the session to end", lambda: "ended" in out.read_text(), timeout=30)
+        assert session > 0
+        r = lab.lan2.python(f"""
+import imaplib, ssl
+ctx = ssl.create_default_context(cafile={CA!r})
+for pw in ({secret!r}, {ALICE_PW!r}):
+    M = imaplib.IMAP4_SSL({MAIL_HOST!r}, 993, ssl_context=ctx, timeout=10)
+    try:
+        print(M.login({ALICE!r}, pw)[0])
+    except imaplib.IMAP4.error:
+        print('NO')""")
+        assert r.stdout.split() == ["NO", "OK"], r.stdout + r.stderr
+        assert "app_passwords" not in lab.app.read("/etc/appliance/settings.toml")
     finally:
         lab.write_settings(good)
         assert lab.appliance("apply").returncode == 0

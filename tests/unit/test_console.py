@@ -464,3 +464,32 @@ def test_a_mail_user_downloads_her_profile_from_her_session(box: Running, client
     acct = plistlib.loads(r.data)["PayloadContent"][0]
     assert acct["EmailAddress"] == "alice@example.org"
     assert acct["IncomingMailServerHostName"] == "mail.example.org"
+
+
+def test_an_app_password_never_opens_the_console_and_a_nameless_one_is_refused(
+        box: Running, client: Any) -> None:
+    """App passwords are for mail apps: the console asks for her own password. Her devices page
+    lists them (name, made, last use); a form without a device name changes nothing."""
+    app_pw = "abcd-efgh-jkmn-pqrs"
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(
+        f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+        f'password_hash = "{sha512(PW)}"\n[[users.app_passwords]]\nname = "Phone"\n'
+        f'hash = "{sha512(app_pw)}"\ncreated = 2026-12-01T10:00:00Z\n')
+    auth.set_admin_password(box.root, "admin password 1")
+    url = "https://box"
+    token = csrf_of(client.get("/login", base_url=url).text)
+    r = client.post("/login", data={"user": "alice@example.org", "password": app_pw,
+                                    "csrf": token}, base_url=url)
+    assert r.status_code == 403 and "wrong name or password" in r.text
+    r = client.post("/login", data={"user": "alice@example.org", "password": PW, "csrf": token},
+                    base_url=url)
+    assert r.status_code == 302
+    page = client.get("/account/devices", base_url=url)
+    assert "A password for each device" in page.text
+    assert "<td>Phone</td>" in page.text and "2026-12-01" in page.text and "never" in page.text
+    before = box.settings.read_text()
+    r = client.post("/account/devices", data={"action": "add", "name": " ",
+                                              "csrf": csrf_of(page.text)}, base_url=url)
+    assert r.status_code == 400 and "device name: empty" in r.text
+    assert box.settings.read_text() == before

@@ -45,7 +45,8 @@ def test_every_file_says_it_is_generated_and_how_to_change_it(good: dict) -> Non
     for path, text in files(build(good)).items():
         if text.startswith("#!"):  # a script: the interpreter line comes first
             text = text.partition("\n")[2]
-        assert text.startswith("# Written by mail-appliance from "), path
+        comment = "-- " if path.endswith(".lua") else "# "  # each language's own comment
+        assert text.startswith(comment + "Written by mail-appliance from "), path
         assert "Local edits are overwritten" in text
 
 

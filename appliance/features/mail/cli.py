@@ -4,12 +4,16 @@ comments), then apply, all under the one lock the CLI holds."""
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 from appliance.core.command import Env, apply_and_report
-from appliance.core.errors import EXIT_OK
+from appliance.core.errors import EXIT_OK, UsageError
 from appliance.core.feature import Subcommands
 from appliance.core.pipeline import sections
+from appliance.core.settings import Settings, User
 from appliance.features.mail.addresses import alias_table
 
 
@@ -34,12 +38,65 @@ def cmd_user(a: argparse.Namespace, env: Env) -> int:
         h = users.hash_password(env.read_password())
         users.add_user(path, a.address, h, a.alias or [], sections(env.features))
         return _after_edit(a, env, f"added {a.address}")
+    if a.action == "app-password":
+        return cmd_app_password(a, env)
     if a.action == "passwd":
         h = users.hash_password(env.read_password())
         users.set_password(path, a.address, h, sections(env.features))
         return _after_edit(a, env, f"changed the password of {a.address}")
     users.del_user(path, a.address, sections(env.features))
     return _after_edit(a, env, f"removed {a.address} (its mailbox stays on disk)")
+
+
+def cmd_app_password(a: argparse.Namespace, env: Env) -> int:
+    """One password per device: made here (long, random, shown once), hashed into the settings,
+    checked by Dovecot for IMAP and submission only."""
+    from appliance.core import app_passwords, system
+    from appliance.features.mail import users
+
+    path = Path(a.settings)
+    if a.app_action == "list":
+        user = _user(env.settings(path), a.address)
+        rows = app_passwords.rows(system.Root("/"), user.app_passwords)
+        if a.json:
+            env.out(json.dumps(rows, indent=2))
+            return EXIT_OK
+        for r in rows:
+            used = (f"last used {_when(r['last_used'])} from {r['last_address']}"
+                    if r["last_used"] else "never used")
+            env.out(f"{r['name']}  (made {_when(r['created'])}; {used})")
+        return EXIT_OK
+    if a.app_action == "add":
+        secret = app_passwords.generate()
+        users.add_app_password(path, a.address, a.name, users.hash_password(secret),
+                               sections(env.features))
+        if a.json:  # the console: one object, the report included
+            report = None if a.no_apply else env.converge(path, system.Root("/"))
+            env.out(json.dumps({"name": a.name, "password": secret,
+                                "applied": report.as_dict() if report else None}))
+            return EXIT_OK
+        code = _after_edit(a, env, f'added the app password "{a.name}" for {a.address}')
+        env.out("Type it into the device's password field (it is not shown again):")
+        env.out(f"  {secret}")
+        return code
+    users.del_app_password(path, a.address, a.name, sections(env.features))
+    code = _after_edit(a, env, f'revoked the app password "{a.name}" of {a.address}')
+    if not a.no_apply:
+        # A device still connected keeps its session until it ends: end them all now (the
+        # user's other devices log in again by themselves).
+        system.run(["doveadm", "kick", a.address], check=False)
+    return code
+
+
+def _user(s: Settings, address: str) -> User:
+    for u in s.users:
+        if u.address == address:
+            return u
+    raise UsageError(f'no user "{address}"; see `appliance user list`')
+
+
+def _when(ts: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)) if ts else "?"
 
 
 def cmd_alias(a: argparse.Namespace, env: Env) -> int:
@@ -62,6 +119,18 @@ def register(sub: Subcommands) -> None:
     u = sub.add_parser("user", help="add, remove, list users; change passwords")
     us = u.add_subparsers(dest="action", required=True)
     us.add_parser("list")
+    ap = us.add_parser("app-password", help="one password per device (IMAP, SMTP); revoke one alone")
+    aps = ap.add_subparsers(dest="app_action", required=True)
+    x = aps.add_parser("list", help="names, when made, last use and its address")
+    x.add_argument("address")
+    x.add_argument("--json", action="store_true")
+    for name, helptext in (("add", "make one and show it once"), ("del", "revoke one")):
+        x = aps.add_parser(name, help=helptext)
+        x.add_argument("address")
+        x.add_argument("name", help='the device, e.g. "Phone"')
+        x.add_argument("--no-apply", action="store_true", help="edit the settings only")
+        if name == "add":
+            x.add_argument("--json", action="store_true", help="the password and the apply report")
     for name in ("add", "passwd", "del"):
         x = us.add_parser(name, help="password from a prompt, or one line on stdin")
         x.add_argument("address")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.core import system, tls
+from appliance.core import app_passwords, system, tls
 from appliance.core.feature import Feature, Say
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
-from appliance.core.settings import Settings
+from appliance.core.settings import Settings, hash_scheme
 from appliance.features.mail import cli
 from appliance.features.mail.addresses import alias_table, sender_logins
 from appliance.features.mail.service import Dovecot, Postfix
@@ -23,12 +23,18 @@ def files(i: Inputs) -> list[FileSpec]:
         FileSpec("etc/postfix/main.cf.j2", "/etc/postfix/main.cf", "postfix", order=90),
         FileSpec("etc/dovecot/users.j2", "/etc/dovecot/users", "dovecot", 0o640, "root", "dovecot",
                  secret=True, order=10),
+        FileSpec("etc/dovecot/app-passwords.j2", "/etc/dovecot/app-passwords", "dovecot", 0o640,
+                 "root", "dovecot", secret=True, order=10),
+        FileSpec("etc/dovecot/app-passwords.lua.j2", "/etc/dovecot/app-passwords.lua", "dovecot",
+                 order=10),
         FileSpec("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", order=90),
     ]
 
 
 def context(s: Settings) -> dict[str, Any]:
-    return {"aliases": alias_table(s), "sender_logins": sender_logins(s)}
+    return {"aliases": alias_table(s), "sender_logins": sender_logins(s),
+            "app_password_scheme": hash_scheme, "app_password_use_dir": app_passwords.USE_DIR,
+            "app_password_services": app_passwords.SERVICES}
 
 
 def services(root: system.Root) -> list[Service]:
@@ -36,6 +42,8 @@ def services(root: system.Root) -> list[Service]:
 
 
 def prepare(root: system.Root, s: Settings, say: Say) -> None:
+    # Where Dovecot's auth worker (root) notes each app password's last use.
+    root.makedirs(app_passwords.USE_DIR, 0o700)
     if tls.ensure_self_signed(root, s.hostname):
         say(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
 

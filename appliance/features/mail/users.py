@@ -63,6 +63,7 @@ class SettingsDoc:
         """Validate the edited document as a whole, then write it. Nothing is written if the
         result would be invalid."""
         text = tomlkit.dumps(self.doc)
+        text += "" if text.endswith("\n") else "\n"
         parsed = settings.parse(tomllib.loads(text), str(self.path), self.sections)
         system.write_user_file(self.path, text)
         return parsed
@@ -117,4 +118,39 @@ def del_alias(path: Path, alias: str,
     doc = SettingsDoc(path, sections)
     user = doc.owner_of_alias(alias)
     user["aliases"].remove(alias)
+    return doc.save()
+
+
+def add_app_password(path: Path, address: str, name: str, password_hash: str,
+                     sections: Sequence[settings.Section]) -> settings.Settings:
+    from appliance.core import app_passwords
+
+    doc = SettingsDoc(path, sections)
+    user = doc.find(address)
+    if "app_passwords" not in user:
+        user["app_passwords"] = tomlkit.aot()
+    existing = user["app_passwords"]
+    if any(p.get("name") == name for p in existing):
+        raise UserError(f'{address} has an app password named "{name}"; revoke it first '
+                        f"(`appliance user app-password del {address} '{name}'`) or choose another name")
+    t = tomlkit.table()
+    t.add("name", name)
+    t.add("hash", password_hash)
+    t.add("created", app_passwords.now_toml())
+    existing.append(t)
+    return doc.save()
+
+
+def del_app_password(path: Path, address: str, name: str,
+                     sections: Sequence[settings.Section]) -> settings.Settings:
+    doc = SettingsDoc(path, sections)
+    user = doc.find(address)
+    existing = user.get("app_passwords", [])
+    target = next((p for p in existing if p.get("name") == name), None)
+    if target is None:
+        raise UserError(f'{address} has no app password named "{name}"; see '
+                        f"`appliance user app-password list {address}`")
+    existing.remove(target)
+    if not existing:
+        del user["app_passwords"]
     return doc.save()

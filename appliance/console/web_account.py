@@ -1,0 +1,80 @@
+"""A mail user's own pages: her password, her OpenPGP key, her devices and their passwords.
+
+Routes of the same app as web.py (`add_routes` is called by `create_app` with its helpers), in
+a module of their own so that each stays readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, g, redirect, render_template, request, url_for
+
+
+def add_routes(app: Flask, kit: Any) -> None:
+    """`kit`: create_app's call, attempt and needs, and the session cookie's name."""
+    call, attempt, needs, COOKIE = kit.call, kit.attempt, kit.needs, kit.cookie  # noqa: N806
+
+    @app.route("/account", methods=["GET", "POST"])
+    @needs("user")
+    def account() -> Any:
+        if request.method == "GET":
+            return render_template("account.html", me=g.me, key=call("my_key"))
+        _, error = attempt("my_password", current=request.form.get("current", ""),
+                           password=request.form.get("password", ""),
+                           confirm=request.form.get("confirm", ""))
+        if error:
+            return render_template("account.html", me=g.me, key=call("my_key"), error=error), 400
+        resp = redirect(url_for("login"))
+        resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
+        return resp
+
+    @app.route("/account/devices", methods=["GET", "POST"])
+    @needs("user")
+    def devices() -> Any:
+        """What her mail apps need, and a password for each device (made here, shown once,
+        revoked alone when the device is lost)."""
+        from appliance.console import devices as dev
+
+        ctx: dict[str, Any] = {}
+        action = request.form.get("action", "") if request.method == "POST" else ""
+        if action == "add":
+            ctx["new"], ctx["error"] = attempt("my_app_password_add", name=request.form.get("name", ""))
+        elif action == "revoke":
+            ctx["said"], ctx["error"] = attempt("my_app_password_del", name=request.form.get("name", ""))
+        d = call("my_devices")
+        return render_template("devices.html", me=g.me, rows=dev.settings(d["address"], d["host"]),
+                               app_passwords=call("my_app_passwords"), **ctx), \
+            400 if ctx.get("error") else 200
+
+    @app.get("/account/mail.mobileconfig")
+    @needs("user")
+    def mobileconfig() -> Any:
+        from appliance.console import devices as dev
+
+        d = call("my_devices")
+        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"]),
+                        mimetype="application/x-apple-aspen-config",
+                        headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
+
+    @app.post("/account/key")
+    @needs("user")
+    def account_key() -> Any:
+        """Her OpenPGP public key: a file chosen or text pasted (the file wins)."""
+        import base64
+
+        upload = request.files.get("keyfile")
+        data = upload.read() if upload and upload.filename else b""
+        data = data or request.form.get("keytext", "").encode()
+        return key_action("my_key_import", data_b64=base64.b64encode(data).decode())
+
+    @app.post("/account/key/remove")
+    @needs("user")
+    def account_key_remove() -> Any:
+        return key_action("my_key_remove")
+
+    def key_action(op: str, **args: Any) -> Any:
+        said, error = attempt(op, **args)
+        return render_template("account.html", me=g.me, key=call("my_key"), key_said=said,
+                               key_error=error), 400 if error else 200
+
