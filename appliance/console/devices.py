@@ -20,7 +20,7 @@ def settings(address: str, host: str) -> list[tuple[str, str]]:
     return [("Incoming mail (IMAP)", f"{host}, port {IMAP_PORT}, SSL/TLS"),
             ("Outgoing mail (SMTP)", f"{host}, port {SUBMISSION_PORT}, SSL/TLS"),
             ("User name (both)", address),
-            ("Password", "your mail password")]
+            ("Password", "the device's own password (below), or your mail password")]
 
 
 def mobileconfig(address: str, host: str, domain: str) -> bytes:

@@ -177,6 +177,31 @@ def test_the_administrator_sees_status_and_dns_and_adds_a_user(box: Box) -> None
     assert imap_login(box, f"carol@{DOMAIN}", "carol-secret-1") == "OK"
 
 
+def test_the_administrator_makes_a_device_password_for_a_user_and_revokes_it(box: Box) -> None:
+    """Users: a password for carol's phone, shown once; it opens IMAP; revoked, it does not."""
+    b = box.browser
+    b.get(f"{CONSOLE}/users")
+    carol = f"carol@{DOMAIN}"
+    b.call("js", code=f"document.querySelector('form[data-for=\"{carol}\"]')"
+                      ".closest('details').open = true")
+    b.fill({"name": "Carol's phone"}, within=f'form[data-for="{carol}"]')
+    b.submit(f'form[data-for="{carol}"] button[type=submit]')
+    text = b.text()
+    assert "Password for “Carol's phone”" in text and "shown only now" in text
+    secret = b.call("js", code="return document.getElementById('app-password').textContent")
+    assert secret and secret not in box.settings()
+    box.shot("8c-users-app-password")
+    assert imap_login(box, carol, secret) == "OK"
+    b.get(f"{CONSOLE}/users")
+    b.call("js", code=f"document.querySelector('form[data-for=\"{carol}\"]')"
+                      ".closest('details').open = true")
+    assert "from 198.18.0.20" in b.text()  # its last use: the LAN client that logged in
+    b.submit('button[aria-label="revoke Carol\'s phone"]')
+    assert "revoked the app password" in b.text()
+    assert imap_login(box, carol, secret).startswith("NO")
+    assert imap_login(box, carol, "carol-secret-1") == "OK"  # her own is untouched
+
+
 def imap_login(box: Box, user: str, pw: str) -> str:
     r = box.m.lan2.python(f"""
 import imaplib, ssl
@@ -303,6 +328,27 @@ def test_a_mail_user_finds_what_her_phone_needs(box: Box) -> None:
 st, body, _ = req("GET", "/account/mail.mobileconfig")
 print(json.dumps({"anonymous": st}))""")
     assert got == {"anonymous": 302}  # to the login page: nothing without her session
+
+
+def test_a_mail_user_makes_a_password_for_her_phone_and_revokes_it(box: Box) -> None:
+    """My devices: her own app password, made in the browser and shown once; her phone's
+    login shows as its last use; revoked, it no longer opens her mailbox."""
+    b = box.browser
+    b.get(f"{CONSOLE}/account/devices")
+    b.fill({"name": "Phone"}, within="#add-app-password")
+    b.submit("#add-app-password button[type=submit]")
+    secret = b.call("js", code="return document.getElementById('app-password').textContent")
+    assert secret and "Phone" in b.text()
+    box.shot("10c-device-password")
+    assert imap_login(box, ALICE, secret) == "OK"
+    b.get(f"{CONSOLE}/account/devices")
+    row = b.call("js", code="return document.querySelector('#app-password-list tbody tr').innerText")
+    assert "Phone" in row and "from 198.18.0.20" in row, row
+    assert secret not in b.text()  # shown once, never again
+    box.shot("10d-device-passwords")
+    b.submit('button[aria-label="revoke Phone"]')
+    assert "revoked the app password" in b.text()
+    assert imap_login(box, ALICE, secret).startswith("NO")
 
 
 def test_a_mail_user_uploads_her_public_key_and_new_mail_is_stored_encrypted(box: Box) -> None:
