@@ -24,6 +24,8 @@ from .test_reachability import router_mappings
 
 ACME_DIR = "https://acme.example.test:14000/dir"
 
+# The names the web server answers (each in the certificate, each published before issuing).
+WEB_NAMES = ("mta-sts", "openpgpkey", "autoconfig")
 
 def openssl(cwd: Path, *args: str) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
@@ -170,7 +172,7 @@ def test_mta_sts_enforced_by_a_remote_sender_and_a_stripped_starttls_defers(acme
         r = lab.appliance("apply")
         assert r.returncode == 0, r.stdout + r.stderr
         r = lab.appliance("dns")
-        publish(lab, [x for x in r.stdout.splitlines() if "mta-sts" in x or "openpgpkey" in x])
+        publish(lab, [x for x in r.stdout.splitlines() if any(n in x for n in WEB_NAMES)])
         r = lab.appliance("cert", "issue", "--force")  # adds mta-sts.example.test to the certificate
         assert r.returncode == 0, r.stdout + r.stderr
         root = pebble_root(lab)
@@ -181,6 +183,14 @@ ctx = ssl.create_default_context(cafile='/etc/pebble-root.pem')
 print(urllib.request.urlopen('https://mta-sts.example.test/.well-known/mta-sts.txt', context=ctx,
                              timeout=10).read().decode())"""], check=False)
         assert "mode: enforce" in r.stdout and f"mx: {MAIL_HOST}" in r.stdout, r.stderr
+        # The same server answers mail apps on the internet (a phone away from home).
+        r = lab.mx.run(["/usr/bin/python3", "-c", """
+import ssl, urllib.request
+ctx = ssl.create_default_context(cafile='/etc/pebble-root.pem')
+url = 'https://autoconfig.example.test/mail/config-v1.1.xml?emailaddress=alice%40example.test'
+print(urllib.request.urlopen(url, context=ctx, timeout=10).read().decode())"""],
+                       check=False)
+        assert f"<hostname>{MAIL_HOST}</hostname>" in r.stdout and "<port>993</port>" in r.stdout, r.stderr
         # The sending side: MTA-STS resolver + Postfix asking it for every destination.
         lab.mx.write("/etc/mta-sts-daemon.yml", "host: 127.0.0.1\nport: 8461\ncache:\n  type: internal\n")
         lab.mx.spawn("mta-sts", ["mta-sts-daemon", "-c", "/etc/mta-sts-daemon.yml"],
@@ -272,7 +282,7 @@ def test_wkd_a_client_finds_the_users_public_key(acme_lab: MailLab) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
         assert lab.appliance("apply").returncode == 0
         r = lab.appliance("dns")
-        publish(lab, [x for x in r.stdout.splitlines() if "openpgpkey" in x or "mta-sts" in x])
+        publish(lab, [x for x in r.stdout.splitlines() if any(n in x for n in WEB_NAMES)])
         r = lab.appliance("cert", "issue", "--force")  # adds openpgpkey.example.test
         assert r.returncode == 0, r.stdout + r.stderr
         # The client: its own GnuPG home; the system trust store of its view gets pebble's root;

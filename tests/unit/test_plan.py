@@ -209,3 +209,21 @@ def test_openpgp_off_delivers_to_dovecot_directly(good: dict) -> None:
     off = files(build({**good, "openpgp": {"enabled": False}}))["/etc/postfix/main.cf"]
     assert "virtual_transport = lmtp:unix:private/appliance-pgp\n" in on
     assert "virtual_transport = lmtp:unix:private/dovecot-lmtp\n" in off
+
+
+def test_mail_apps_find_the_servers_at_autoconfig(good: dict) -> None:
+    """Thunderbird's format, at https://autoconfig.<domain>/mail/config-v1.1.xml: the same
+    servers and implicit-TLS ports as the console's My devices page, the address as user name."""
+    import xml.etree.ElementTree as ET
+
+    on = files(build({**good, "web": {"enabled": True}}))
+    xml = on["/var/lib/appliance/www/autoconfig/mail/config-v1.1.xml"]
+    assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n')
+    provider = ET.fromstring(xml.encode()).find("emailProvider")
+    assert provider is not None and provider.findtext("domain") == "example.org"
+    got = {(x.get("type"), x.findtext("hostname"), x.findtext("port"), x.findtext("socketType"),
+            x.findtext("username")) for x in provider if x.tag.endswith("Server")}
+    assert got == {("imap", "mail.example.org", "993", "SSL", "%EMAILADDRESS%"),
+                   ("smtp", "mail.example.org", "465", "SSL", "%EMAILADDRESS%")}
+    assert "server_name autoconfig.example.org;" in on["/etc/nginx/nginx.conf"]
+    assert not any("autoconfig" in p for p in files(build(good)))  # no web server, no file

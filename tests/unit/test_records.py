@@ -78,6 +78,6 @@ def test_ports_are_exposed_for_the_block_and_closed_after_whatever_happens(tmp_p
 def test_the_certificate_holds_the_names_features_ask_for() -> None:
     s = registry.parse_settings({**GOOD, "web": {"enabled": True}})
     assert [n for f in registry.FEATURES for n in f.cert_names(s)] == [
-        "mta-sts.example.org", "openpgpkey.example.org"]
+        "mta-sts.example.org", "openpgpkey.example.org", "autoconfig.example.org"]
     off = registry.parse_settings(GOOD)  # no web server: the mail host name only
     assert [n for f in registry.FEATURES for n in f.cert_names(off)] == []

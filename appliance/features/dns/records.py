@@ -46,8 +46,6 @@ def records(s: Settings, k: Known) -> list[Record]:
         Record(fq(f"_submission._tcp.{s.domain}"), "SRV", f"10 1 587 {host}",
                "mail clients find submission with STARTTLS"),
         Record(fq(f"_imaps._tcp.{s.domain}"), "SRV", f"0 1 993 {host}", "mail clients find IMAP over TLS"),
-        Record(fq(f"autoconfig.{s.domain}"), "CNAME", host, "Thunderbird-style client autoconfiguration"),
-        Record(fq(f"autodiscover.{s.domain}"), "CNAME", host, "Outlook-style client autodiscovery"),
     ]
     if sender:
         out.append(Record(reverse_name(sender), "PTR", host,

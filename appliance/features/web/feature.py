@@ -28,6 +28,8 @@ def records(s: Settings, k: Known) -> list[Record]:
                           "MTA-STS: senders must use verified TLS to your MX (RFC 8461)"))
     out.append(Record(fq(f"openpgpkey.{s.domain}"), "CNAME", fq(s.hostname),
                       "Web Key Directory: mail clients find your users' public OpenPGP keys"))
+    out.append(Record(fq(f"autoconfig.{s.domain}"), "CNAME", fq(s.hostname),
+                      "mail apps (Thunderbird, K-9 Mail) set themselves up from the box"))
     return out
 
 

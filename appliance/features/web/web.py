@@ -1,6 +1,7 @@
 """The appliance's small HTTPS server (Debian's nginx, configured whole by the agent): the MTA-STS
-policy (RFC 8461) at https://mta-sts.<domain>/.well-known/mta-sts.txt and the users' public
-OpenPGP keys (Web Key Directory, advanced method) at https://openpgpkey.<domain>/, nothing else.
+policy (RFC 8461) at https://mta-sts.<domain>/.well-known/mta-sts.txt, the users' public
+OpenPGP keys (Web Key Directory, advanced method) at https://openpgpkey.<domain>/, and what mail
+apps fetch to set themselves up at https://autoconfig.<domain>/mail/config-v1.1.xml; nothing else.
 
 Port 443 only: port 80 belongs to certbot's standalone challenge server for the minutes it runs.
 """
@@ -35,7 +36,8 @@ WKD = "/var/lib/appliance/wkd"  # the OpenPGP Web Key Directory tree (appliance/
 
 
 def web_names(s: Settings) -> list[str]:
-    return [f"mta-sts.{s.domain}", f"openpgpkey.{s.domain}"] if s.web.enabled else []
+    return [f"mta-sts.{s.domain}", f"openpgpkey.{s.domain}", f"autoconfig.{s.domain}"] \
+        if s.web.enabled else []
 
 
 def web_feature(i: Inputs) -> list[FileSpec]:
@@ -46,9 +48,12 @@ def web_feature(i: Inputs) -> list[FileSpec]:
         FileSpec("var/lib/appliance/www/mta-sts/.well-known/mta-sts.txt.j2",
                  f"{WWW}/mta-sts/.well-known/mta-sts.txt", "nginx", order=10,
                  extra=(("policy", mta_sts_policy(s)),)),
+        FileSpec("var/lib/appliance/www/autoconfig/mail/config-v1.1.xml.j2",
+                 f"{WWW}/autoconfig/mail/config-v1.1.xml", "nginx", order=10),
         FileSpec("etc/nginx/nginx.conf.j2", "/etc/nginx/nginx.conf", "nginx", order=90,
                  extra=(("www", WWW), ("wkd", WKD), ("mta_sts", f"mta-sts.{s.domain}"),
-                        ("openpgpkey", f"openpgpkey.{s.domain}"))),
+                        ("openpgpkey", f"openpgpkey.{s.domain}"),
+                        ("autoconfig", f"autoconfig.{s.domain}"))),
     ]
 
 
