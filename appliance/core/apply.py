@@ -197,6 +197,8 @@ def apply(
                 # are a superset or the same paths; the next apply converges either way.
                 done.append(Change(DesiredFile(MANIFEST, b"", ""), old_manifest, new_manifest))
                 root.write_atomic(MANIFEST, new_manifest)
+                for name in touched:
+                    services[name].after_write()
                 if retired:
                     manager.refresh()
                 # An independent service reloads alongside the ones after it; leaving this
@@ -269,6 +271,7 @@ def _restore(
         manager.refresh()
     for name in touched:
         log(f"rolling back {name}")
+        services[name].after_write()
         manager.reload(services[name])
     for name in stopped:
         log(f"starting {name} again")

@@ -212,6 +212,10 @@ class Service:
         """Whether the new configuration needs a restart rather than a reload."""
         return False
 
+    def after_write(self) -> None:
+        """Its files were just written (or put back): drop what the daemon derived from the old
+        ones and cannot tell is stale (compiled forms it judges by a file time in seconds)."""
+
     def direct_stop(self) -> system.Result:
         """Stop the daemon without an init system (the lab)."""
         argv = ("kill", "-TERM", self.pidfile or f"<{self.name} has no PID file>")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.core import app_passwords, schema
+from appliance.core import app_passwords, mail_rules, schema
 from appliance.core.errors import SettingsError
 
 DEFAULT_PATH = Path("/etc/appliance/settings.toml")
@@ -46,7 +46,8 @@ RESERVED_LOCALS = ("postmaster", "abuse", "root")
 VERSION = 1  # the format this parser reads (`settings_version`, 1 when absent): migrations.py
 CORE_KEYS = frozenset({schema.SETTINGS_KEY, "domain", "hostname", "message_size_limit_mb",
                        "postmaster", "users", "lan"})
-KNOWN_USER = {"address", "password_hash", "aliases", "encrypt", "app_passwords"}
+KNOWN_USER = {"address", "password_hash", "aliases", "encrypt", "app_passwords", "forward_to",
+              "forward_keep", "vacation"}
 # Storage of a user's incoming mail without an OpenPGP key: with a key it is always encrypted.
 # "when-key": plaintext until a key is imported; "required": deferred (451) until then.
 ENCRYPT_MODES = ("when-key", "required")
@@ -61,6 +62,9 @@ class User:
     aliases: tuple[str, ...] = ()
     encrypt: str = "when-key"
     app_passwords: tuple[app_passwords.AppPassword, ...] = ()
+    forward_to: tuple[str, ...] = ()  # mail_rules.py: forwarding and the away message
+    forward_keep: bool = True
+    vacation: mail_rules.Vacation | None = None
 
     @property
     def dovecot_scheme(self) -> str:
@@ -221,7 +225,7 @@ def _parse_users(raw: Any, domain: str, c: Collector) -> tuple[User, ...]:
             continue
         for key in sorted(set(entry) - KNOWN_USER):
             c.add(f"{where}.{key}", key, "is not a known user setting",
-                  "use address, password_hash, aliases, encrypt and app_passwords")
+                  "see the settings reference in README.md")
         encrypt = entry.get("encrypt", "when-key")
         if encrypt not in ENCRYPT_MODES:
             c.add(f"{where}.encrypt", encrypt, "is not a storage mode",
@@ -258,9 +262,13 @@ def _parse_users(raw: Any, domain: str, c: Collector) -> tuple[User, ...]:
                       "postmaster@, abuse@ and root@ are delivered to the `postmaster` setting's mailbox")
         devices = app_passwords.parse(entry.get("app_passwords"), f"{where}.app_passwords",
                                       c.add, hash_scheme)
+        forward, keep = mail_rules.parse_forward(entry, where, c.add, {address, *aliases},
+                                                 lambda a: split_address(a) is not None)
+        away = mail_rules.parse_vacation(entry.get("vacation"), f"{where}.vacation", c.add)
         if address:
             users.append(User(address=address, password_hash=pw, aliases=tuple(aliases),
-                              encrypt=encrypt, app_passwords=devices))
+                              encrypt=encrypt, app_passwords=devices, forward_to=forward,
+                              forward_keep=keep, vacation=away))
     return tuple(users)
 
 

@@ -450,6 +450,87 @@ for pw in ({secret!r}, {ALICE_PW!r}):
         assert lab.appliance("apply").returncode == 0
 
 
+def _send_from_remote(lab: MailLab, sender: str, subject: str, extra: str = "") -> None:
+    r = lab.mx.python(f"""
+import smtplib
+s = smtplib.SMTP('127.0.0.1', 25, timeout=15)
+s.sendmail({sender!r}, [{ALICE!r}], {well_formed(sender, ALICE, subject, extra=extra)!r})
+s.quit()""")
+    assert r.returncode == 0, r.stderr
+
+
+def _at_carol(lab: MailLab, needle: str) -> list[str]:
+    return [t for p in lab.maildir_files(lab.mx, f"/var/vmail/{REMOTE}/carol")
+            if needle in (t := p.read_text(errors="replace"))]
+
+
+def _at_alice(lab: MailLab, needle: str) -> bool:
+    return any(needle in p.read_text(errors="replace")
+               for p in lab.maildir_files(lab.app, f"/var/vmail/{DOMAIN}/alice/Maildir"))
+
+
+def test_forwarding_keeps_a_copy_and_passes_the_destinations_spf(lab: MailLab) -> None:
+    """`appliance user forward`: a Sieve redirect at delivery; the copy here stays, and the
+    forwarded mail leaves with alice's address as envelope sender (this box may send for it)."""
+    good = lab.app.read("/etc/appliance/settings.toml")
+    tag = uuid.uuid4().hex[:10]
+    try:
+        r = lab.appliance("user", "forward", ALICE, REMOTE_USER)
+        assert r.returncode == 0, r.stdout + r.stderr
+        _send_from_remote(lab, f"dora@{REMOTE}", f"fwd {tag}")
+        wait_for("the forwarded copy at the remote mailbox", lambda: _at_carol(lab, f"fwd {tag}"),
+                 timeout=60)
+        [copy] = _at_carol(lab, f"fwd {tag}")
+        assert f"Return-Path: <{ALICE}>" in copy, copy[:600]
+        assert _at_alice(lab, f"fwd {tag}")  # and kept here
+        assert lab.appliance("user", "forward", ALICE, "--off").returncode == 0
+        assert "forward_to" not in lab.app.read("/etc/appliance/settings.toml")
+        assert not lab.app.exists(f"/etc/dovecot/sieve/users/{ALICE}.sieve")  # the owned file went
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+
+
+def test_the_away_message_answers_a_sender_once_and_never_a_list(lab: MailLab) -> None:
+    """`appliance user vacation`: Pigeonhole's vacation, once per sender per period (RFC 5230),
+    never to a mailing list (RFC 3834); the reply is marked Auto-Submitted."""
+    good = lab.app.read("/etc/appliance/settings.toml")
+    tag = uuid.uuid4().hex[:10]
+    log_from = len(lab.app.read("/var/log/dovecot.log"))
+    try:
+        r = lab.appliance("user", "vacation", ALICE, "--subject", f"Away {tag}", "--until",
+                          "2099-12-31", input="I am away until Monday.\nBack then.\n")
+        assert r.returncode == 0, r.stdout + r.stderr
+        _send_from_remote(lab, REMOTE_USER, f"first {tag}")
+
+        def said() -> str:
+            return lab.app.read("/var/log/dovecot.log")[log_from:]
+
+        try:
+            wait_for("the away message at the sender", lambda: _at_carol(lab, f"Away {tag}"), timeout=60)
+        except TimeoutError:
+            pytest.fail(said()[-3000:] + lab.app.read("/var/log/mail.log")[-3000:])
+        [reply] = _at_carol(lab, f"Away {tag}")
+        assert "Auto-Submitted: auto-replied" in reply and "I am away until Monday." in reply
+        assert "Return-Path: <>" in reply  # a reply to a reply goes nowhere
+        _send_from_remote(lab, REMOTE_USER, f"second {tag}")
+        _send_from_remote(lab, f"news@{REMOTE}", f"list {tag}",
+                          extra=f"List-Id: <news.{REMOTE}>\r\nPrecedence: list\r\n")
+        wait_for("both in alice's mailbox",
+                 lambda: _at_alice(lab, f"second {tag}") and _at_alice(lab, f"list {tag}"), timeout=60)
+
+        try:  # Pigeonhole's own log lines for both decisions
+            wait_for("Dovecot's word on both", lambda: "discarded duplicate vacation response" in said()
+                     and "vacation response to mailinglist recipient" in said(), timeout=30)
+        except TimeoutError:
+            pytest.fail(said()[-3000:])
+        assert "Error" not in said(), said()[-3000:]  # nothing compiled at each message
+        assert len(_at_carol(lab, f"Away {tag}")) == 1
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+
+
 @pytest.mark.parametrize("port", [25, 587, 993])
 def test_ports_answer_from_the_internet_through_the_router(lab: MailLab, port: int) -> None:
     assert lab.tcp_open(lab.att, WAN_IP, port)

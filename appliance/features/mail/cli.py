@@ -40,6 +40,8 @@ def cmd_user(a: argparse.Namespace, env: Env) -> int:
         return _after_edit(a, env, f"added {a.address}")
     if a.action == "app-password":
         return cmd_app_password(a, env)
+    if a.action in ("forward", "vacation"):
+        return cmd_rules(a, env)
     if a.action == "passwd":
         h = users.hash_password(env.read_password())
         users.set_password(path, a.address, h, sections(env.features))
@@ -88,6 +90,42 @@ def cmd_app_password(a: argparse.Namespace, env: Env) -> int:
     return code
 
 
+def cmd_rules(a: argparse.Namespace, env: Env) -> int:
+    """Forwarding and the away message: under the user in the settings, a Sieve script at
+    delivery (core/mail_rules.py)."""
+    import datetime as dt
+
+    from appliance.features.mail import users
+
+    path = Path(a.settings)
+    if a.action == "forward":
+        if a.off == bool(a.to):
+            raise UsageError("give the addresses to forward to, or --off")
+        users.set_forward(path, a.address, [] if a.off else a.to, not a.no_keep, sections(env.features))
+        what = (f"{a.address}: no forwarding" if a.off else
+                f"{a.address}: forwarded to {', '.join(a.to)}"
+                + ("" if not a.no_keep else " (no copy kept here)"))
+        return _after_edit(a, env, what)
+    if a.off:
+        users.set_vacation(path, a.address, None, sections(env.features))
+        return _after_edit(a, env, f"{a.address}: no away message")
+    if not a.subject:
+        raise UsageError("give the away message's --subject (and its text on stdin), or --off")
+    if env.stdin.isatty():
+        env.err("Type the away message; end it with Ctrl-D on a line of its own.")
+    message = env.stdin.read().strip()
+    until = None
+    if a.until:
+        try:
+            until = dt.date.fromisoformat(a.until)
+        except ValueError:
+            raise UsageError(f'--until "{a.until}" is not a date; write it as 2026-12-24') from None
+    users.set_vacation(path, a.address, {"subject": a.subject, "message": message,
+                                         "until": until, "days": a.days}, sections(env.features))
+    return _after_edit(a, env, f"{a.address}: away message on"
+                       + (f" until {until.isoformat()}" if until else " until turned off"))
+
+
 def _user(s: Settings, address: str) -> User:
     for u in s.users:
         if u.address == address:
@@ -131,6 +169,19 @@ def register(sub: Subcommands) -> None:
         x.add_argument("--no-apply", action="store_true", help="edit the settings only")
         if name == "add":
             x.add_argument("--json", action="store_true", help="the password and the apply report")
+    x = us.add_parser("forward", help="forward a user's mail elsewhere (a copy stays, by default)")
+    x.add_argument("address")
+    x.add_argument("to", nargs="*", help="where to (none with --off)")
+    x.add_argument("--no-keep", action="store_true", help="keep no copy here")
+    x.add_argument("--off", action="store_true", help="stop forwarding")
+    x.add_argument("--no-apply", action="store_true", help="edit the settings only")
+    x = us.add_parser("vacation", help="an away message: its text on stdin")
+    x.add_argument("address")
+    x.add_argument("--subject", help="the reply's subject")
+    x.add_argument("--until", help="the last day it answers, e.g. 2026-12-24")
+    x.add_argument("--days", type=int, default=7, help="one reply per sender per this many days")
+    x.add_argument("--off", action="store_true", help="no more away message")
+    x.add_argument("--no-apply", action="store_true", help="edit the settings only")
     for name in ("add", "passwd", "del"):
         x = us.add_parser(name, help="password from a prompt, or one line on stdin")
         x.add_argument("address")

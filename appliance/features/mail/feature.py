@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.core import app_passwords, system, tls
+from appliance.core import app_passwords, mail_rules, system, tls
 from appliance.core.feature import Feature, Say
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
-from appliance.core.settings import Settings, hash_scheme
+from appliance.core.settings import Settings, User, hash_scheme
 from appliance.features.mail import cli
 from appliance.features.mail.addresses import alias_table, sender_logins
-from appliance.features.mail.service import Dovecot, Postfix
+from appliance.features.mail.service import SIEVE_BIN, Dovecot, Postfix
+
+# One Sieve script per user with forwarding or an away message (core/mail_rules.py).
+USER_RULES = "/etc/dovecot/sieve/users"
 
 
 def files(i: Inputs) -> list[FileSpec]:
@@ -28,13 +31,26 @@ def files(i: Inputs) -> list[FileSpec]:
         FileSpec("etc/dovecot/app-passwords.lua.j2", "/etc/dovecot/app-passwords.lua", "dovecot",
                  order=10),
         FileSpec("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", order=90),
-    ]
+    ] + [FileSpec("etc/dovecot/sieve/user-rules.sieve.j2", f"{USER_RULES}/{u.address}.sieve",
+                  "dovecot", order=20, extra=(("u", u), ("sieve_require", _requires(u))))
+         for u in i.settings.users if u.forward_to or u.vacation]
+
+
+def _requires(u: User) -> tuple[str, ...]:
+    """The Sieve extensions a user's rules use (sievec refuses one that is not required)."""
+    need = []
+    if u.vacation:
+        need += ["vacation"] + (["date", "relational"] if u.vacation.until else [])
+    if u.forward_to and u.forward_keep:
+        need.append("copy")
+    return tuple(f'"{x}"' for x in need) or ('"envelope"',)
 
 
 def context(s: Settings) -> dict[str, Any]:
     return {"aliases": alias_table(s), "sender_logins": sender_logins(s),
             "app_password_scheme": hash_scheme, "app_password_use_dir": app_passwords.USE_DIR,
-            "app_password_services": app_passwords.SERVICES}
+            "app_password_services": app_passwords.SERVICES, "sieve_string": mail_rules.sieve_string,
+            "user_rules": USER_RULES, "sieve_bin": SIEVE_BIN}
 
 
 def services(root: system.Root) -> list[Service]:
@@ -44,6 +60,7 @@ def services(root: system.Root) -> list[Service]:
 def prepare(root: system.Root, s: Settings, say: Say) -> None:
     # Where Dovecot's auth worker (root) notes each app password's last use.
     root.makedirs(app_passwords.USE_DIR, 0o700)
+    root.makedirs(SIEVE_BIN, 0o700, *root.lookup_ids("mail", "mail"))
     if tls.ensure_self_signed(root, s.hostname):
         say(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
 

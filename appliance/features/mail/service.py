@@ -66,6 +66,10 @@ class Postfix(Service):
             system.Result(("true",), 0, "", "")
 
 
+# Compiled Sieve scripts: written by deliveries and IMAP sessions, which run as "mail".
+SIEVE_BIN = "/var/lib/dovecot/sieve-bin"
+
+
 class Dovecot(Service):
     keeps_data = True  # the mailboxes
     name = "dovecot"
@@ -78,9 +82,9 @@ class Dovecot(Service):
     def validate(self, stage: Path) -> None:
         conf = str(stage / "etc/dovecot/dovecot.conf")
         self._fail_on(self._tool(["doveconf", "-n", "-c", conf]), "doveconf -n")
-        # Sieve scripts (Junk filing and learning), compiled with the staged settings
+        # Sieve scripts (Junk filing and learning, users' rules), compiled with the staged settings
         # into throw-away binaries: a syntax error fails the apply, not a delivery.
-        for script in sorted((stage / "etc/dovecot/sieve").glob("*.sieve")):
+        for script in sorted((stage / "etc/dovecot/sieve").rglob("*.sieve")):
             res = self._tool(["sievec", "-c", conf, str(script), str(script.with_suffix(".svbin"))])
             self._fail_on(res, f"sievec {script.name}")
         users = stage / "etc/dovecot/users"
@@ -88,6 +92,11 @@ class Dovecot(Service):
             for n, line in enumerate(users.read_text().splitlines(), 1):
                 if line and not line.startswith("#") and not re.match(r"^[^:\s]+:\{[A-Z0-9-]+\}\S+$", line):
                     raise ValidationError(self.name, "passwd-file check", f"users line {n} is malformed")
+
+    def after_write(self) -> None:
+        # A script rewritten within the second its old binary was saved would look current.
+        for binary in self.root.host(SIEVE_BIN).glob("*.svbin"):
+            system.remove_path(binary)
 
     def running(self) -> bool:
         return pidfile_alive(self.root, "/run/dovecot/master.pid")

@@ -154,3 +154,35 @@ def del_app_password(path: Path, address: str, name: str,
     if not existing:
         del user["app_passwords"]
     return doc.save()
+
+
+def set_forward(path: Path, address: str, to: list[str], keep: bool,
+                sections: Sequence[settings.Section]) -> settings.Settings:
+    """Forward her mail to `to` (none: stop forwarding), keeping a copy here or not."""
+    doc = SettingsDoc(path, sections)
+    user = doc.find(address)
+    for key in ("forward_to", "forward_keep"):
+        if key in user:
+            del user[key]
+    if to:
+        user["forward_to"] = to
+        if not keep:
+            user["forward_keep"] = False
+    return doc.save()
+
+
+def set_vacation(path: Path, address: str, away: dict[str, Any] | None,
+                 sections: Sequence[settings.Section]) -> settings.Settings:
+    """Her away message (subject, message, until, days), or none."""
+    doc = SettingsDoc(path, sections)
+    user = doc.find(address)
+    if "vacation" in user:
+        del user["vacation"]
+    if away:
+        t = tomlkit.table()
+        for key, value in away.items():
+            if value not in (None, ""):
+                t.add(key, tomlkit.string(value, multiline=True) if key == "message" and "\n" in value
+                      else value)
+        user["vacation"] = t
+    return doc.save()
