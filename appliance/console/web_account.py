@@ -15,19 +15,39 @@ def add_routes(app: Flask, kit: Any) -> None:
     """`kit`: create_app's call, attempt and needs, and the session cookie's name."""
     call, attempt, needs, COOKIE = kit.call, kit.attempt, kit.needs, kit.cookie  # noqa: N806
 
+    def page(status: int = 200, **ctx: Any) -> Any:
+        """My account, as the settings say now: key, forwarding, away message."""
+        return render_template("account.html", me=g.me, key=call("my_key"), rules=call("my_rules"),
+                               **ctx), status
+
     @app.route("/account", methods=["GET", "POST"])
     @needs("user")
     def account() -> Any:
         if request.method == "GET":
-            return render_template("account.html", me=g.me, key=call("my_key"))
+            return page()
         _, error = attempt("my_password", current=request.form.get("current", ""),
                            password=request.form.get("password", ""),
                            confirm=request.form.get("confirm", ""))
         if error:
-            return render_template("account.html", me=g.me, key=call("my_key"), error=error), 400
+            return page(400, error=error)
         resp = redirect(url_for("login"))
         resp.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict")
         return resp
+
+    @app.post("/account/forward")
+    @needs("user")
+    def account_forward() -> Any:
+        said, error = attempt("my_forward", to=request.form.get("to", ""),
+                              keep=bool(request.form.get("keep")))
+        return page(400 if error else 200, rules_said=said, rules_error=error)
+
+    @app.post("/account/away")
+    @needs("user")
+    def account_away() -> Any:
+        form = {k: request.form.get(k, "") for k in ("subject", "message", "until")}
+        said, error = attempt("my_vacation", on=request.form.get("on") == "yes", **form)
+        return page(400 if error else 200, rules_said=said, rules_error=error,
+                    away_form=form if error else None)
 
     @app.route("/account/devices", methods=["GET", "POST"])
     @needs("user")
@@ -75,6 +95,5 @@ def add_routes(app: Flask, kit: Any) -> None:
 
     def key_action(op: str, **args: Any) -> Any:
         said, error = attempt(op, **args)
-        return render_template("account.html", me=g.me, key=call("my_key"), key_said=said,
-                               key_error=error), 400 if error else 200
+        return page(400 if error else 200, key_said=said, key_error=error)
 

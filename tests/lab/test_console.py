@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,18 @@ from . import console_lab
 from .browser import Browser
 from .conftest import REPO
 from .console_lab import BOOT, CONSOLE
-from .mail_lab import ALICE, ALICE_PW, APP_IP, DOMAIN, MAIL_HOST, PLAIN_BODY, WAN_IP, MailLab
+from .mail_lab import (
+    ALICE,
+    ALICE_PW,
+    APP_IP,
+    DOMAIN,
+    MAIL_HOST,
+    PLAIN_BODY,
+    REMOTE,
+    REMOTE_USER,
+    WAN_IP,
+    MailLab,
+)
 from .netlab import wait_for
 from .test_mail import imap_fetch_code, trust_appliance_cert
 
@@ -349,6 +361,33 @@ def test_a_mail_user_makes_a_password_for_her_phone_and_revokes_it(box: Box) -> 
     b.submit('button[aria-label="revoke Phone"]')
     assert "revoked the app password" in b.text()
     assert imap_login(box, ALICE, secret).startswith("NO")
+
+
+def test_a_mail_user_sets_her_away_message_and_forwarding_in_the_console(box: Box) -> None:
+    """My account: the away message answers mail from the internet; forwarding lands in the
+    settings file; both off again from the same page."""
+    b = box.browser
+    tag = uuid.uuid4().hex[:8]
+    b.get(f"{CONSOLE}/account")
+    b.fill({"subject": f"Away {tag}", "message": "I am away until Monday."}, within="#away")
+    b.submit("#away button[value=yes]")
+    assert "away message on until turned off" in b.text()
+    assert f'subject = "Away {tag}"' in box.settings()
+    box.m.deliver_to_alice(f"hello {tag}")
+    carol = box.m.mx
+    wait_for("the away message at the remote sender", lambda: any(
+        f"Away {tag}" in p.read_text(errors="replace")
+        for p in box.m.maildir_files(carol, f"/var/vmail/{REMOTE}/carol")), timeout=60)
+    b.fill({"to": REMOTE_USER}, within="#forward")
+    b.submit("#forward button[type=submit]")
+    assert f"forwarded to {REMOTE_USER}" in b.text()
+    assert f'forward_to = ["{REMOTE_USER}"]' in box.settings()
+    box.shot("10e-account-rules")
+    b.fill({"to": ""}, within="#forward")
+    b.submit("#forward button[type=submit]")
+    b.submit("#away button[value=no]")
+    assert "no away message" in b.text() and "Your mail stays here." in b.text()
+    assert "forward_to" not in box.settings() and "vacation" not in box.settings()
 
 
 def test_a_mail_user_uploads_her_public_key_and_new_mail_is_stored_encrypted(box: Box) -> None:

@@ -493,3 +493,29 @@ def test_an_app_password_never_opens_the_console_and_a_nameless_one_is_refused(
                                               "csrf": csrf_of(page.text)}, base_url=url)
     assert r.status_code == 400 and "device name: empty" in r.text
     assert box.settings.read_text() == before
+
+
+def test_her_forwarding_and_away_message_show_what_the_file_says_and_a_bad_one_changes_nothing(
+        box: Running, client: Any) -> None:
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(
+        f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+        f'password_hash = "{sha512(PW)}"\nforward_to = ["alice@elsewhere.example"]\n'
+        f'[users.vacation]\nsubject = "Away until Monday"\nmessage = "Back soon."\n'
+        f'until = 2026-12-24\n')
+    auth.set_admin_password(box.root, "admin password 1")
+    url = "https://box"
+    token = csrf_of(client.get("/login", base_url=url).text)
+    assert client.post("/login", data={"user": "alice@example.org", "password": PW, "csrf": token},
+                       base_url=url).status_code == 302
+    page = client.get("/account", base_url=url)
+    assert "forwarded</strong> to" in page.text and "alice@elsewhere.example" in page.text
+    assert 'value="Away until Monday"' in page.text and "until the end of\n  2026-12-24" in page.text
+    before = box.settings.read_text()
+    r = client.post("/account/forward", data={"to": "alice@example.org", "keep": "yes",
+                                              "csrf": csrf_of(page.text)}, base_url=url)
+    assert r.status_code == 400 and "is this user&#39;s own address" in r.text
+    r = client.post("/account/away", data={"on": "yes", "subject": "Away", "message": "x",
+                                           "until": "24.12.", "csrf": csrf_of(page.text)}, base_url=url)
+    assert r.status_code == 400 and "is not a date" in r.text and 'value="Away"' in r.text
+    assert box.settings.read_text() == before

@@ -62,3 +62,39 @@ def op_app_password_add(a: Agent, s: auth.Session | None, args: dict[str, Any],
 @op("app_password_del", "admin")
 def op_app_password_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
     return _del(a, form_address(a, args.get("address")), _name(args))
+
+
+# --- forwarding and the away message ----------------------------------------------------------------
+@op("my_rules", "user")
+def op_my_rules(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """What the settings file says now (a hand edit shows at the next page load)."""
+    assert s is not None
+    user = next(u for u in a.settings().users if u.address == s.who)
+    v = user.vacation
+    return {"forward_to": list(user.forward_to), "forward_keep": user.forward_keep,
+            "vacation": {"subject": v.subject, "message": v.message, "until": v.until,
+                         "days": v.days} if v else None}
+
+
+@op("my_forward", "user")
+def op_my_forward(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    assert s is not None
+    to = str(args.get("to", "")).strip()
+    if not to:
+        return a.must("user", "forward", s.who, "--off").strip().splitlines()[0]
+    keep = [] if args.get("keep") else ["--no-keep"]
+    return a.must("user", "forward", s.who, *keep, "--", *to.replace(",", " ").split()
+                  ).strip().splitlines()[0]
+
+
+@op("my_vacation", "user")
+def op_my_vacation(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    assert s is not None
+    if not args.get("on"):
+        return a.must("user", "vacation", s.who, "--off").strip().splitlines()[0]
+    subject = str(args.get("subject", "")).strip()
+    if not subject:
+        raise OpError("subject: empty; write the reply's subject, e.g. \"Away until Monday\"")
+    until = str(args.get("until", "")).strip()
+    argv = ["user", "vacation", s.who, f"--subject={subject}"] + ([f"--until={until}"] if until else [])
+    return a.must(*argv, stdin=str(args.get("message", ""))).strip().splitlines()[0]
