@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import secrets
 import time
 from typing import Any
 
@@ -169,7 +168,26 @@ def op_status(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str
 
 @op("dns", "admin")
 def op_dns(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
-    return json.loads(a.must("dns", "--json"))
+    st = a.settings()
+    return {"records": json.loads(a.must("dns", "--json")),
+            "push": bool(st.dns.update_server and st.dns.update_key_file),
+            "server": st.dns.update_server}
+
+
+@op("dns_check", "admin")
+def op_dns_check(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    """Each record as DNS serves it now (`appliance dns --check --json`, which exits 1 when one
+    is wrong: an answer, not a failure)."""
+    code, out, err = a.appliance("dns", "--check", "--json")
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise OpError((err or out).strip() or f"dns --check failed (exit {code})", FAILED) from None
+
+
+@op("dns_push", "admin")
+def op_dns_push(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    return a.must("dns", "--push").strip()
 
 
 @op("users", "admin")
@@ -190,7 +208,7 @@ def app_password_rows(a: Agent, user: Any) -> list[dict[str, Any]]:
 @op("user_add", "admin")
 def op_user_add(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
     address = form_address(a, args.get("address"))
-    return a.must("user", "add", address, stdin=_password(args) + "\n").strip()
+    return a.must("user", "add", address, stdin=form_password(args) + "\n").strip()
 
 
 @op("user_del", "admin")
@@ -204,7 +222,7 @@ def op_user_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: s
 @op("user_passwd", "admin")
 def op_user_passwd(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
     address = form_address(a, args.get("address"))
-    out = a.must("user", "passwd", address, stdin=_password(args) + "\n").strip()
+    out = a.must("user", "passwd", address, stdin=form_password(args) + "\n").strip()
     a.sessions.end_all(address)
     return out
 
@@ -304,69 +322,7 @@ def op_totp_off(a: Agent, s: auth.Session | None, args: dict[str, Any], token: s
     return "The console asks for the password only."
 
 
-# --- a mail user's own account ------------------------------------------------------------------------
-@op("my_password", "user")
-def op_my_password(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    assert s is not None
-    user = next((u for u in a.settings().users if u.address == s.who), None)
-    if user is None or not auth.verify(str(args.get("current", "")), user.password_hash):
-        time.sleep(auth.FAILED_DELAY_S)
-        raise OpError("current password: wrong; nothing was changed", DENIED)
-    out = a.must("user", "passwd", s.who, stdin=_password(args) + "\n").strip()
-    a.sessions.end_all(s.who)
-    return out
-
-
-@op("my_key", "user")
-def op_my_key(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
-    """How her mail is stored, and the key it is encrypted to (`appliance key show --json`)."""
-    assert s is not None
-    return json.loads(a.must("key", "show", s.who, "--json"))
-
-
-@op("my_devices", "user")
-def op_my_devices(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
-    """What a mail app needs (her address is the user name; the password is hers to type)."""
-    assert s is not None
-    st = a.settings()
-    return {"address": s.who, "host": st.hostname, "domain": st.domain}
-
-
-MAX_KEY_BYTES = 200_000  # a public key with many signatures is tens of KiB
-
-
-@op("my_key_import", "user")
-def op_my_key_import(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    """Her public key, uploaded (armored or binary, base64 on the wire) or pasted: `appliance
-    key import`, from a root-only file that is gone afterwards."""
-    import base64
-    import binascii
-
-    assert s is not None
-    try:
-        data = base64.b64decode(str(args.get("data_b64", "")), validate=True)
-    except (binascii.Error, ValueError):
-        raise OpError("key: not readable; choose the file again") from None
-    if not data.strip():
-        raise OpError("key: choose the file of your public key, or paste it")
-    if len(data) > MAX_KEY_BYTES:
-        raise OpError(f"key: larger than {MAX_KEY_BYTES // 1000} kB; export only your public "
-                      "key (`gpg --export --armor you@example.org`)")
-    path = a.root / auth.STATE_DIR.lstrip("/") / f"upload-{secrets.token_hex(8)}.key"
-    system.write_private(path, data)
-    try:
-        return a.must("key", "import", s.who, str(path)).strip().splitlines()[0]
-    finally:
-        system.remove_path(path)
-
-
-@op("my_key_remove", "user")
-def op_my_key_remove(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
-    assert s is not None
-    return a.must("key", "remove", s.who).strip().splitlines()[-1]
-
-
-def _password(args: dict[str, Any]) -> str:
+def form_password(args: dict[str, Any]) -> str:
     pw = str(args.get("password", ""))
     if pw != str(args.get("confirm", pw)):
         raise OpError("password: the two passwords differ; nothing was changed")

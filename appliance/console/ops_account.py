@@ -1,18 +1,87 @@
-"""The console's operations on app passwords (one per device, for IMAP and SMTP): a mail user
-on her own, the administrator on anyone's. Each edit is `appliance user app-password ...`, as
-on the command line; the new password comes back once, to be shown once, and is never kept.
+"""The console's operations on a mail user's own account (her password, her OpenPGP key, her
+devices and their app passwords, forwarding and the away message), and the administrator's on
+anyone's app passwords. Each edit is the `appliance` verb the command line runs; a new app
+password comes back once, to be shown once, and is never kept.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from typing import Any
 
 from appliance.console import auth
 from appliance.console.broker import Agent, OpError, op
-from appliance.console.ops import app_password_rows, form_address
+from appliance.console.ops import app_password_rows, form_address, form_password
+from appliance.console.protocol import DENIED
+from appliance.core import system
 
 
+# --- a mail user's own account ------------------------------------------------------------------------
+@op("my_password", "user")
+def op_my_password(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    assert s is not None
+    user = next((u for u in a.settings().users if u.address == s.who), None)
+    if user is None or not auth.verify(str(args.get("current", "")), user.password_hash):
+        time.sleep(auth.FAILED_DELAY_S)
+        raise OpError("current password: wrong; nothing was changed", DENIED)
+    out = a.must("user", "passwd", s.who, stdin=form_password(args) + "\n").strip()
+    a.sessions.end_all(s.who)
+    return out
+
+
+@op("my_key", "user")
+def op_my_key(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    """How her mail is stored, and the key it is encrypted to (`appliance key show --json`)."""
+    assert s is not None
+    return json.loads(a.must("key", "show", s.who, "--json"))
+
+
+@op("my_devices", "user")
+def op_my_devices(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """What a mail app needs (her address is the user name; the password is hers to type)."""
+    assert s is not None
+    st = a.settings()
+    return {"address": s.who, "host": st.hostname, "domain": st.domain}
+
+
+MAX_KEY_BYTES = 200_000  # a public key with many signatures is tens of KiB
+
+
+@op("my_key_import", "user")
+def op_my_key_import(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    """Her public key, uploaded (armored or binary, base64 on the wire) or pasted: `appliance
+    key import`, from a root-only file that is gone afterwards."""
+    import base64
+    import binascii
+
+    assert s is not None
+    try:
+        data = base64.b64decode(str(args.get("data_b64", "")), validate=True)
+    except (binascii.Error, ValueError):
+        raise OpError("key: not readable; choose the file again") from None
+    if not data.strip():
+        raise OpError("key: choose the file of your public key, or paste it")
+    if len(data) > MAX_KEY_BYTES:
+        raise OpError(f"key: larger than {MAX_KEY_BYTES // 1000} kB; export only your public "
+                      "key (`gpg --export --armor you@example.org`)")
+    path = a.root / auth.STATE_DIR.lstrip("/") / f"upload-{secrets.token_hex(8)}.key"
+    system.write_private(path, data)
+    try:
+        return a.must("key", "import", s.who, str(path)).strip().splitlines()[0]
+    finally:
+        system.remove_path(path)
+
+
+@op("my_key_remove", "user")
+def op_my_key_remove(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    assert s is not None
+    return a.must("key", "remove", s.who).strip().splitlines()[-1]
+
+
+
+# --- app passwords ---------------------------------------------------------------------------------
 def listing(a: Agent, address: str) -> list[dict[str, Any]]:
     user = next((u for u in a.settings().users if u.address == address), None)
     return app_password_rows(a, user) if user else []

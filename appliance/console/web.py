@@ -280,10 +280,19 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         call("backup_sheet_kept")
         return redirect(url_for("backups"))
 
-    @app.get("/dns")
+    @app.route("/dns", methods=["GET", "POST"])
     @needs("admin")
     def dns() -> Any:
-        return render_template("dns.html", me=g.me, records=call("dns"), domain=state()["domain"])
+        """The records to publish; on request, each as DNS serves it now, or pushed to the
+        user's own DNS server."""
+        ctx: dict[str, Any] = {}
+        action = request.form.get("action", "") if request.method == "POST" else ""
+        if action == "check":
+            ctx["findings"] = {f["record"]: f for f in call("dns_check")}
+        elif action == "push":
+            ctx["said"], ctx["error"] = attempt("dns_push")
+        return render_template("dns.html", me=g.me, data=call("dns"), domain=state()["domain"],
+                               **ctx), 400 if ctx.get("error") else 200
 
     @app.get("/users")
     @needs("admin")

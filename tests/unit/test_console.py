@@ -519,3 +519,26 @@ def test_her_forwarding_and_away_message_show_what_the_file_says_and_a_bad_one_c
                                            "until": "24.12.", "csrf": csrf_of(page.text)}, base_url=url)
     assert r.status_code == 400 and "is not a date" in r.text and 'value="Away"' in r.text
     assert box.settings.read_text() == before
+
+
+def test_the_dns_page_offers_the_push_only_where_a_server_takes_it(box: Running, client: Any,
+                                                                   tmp_path: Path) -> None:
+    """`dns --push` needs [dns] update_server and its key: without them, no button (the check
+    and the push themselves talk to DNS servers: tests/lab)."""
+    base = (f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+            f'password_hash = "{sha512(PW)}"\n')
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(base)
+    auth.set_admin_password(box.root, "admin password 1")
+    url = "https://box"
+    token = csrf_of(client.get("/login", base_url=url).text)
+    client.post("/login", data={"user": "admin", "password": "admin password 1", "csrf": token},
+                base_url=url)
+    page = client.get("/dns", base_url=url)
+    assert page.status_code == 200 and "Check each record now" in page.text
+    assert "Send them to" not in page.text and "MX" in page.text
+    key = tmp_path / "tsig.key"
+    key.write_text("c2VjcmV0\n")
+    box.settings.write_text(base + f'\n[dns]\nupdate_server = "192.0.2.53"\nupdate_key_file = "{key}"\n')
+    page = client.get("/dns", base_url=url)  # a hand edit shows at the next page load
+    assert "Send them to 192.0.2.53" in page.text
