@@ -12,12 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from appliance import __version__, migrations, registry
 from appliance.console import cli as console_cli
 from appliance.core import command, facts, pipeline, settings, system
-from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError
+from appliance.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ApplianceError, UsageError
 
 
 class Env(command.Env):
@@ -74,6 +74,27 @@ def cmd_facts(a: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
+def cmd_set(a: argparse.Namespace, env: Env) -> int:
+    """Edit settings by name, as the console's forms do: comments kept, the whole file checked
+    before it is written, then applied."""
+    import tomlkit
+
+    from appliance.core import edit
+
+    changes: list[tuple[str, Any]] = []
+    for item in a.assignments:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UsageError(f'"{item}" is not KEY=VALUE: e.g. spam.mode=light, or spam.mode= '
+                             "for the default")
+        changes.append((key.strip(), edit.value_of(text) if text.strip() else None))
+    edit.set_values(Path(a.settings), changes, registry.SECTIONS)
+    for key, value in changes:
+        env.out(f"{key} = {tomlkit.item(value).as_string()}" if value is not None
+                else f"{key}: the default")
+    return EXIT_OK if a.no_apply else command.apply_and_report(env, Path(a.settings))
+
+
 def cmd_settings_reference(a: argparse.Namespace, env: Env) -> int:
     env.out(registry.settings_reference().rstrip())
     return EXIT_OK
@@ -103,6 +124,13 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--root", default="/", help="the files of a Debian root in DIR")
     m.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     m.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("set", help="change settings by name (spam.mode=light; KEY= for the "
+                       "default), keeping the file's comments; then apply")
+    s.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                   help="a TOML value (true, 25, \"text\", [\"a\"]) or a word")
+    s.add_argument("--no-apply", action="store_true", help="edit the settings only")
+    s.set_defaults(func=cmd_set)
 
     r = sub.add_parser("settings-reference", help="print every feature's settings: key, default, meaning")
     r.set_defaults(func=cmd_settings_reference)

@@ -84,10 +84,13 @@ def op(name: str, *roles: str) -> Callable[[Handler], Handler]:
 
 class Agent:
     def __init__(self, root: Path = Path("/"), settings_path: str = SETTINGS,
-                 setup_steps: tuple[Step, ...] = SETUP_STEPS) -> None:
+                 setup_steps: tuple[Step, ...] = SETUP_STEPS, edit_flags: tuple[str, ...] = ()) -> None:
         self.root = root
         self.settings_path = settings_path
         self.setup_steps = setup_steps
+        # Added to the settings edits (`appliance set`): ("--no-apply",) in a unit test, which
+        # must not configure the machine it runs on.
+        self.edit_flags = edit_flags
         self.sessions = auth.Sessions(root)
         self.jobs: dict[str, Job] = {}
         self.setup_lock = threading.Lock()

@@ -238,6 +238,30 @@ def op_alias_del(a: Agent, s: auth.Session | None, args: dict[str, Any], token: 
     return a.must("alias", "del", form_address(a, args.get("alias"))).strip()
 
 
+# --- settings: every feature's table as a form (settings_form.py) ----------------------------------
+@op("settings_form", "admin")
+def op_settings_form(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    from appliance.console import settings_form
+
+    return settings_form.current(a.settings_file())
+
+
+@op("settings_save", "admin")
+def op_settings_save(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    """One table's form: the fields it changed, as one `appliance set` (checked, then applied)."""
+    from appliance.console import settings_form
+
+    table, form = str(args.get("table", "")), args.get("values") or {}
+    now = settings_form.current(a.settings_file()).get(table)
+    if now is None or not isinstance(form, dict):
+        raise OpError(f"no settings table [{table}] on this page")
+    changes = settings_form.assignments(table, {str(k): str(v) for k, v in form.items()}, now)
+    if not changes:
+        return "nothing changed"
+    a.must("set", *changes, *a.edit_flags)
+    return "saved and applied: " + ", ".join(c.partition("=")[0] for c in changes)
+
+
 # --- connection: reachability and bans --------------------------------------------------------------
 @op("connection", "admin")
 def op_connection(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:

@@ -294,6 +294,19 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         return render_template("dns.html", me=g.me, data=call("dns"), domain=state()["domain"],
                                **ctx), 400 if ctx.get("error") else 200
 
+    @app.route("/settings", methods=["GET", "POST"])
+    @needs("admin")
+    def settings() -> Any:
+        """Every feature's settings, each table its own form, saved as `appliance set`."""
+        ctx: dict[str, Any] = {}
+        if request.method == "POST":
+            table = request.form.get("table", "")
+            values = {k: v for k, v in request.form.items() if k not in ("csrf", "table")}
+            ctx["said"], ctx["error"] = attempt("settings_save", table=table, values=values)
+            ctx["table"] = table
+        return render_template("settings.html", me=g.me, tables=call("settings_form"), **ctx), \
+            400 if ctx.get("error") else 200
+
     @app.get("/users")
     @needs("admin")
     def users() -> Any:

@@ -44,6 +44,7 @@ class Field:
     item: Item | None = None
     convert: Callable[[Any], Any] = _same  # the parsed value (a list becomes a tuple)
     shown_default: str = ""  # for the reference, when the default is computed elsewhere
+    choices: tuple[Any, ...] = ()  # the values a form offers (a `choice` field)
 
 
 # --- Field shapes used by more than one section -------------------------------------------------
@@ -61,7 +62,7 @@ def whole(key: str, default: int, lo: int, hi: int, doc: str, why: str = "is out
 
 
 def choice(key: str, default: Any, choices: Sequence[Any], doc: str, why: str, fix: str) -> Field:
-    return Field(key, default, doc, lambda v: v in choices, why, fix)
+    return Field(key, default, doc, lambda v: v in choices, why, fix, choices=tuple(choices))
 
 
 def path(key: str, doc: str, fix: str = "name the file, or leave it out") -> Field:

@@ -42,7 +42,8 @@ class Running:
         self.sock = str(tmp / "agent.sock")
         self.agent = console_agent.Agent(
             self.root, "/etc/appliance/settings.toml",
-            setup_steps=(("Check the settings", ("check", "--offline", str(self.settings)), True),))
+            setup_steps=(("Check the settings", ("check", "--offline", str(self.settings)), True),),
+            edit_flags=("--no-apply",))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

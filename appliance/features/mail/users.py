@@ -6,7 +6,6 @@ Edits go through tomlkit (Debian's python3-tomlkit), are validated as a whole wi
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import tomlkit
 
 from appliance.core import settings, system
-from appliance.core.errors import SettingsError, UsageError
+from appliance.core.edit import SettingsDoc
+from appliance.core.errors import UsageError
 
 
 class UserError(UsageError):
@@ -29,44 +29,6 @@ def hash_password(password: str) -> str:
         raise UserError("the password is shorter than 10 characters; choose a longer one")
     res = system.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n")
     return res.stdout.strip()
-
-
-class SettingsDoc:
-    def __init__(self, path: Path, sections: Sequence[settings.Section]) -> None:
-        self.sections = tuple(sections)
-        self.path = path
-        try:
-            self.doc = tomlkit.parse(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: file not found; create it first (see README)") from None
-        except Exception as e:  # tomlkit raises its own ParseError subclasses
-            raise SettingsError([f"TOML syntax error: {e}"], str(path)) from None
-
-    def users(self) -> Any:
-        if "users" not in self.doc:
-            self.doc["users"] = tomlkit.aot()
-        return self.doc["users"]
-
-    def find(self, address: str) -> Any:
-        for u in self.users():
-            if u.get("address") == address:
-                return u
-        raise UserError(f'no user "{address}" in {self.path}; see `appliance user list`')
-
-    def owner_of_alias(self, alias: str) -> Any:
-        for u in self.users():
-            if alias in u.get("aliases", []):
-                return u
-        raise UserError(f'no alias "{alias}" in {self.path}; see `appliance alias list`')
-
-    def save(self) -> settings.Settings:
-        """Validate the edited document as a whole, then write it. Nothing is written if the
-        result would be invalid."""
-        text = tomlkit.dumps(self.doc)
-        text += "" if text.endswith("\n") else "\n"
-        parsed = settings.parse(tomllib.loads(text), str(self.path), self.sections)
-        system.write_user_file(self.path, text)
-        return parsed
 
 
 def add_user(path: Path, address: str, password_hash: str, aliases: list[str],
