@@ -223,6 +223,28 @@ def test_the_administrator_makes_a_device_password_for_a_user_and_revokes_it(box
     assert imap_login(box, carol, "carol-secret-1") == "OK"  # her own is untouched
 
 
+def test_the_administrator_changes_a_setting_and_the_box_follows(box: Box) -> None:
+    """Settings: one section's form is one `appliance set`: the file keeps its comments and
+    gets the value, the apply renders it; a bad value is named and changes nothing; a value
+    written in the file by hand is what the page shows next."""
+    b = box.browser
+    b.get(f"{CONSOLE}/settings")
+    b.fill({"messages_per_hour": "150"}, within="#limits")
+    b.submit("#limits button[type=submit]")
+    assert "saved and applied: limits.messages_per_hour" in b.text()
+    assert "messages_per_hour = 150" in box.settings()
+    assert "messages_per_hour = 150" in box.m.app.read("/etc/appliance/limits.conf")
+    box.shot("8d-settings")
+    before = box.settings()
+    b.fill({"messages_per_hour": "lots"}, within="#limits")
+    b.submit("#limits button[type=submit]")
+    assert 'limits.messages_per_hour: "lots"' in b.text() and box.settings() == before
+    box.m.write_settings(before.replace("messages_per_hour = 150", "messages_per_hour = 175"))
+    b.get(f"{CONSOLE}/settings")
+    got = b.call("js", code="return document.getElementById('limits-messages_per_hour').value")
+    assert got == "175"
+
+
 def imap_login(box: Box, user: str, pw: str) -> str:
     r = box.m.lan2.python(f"""
 import imaplib, ssl
