@@ -18,14 +18,14 @@ import json
 import sys
 from pathlib import Path
 
-from appliance.console import ops, ops_account, protocol
+from appliance.console import ops, ops_account, ops_system, protocol
 from appliance.console.broker import NAME, SETTINGS, Agent
 from appliance.console.protocol import DENIED
 from appliance.core import daemon, system
 
 LOG = "/var/log/appliance-console.log"
 GROUP = "appliance-console"  # the web process's group: the only other one that may connect
-__all__ = ["Agent", "main", "ops", "ops_account", "serve"]  # ops*: for their registrations
+__all__ = ["Agent", "main", "ops", "ops_account", "ops_system", "serve"]  # ops*: for their registrations
 
 
 # --- the server --------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from __future__ import annotations
 # a person with SSH; a person without one gets the page).
 FIX_PAGES = {"dns": ("dns", "Your DNS records"), "upnp": ("connection", "Connection"),
              "reachability": ("connection", "Connection"), "fail2ban": ("connection", "Connection"),
-             "backup": ("backups", "Backups")}
+             "backup": ("backups", "Backups"), "certificate": ("keys", "Certificate and DKIM key"),
+             "dkim": ("keys", "Certificate and DKIM key")}
 GROUP_TITLES = {"dns": "DNS records", "dnssec": "DNSSEC", "upnp": "Router (UPnP)",
                 "mail": "Mail", "disk": "Storage", "certificate": "Certificate",
                 "backup": "Backups", "fail2ban": "Banned addresses"}

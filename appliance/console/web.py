@@ -280,6 +280,19 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
         call("backup_sheet_kept")
         return redirect(url_for("backups"))
 
+    @app.route("/keys", methods=["GET", "POST"])
+    @needs("admin")
+    def keys() -> Any:
+        """The certificate (get one now: a job with progress) and the DKIM key's life."""
+        ctx: dict[str, Any] = {}
+        action = request.form.get("action", "") if request.method == "POST" else ""
+        if action == "cert":
+            return redirect(url_for("progress", job=call("cert_now")["job"]))
+        if action:
+            ctx["said"], ctx["error"] = attempt("dkim", action=action)
+        return render_template("keys.html", me=g.me, data=call("keys"), **ctx), \
+            400 if ctx.get("error") else 200
+
     @app.route("/dns", methods=["GET", "POST"])
     @needs("admin")
     def dns() -> Any:

@@ -245,6 +245,25 @@ def test_the_administrator_changes_a_setting_and_the_box_follows(box: Box) -> No
     assert got == "175"
 
 
+def test_the_administrator_sees_the_certificate_and_rolls_the_dkim_key_over(box: Box) -> None:
+    """Keys: what `appliance cert show` and `dkim show` say; a new DKIM key is made and its
+    record shown; signing with it before the record is published is refused, in words."""
+    b = box.browser
+    b.get(f"{CONSOLE}/keys")
+    text = b.text()
+    assert f"{MAIL_HOST}: self-signed" in text and "days left" in text
+    signing = re.search(r"Signing with ([\w-]+)", text)
+    assert signing and signing.group(1) != "no", text
+    b.submit("#dkim button[value=rollover]")
+    text = b.text()
+    assert "made a new key, selector" in text and "waits for its DNS record" in text
+    box.shot("8e-keys")
+    b.submit("#dkim button[value=activate]")
+    text = b.text()
+    assert "is not published with the new key yet" in text
+    assert f"Signing with {signing.group(1)}" in text  # unchanged
+
+
 def imap_login(box: Box, user: str, pw: str) -> str:
     r = box.m.lan2.python(f"""
 import imaplib, ssl
