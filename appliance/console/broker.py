@@ -95,6 +95,8 @@ class Agent:
         self.jobs: dict[str, Job] = {}
         self.setup_lock = threading.Lock()
         self.throttle = auth.Throttle()
+        # One-time device links (QR codes): link -> (address, device name, valid until).
+        self.links: dict[str, tuple[str, str, float]] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

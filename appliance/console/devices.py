@@ -1,7 +1,9 @@
 """Setting up a phone or a computer: the values a mail app asks for, and an Apple
 configuration profile (.mobileconfig, an XML property list) that fills them in on iOS and
-macOS. The profile holds no password: the device asks for it once. It is not signed, so the
-device calls it unverified; what it installs is shown before it does.
+macOS. The profile downloaded in a session holds no password: the device asks for it once.
+The one behind a QR code's one-time link carries a new app password made for that device, so
+nothing is typed at all. It is not signed, so the device calls it unverified; what it installs
+is shown before it does.
 
 Ports: IMAP over TLS on 993, submission over TLS on 465 (RFC 8314, implicit TLS: nothing a
 network can strip).
@@ -23,9 +25,10 @@ def settings(address: str, host: str) -> list[tuple[str, str]]:
             ("Password", "the device's own password (below), or your mail password")]
 
 
-def mobileconfig(address: str, host: str, domain: str) -> bytes:
+def mobileconfig(address: str, host: str, domain: str, password: str = "") -> bytes:
     """The profile for `address`. Its identifiers are derived from the address and host, so
-    installing it again replaces the account instead of adding a second one."""
+    installing it again replaces the account instead of adding a second one. With `password`
+    (an app password), the device asks for nothing."""
     ident = f"{'.'.join(reversed(domain.split('.')))}.mail-appliance.{address}"
     account = {
         "PayloadType": "com.apple.mail.managed",
@@ -48,6 +51,8 @@ def mobileconfig(address: str, host: str, domain: str) -> bytes:
         "OutgoingMailServerAuthentication": "EmailAuthPassword",
         "OutgoingPasswordSameAsIncomingPassword": True,
     }
+    if password:
+        account["IncomingPassword"] = account["OutgoingPassword"] = password
     profile = {
         "PayloadType": "Configuration",
         "PayloadVersion": 1,

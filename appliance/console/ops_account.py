@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from appliance.console import auth
-from appliance.console.broker import Agent, OpError, op
+from appliance.console.broker import Agent, OpError, log, op
 from appliance.console.ops import app_password_rows, form_address, form_password
 from appliance.console.protocol import DENIED
 from appliance.core import system
@@ -95,7 +95,7 @@ def _name(args: dict[str, Any]) -> str:
 
 
 def _add(a: Agent, address: str, name: str) -> dict[str, Any]:
-    got = json.loads(a.must("user", "app-password", "add", address, name, "--json"))
+    got = json.loads(a.must("user", "app-password", "add", address, name, "--json", *a.edit_flags))
     return {"name": got["name"], "password": got["password"], "address": address}
 
 
@@ -167,3 +167,34 @@ def op_my_vacation(a: Agent, s: auth.Session | None, args: dict[str, Any], token
     until = str(args.get("until", "")).strip()
     argv = ["user", "vacation", s.who, f"--subject={subject}"] + ([f"--until={until}"] if until else [])
     return a.must(*argv, stdin=str(args.get("message", ""))).strip().splitlines()[0]
+
+
+# --- a QR code that sets a phone up: a one-time link to a profile with its own app password ----------
+LINK_TTL_S = 600
+
+
+@op("my_device_link", "user")
+def op_my_device_link(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """A link for the QR code: good for 10 minutes and one download. Nothing is made until the
+    phone opens it, so a code nobody scans leaves no password behind."""
+    assert s is not None
+    name = _name(args)
+    now = time.time()
+    for old in [k for k, v in a.links.items() if v[2] < now]:
+        del a.links[old]
+    link = secrets.token_urlsafe(24)
+    a.links[link] = (s.who, name, now + LINK_TTL_S)
+    return {"link": link, "minutes": LINK_TTL_S // 60}
+
+
+@op("device_link_use")
+def op_device_link_use(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """The phone, without a session: the link is spent at once, then its app password is made."""
+    got = a.links.pop(str(args.get("link", "")), None)
+    if got is None or got[2] < time.time():
+        raise OpError("this link was used already or is too old: make a new QR code", DENIED)
+    who, name, _ = got
+    st = a.settings()
+    made = _add(a, who, name)
+    log(f"device link used for {who} ({name}) from {args.get('_client', '?')}")
+    return {"address": who, "host": st.hostname, "domain": st.domain, "password": made["password"]}

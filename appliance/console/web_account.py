@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Flask, Response, g, redirect, render_template, request, url_for
 
+from appliance.console.present import qr_svg
+
 
 def add_routes(app: Flask, kit: Any) -> None:
     """`kit`: create_app's call, attempt and needs, and the session cookie's name."""
@@ -60,12 +62,32 @@ def add_routes(app: Flask, kit: Any) -> None:
         action = request.form.get("action", "") if request.method == "POST" else ""
         if action == "add":
             ctx["new"], ctx["error"] = attempt("my_app_password_add", name=request.form.get("name", ""))
+        elif action == "qr":
+            got, ctx["error"] = attempt("my_device_link", name=request.form.get("name", ""))
+            if got:
+                ctx["qr_url"] = f"https://{request.host}/d/{got['link']}"  # nginx: TLS, 8443
+                ctx["qr"], ctx["qr_minutes"] = qr_svg(ctx["qr_url"]), got["minutes"]
         elif action == "revoke":
             ctx["said"], ctx["error"] = attempt("my_app_password_del", name=request.form.get("name", ""))
         d = call("my_devices")
         return render_template("devices.html", me=g.me, rows=dev.settings(d["address"], d["host"]),
                                app_passwords=call("my_app_passwords"), **ctx), \
             400 if ctx.get("error") else 200
+
+    @app.get("/d/<link>")
+    def device_link(link: str) -> Any:
+        """What a phone's camera opens from the QR code: no session, the link is the key, once.
+        The profile it gets carries the device's own new app password."""
+        from appliance.console import devices as dev
+        from appliance.console.protocol import AgentError
+
+        try:
+            d = call("device_link_use", link=link)
+        except AgentError as e:
+            return render_template("error.html", message=str(e), me=None), 410
+        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"], d["password"]),
+                        mimetype="application/x-apple-aspen-config",
+                        headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
 
     @app.get("/account/mail.mobileconfig")
     @needs("user")

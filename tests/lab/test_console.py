@@ -413,6 +413,34 @@ def test_a_mail_user_makes_a_password_for_her_phone_and_revokes_it(box: Box) -> 
     assert imap_login(box, ALICE, secret).startswith("NO")
 
 
+def test_a_qr_code_sets_her_phone_up_with_nothing_typed(box: Box) -> None:
+    """My devices: the QR code's one-time link, opened by another LAN device with no session
+    (the phone), gives a profile whose own app password opens her mailbox; once only."""
+    b = box.browser
+    b.get(f"{CONSOLE}/account/devices")
+    b.fill({"name": "iPhone"}, within="#qr-link")
+    b.submit("#qr-link button[type=submit]")
+    assert b.call("js", code="const i = document.querySelector('#device-qr img.qr'); "
+                  "return i.complete && i.naturalWidth > 0") is True
+    url = b.call("js", code="return document.querySelector('#device-qr code').textContent")
+    assert url.startswith(f"{CONSOLE}/d/"), url
+    box.shot("10f-device-qr")
+    path = url.removeprefix(CONSOLE)
+    got = _http(box, f"""
+import plistlib
+first, body, _ = req("GET", {path!r})
+second, _, _ = req("GET", {path!r})
+none, _, _ = req("GET", "/d/not-a-link")
+acct = plistlib.loads(body.encode())["PayloadContent"][0] if first == 200 else {{}}
+print(json.dumps({{"first": first, "second": second, "none": none,
+                  "password": acct.get("IncomingPassword", "")}}))""")
+    secret = str(got.pop("password"))
+    assert got == {"first": 200, "second": 410, "none": 410}, got
+    assert imap_login(box, ALICE, secret) == "OK"  # the phone's own password, typed by nobody
+    names = re.findall(r'name = "([^"]+)"', box.settings())
+    assert "iPhone" in names  # made when the phone opened the link
+
+
 def test_a_mail_user_sets_her_away_message_and_forwarding_in_the_console(box: Box) -> None:
     """My account: the away message answers mail from the internet; forwarding lands in the
     settings file; both off again from the same page."""

@@ -543,3 +543,48 @@ def test_the_dns_page_offers_the_push_only_where_a_server_takes_it(box: Running,
     box.settings.write_text(base + f'\n[dns]\nupdate_server = "192.0.2.53"\nupdate_key_file = "{key}"\n')
     page = client.get("/dns", base_url=url)  # a hand edit shows at the next page load
     assert "Send them to 192.0.2.53" in page.text
+
+
+def test_a_qr_code_sets_a_phone_up_once_with_its_own_password(box: Running, client: Any) -> None:
+    """My devices: the QR code's link gives, once and without a session, a profile carrying a
+    new app password for that device; used again or too old, it gives nothing."""
+    import plistlib
+
+    from appliance import registry
+
+    box.settings.parent.mkdir(parents=True)
+    box.settings.write_text(f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+                            f'password_hash = "{sha512(PW)}"\n')
+    auth.set_admin_password(box.root, "admin password 1")
+    url = "https://box"
+    token = csrf_of(client.get("/login", base_url=url).text)
+    client.post("/login", data={"user": "alice@example.org", "password": PW, "csrf": token},
+                base_url=url)
+    page = client.get("/account/devices", base_url=url)
+    r = client.post("/account/devices", data={"action": "qr", "name": "iPhone",
+                                              "csrf": csrf_of(page.text)}, base_url=url)
+    assert r.status_code == 200 and 'class="qr" src="data:image/svg+xml' in r.text
+    link = re.search(r"https://box/d/([\w-]+)", r.text)
+    assert link, r.text
+    assert "app_passwords" not in box.settings.read_text()  # nothing made before it is used
+    phone = create_app(box.sock).test_client()  # no session: the link is the key
+    got = phone.get(f"/d/{link.group(1)}", base_url=url)
+    assert got.status_code == 200 and got.mimetype == "application/x-apple-aspen-config"
+    acct = plistlib.loads(got.data)["PayloadContent"][0]
+    [made] = registry.load_settings(box.settings).users[0].app_passwords
+    assert made.name == "iPhone" and acct["IncomingPassword"] == acct["OutgoingPassword"]
+    assert sha512_again(acct["IncomingPassword"], made.hash) == made.hash
+    assert phone.get(f"/d/{link.group(1)}", base_url=url).status_code == 410  # once
+    r = client.post("/account/devices", data={"action": "qr", "name": "iPad",
+                                              "csrf": csrf_of(page.text)}, base_url=url)
+    stale = re.search(r"https://box/d/([\w-]+)", r.text).group(1)  # type: ignore[union-attr]
+    who, name, _ = box.agent.links[stale]
+    box.agent.links[stale] = (who, name, time.time() - 1)
+    assert phone.get(f"/d/{stale}", base_url=url).status_code == 410  # too old
+    assert phone.get("/d/not-a-link", base_url=url).status_code == 410
+
+
+def sha512_again(password: str, hashed: str) -> str:
+    salt = hashed.split("$")[2]
+    return subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password + "\n",
+                          text=True, capture_output=True, check=True).stdout.strip()
