@@ -156,14 +156,20 @@ def op_job(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -
             "notes": job.notes, "kind": job.kind}
 
 
-# --- the administrator's pages ----------------------------------------------------------------------
-@op("status", "admin")
-def op_status(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
-    code, out, err = a.appliance("status", "--json")
+def answer(a: Agent, *argv: str) -> Any:
+    """The JSON of a verb whose exit 1 is an answer (checks that found something wrong), not a
+    breakdown: only output that is no JSON at all is a failure."""
+    code, out, err = a.appliance(*argv)
     try:
         return json.loads(out)
     except ValueError:
-        raise OpError((err or out).strip() or f"status failed (exit {code})", FAILED) from None
+        raise OpError((err or out).strip() or f"{argv[0]} failed (exit {code})", FAILED) from None
+
+
+# --- the administrator's pages ----------------------------------------------------------------------
+@op("status", "admin")
+def op_status(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    return answer(a, "status", "--json")
 
 
 @op("dns", "admin")
@@ -178,11 +184,7 @@ def op_dns(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -
 def op_dns_check(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
     """Each record as DNS serves it now (`appliance dns --check --json`, which exits 1 when one
     is wrong: an answer, not a failure)."""
-    code, out, err = a.appliance("dns", "--check", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        raise OpError((err or out).strip() or f"dns --check failed (exit {code})", FAILED) from None
+    return answer(a, "dns", "--check", "--json")
 
 
 @op("dns_push", "admin")
@@ -267,11 +269,7 @@ def op_settings_save(a: Agent, s: auth.Session | None, args: dict[str, Any], tok
 def op_connection(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> dict[str, Any]:
     """The reachability verdict (`appliance reachability --json`: UPnP, the public address, the
     ports from outside) and who fail2ban has banned (`appliance bans --json`)."""
-    code, out, err = a.appliance("reachability", "--json")  # exit 1 is a verdict, not a failure
-    try:
-        reach = json.loads(out)
-    except ValueError:
-        raise OpError((err or out).strip() or f"reachability failed (exit {code})", FAILED) from None
+    reach = answer(a, "reachability", "--json")  # exit 1 is a verdict, not a failure
     bans = json.loads(a.must("bans", "--json")) if a.settings().fail2ban.enabled else None
     return {"reach": reach, "bans": bans}
 

@@ -9,6 +9,14 @@ ALICE_HASH = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input="alice-
                             text=True, capture_output=True, check=True).stdout.strip()
 
 
+def sha512_again(password: str, hashed: str) -> str:
+    """`password` hashed with the salt of `hashed` (openssl, as the CLI hashes): equal when it
+    is the password the hash was made from."""
+    salt = hashed.split("$")[2]
+    return subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password + "\n",
+                          text=True, capture_output=True, check=True).stdout.strip()
+
+
 @pytest.fixture(autouse=True)
 def private_run_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent's lock lives in /run/appliance on a box; unit tests (no root) get their own."""

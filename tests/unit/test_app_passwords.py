@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,12 @@ from appliance import registry
 from appliance.core import app_passwords, system
 from appliance.core.errors import SettingsError
 
+from . import test_users_cli as tuc
+from .conftest import sha512_again
 from .test_plan import build, files
-from .test_users_cli import SETTINGS, run
+from .test_users_cli import run
 
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    p = tmp_path / "settings.toml"
-    p.write_text(SETTINGS)
-    p.chmod(0o600)
-    return p
-
-
-def sha512_matches(password: str, hashed: str) -> bool:
-    salt = hashed.split("$")[2]
-    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password + "\n",
-                           text=True, capture_output=True, check=True).stdout.strip()
-    return again == hashed
+path = tuc.path  # a settings file with alice, its comments to keep
 
 
 def test_add_shows_the_password_once_and_keeps_only_its_hash(path: Path) -> None:
@@ -46,7 +34,7 @@ def test_add_shows_the_password_once_and_keeps_only_its_hash(path: Path) -> None
     assert "# My mailbox settings -- keep this comment" in text and "# me" in text
     assert secret not in text and "[[users.app_passwords]]" in text
     [p] = registry.load_settings(path).users[0].app_passwords
-    assert p.name == "Phone" and sha512_matches(secret, p.hash) and p.created > 1.7e9
+    assert p.name == "Phone" and sha512_again(secret, p.hash) == p.hash and p.created > 1.7e9
     # A second one of the same name is refused, and nothing changes.
     before = path.read_text()
     code, _, err = run(["--settings", str(path), "user", "app-password", "add",

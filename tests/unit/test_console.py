@@ -21,6 +21,8 @@ from appliance.console import agent as console_agent
 from appliance.console import auth, protocol
 from appliance.console.web import COOKIE, create_app
 
+from .conftest import sha512_again
+
 PW = "correct horse battery"
 
 
@@ -206,6 +208,23 @@ def csrf_of(html: str) -> str:
     m = re.search(r'name="csrf" value="([^"]+)"', html)
     assert m, html
     return m.group(1)
+
+
+def alice_settings(extra: str = "") -> str:
+    return (f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
+            f'password_hash = "{sha512(PW)}"\n{extra}')
+
+
+def logged_in(box: Running, client: Any, settings_text: str, user: str = "alice@example.org",
+              password: str = PW) -> None:
+    """The box with these settings and an administrator; `user` logged in."""
+    box.settings.parent.mkdir(parents=True, exist_ok=True)
+    box.settings.write_text(settings_text)
+    auth.set_admin_password(box.root, "admin password 1")
+    token = csrf_of(client.get("/login", base_url="https://box").text)
+    r = client.post("/login", data={"user": user, "password": password, "csrf": token},
+                    base_url="https://box")
+    assert r.status_code == 302, r.text
 
 
 def test_a_fresh_box_shows_only_the_setup_code_page(box: Running, client: Any) -> None:
@@ -498,17 +517,10 @@ def test_an_app_password_never_opens_the_console_and_a_nameless_one_is_refused(
 
 def test_her_forwarding_and_away_message_show_what_the_file_says_and_a_bad_one_changes_nothing(
         box: Running, client: Any) -> None:
-    box.settings.parent.mkdir(parents=True)
-    box.settings.write_text(
-        f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
-        f'password_hash = "{sha512(PW)}"\nforward_to = ["alice@elsewhere.example"]\n'
-        f'[users.vacation]\nsubject = "Away until Monday"\nmessage = "Back soon."\n'
-        f'until = 2026-12-24\n')
-    auth.set_admin_password(box.root, "admin password 1")
+    logged_in(box, client, alice_settings(
+        'forward_to = ["alice@elsewhere.example"]\n[users.vacation]\nsubject = "Away until Monday"\n'
+        'message = "Back soon."\nuntil = 2026-12-24\n'))
     url = "https://box"
-    token = csrf_of(client.get("/login", base_url=url).text)
-    assert client.post("/login", data={"user": "alice@example.org", "password": PW, "csrf": token},
-                       base_url=url).status_code == 302
     page = client.get("/account", base_url=url)
     assert "forwarded</strong> to" in page.text and "alice@elsewhere.example" in page.text
     assert 'value="Away until Monday"' in page.text and "until the end of\n  2026-12-24" in page.text
@@ -526,15 +538,9 @@ def test_the_dns_page_offers_the_push_only_where_a_server_takes_it(box: Running,
                                                                    tmp_path: Path) -> None:
     """`dns --push` needs [dns] update_server and its key: without them, no button (the check
     and the push themselves talk to DNS servers: tests/lab)."""
-    base = (f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
-            f'password_hash = "{sha512(PW)}"\n')
-    box.settings.parent.mkdir(parents=True)
-    box.settings.write_text(base)
-    auth.set_admin_password(box.root, "admin password 1")
+    base = alice_settings()
+    logged_in(box, client, base, "admin", "admin password 1")
     url = "https://box"
-    token = csrf_of(client.get("/login", base_url=url).text)
-    client.post("/login", data={"user": "admin", "password": "admin password 1", "csrf": token},
-                base_url=url)
     page = client.get("/dns", base_url=url)
     assert page.status_code == 200 and "Check each record now" in page.text
     assert "Send them to" not in page.text and "MX" in page.text
@@ -552,14 +558,8 @@ def test_a_qr_code_sets_a_phone_up_once_with_its_own_password(box: Running, clie
 
     from appliance import registry
 
-    box.settings.parent.mkdir(parents=True)
-    box.settings.write_text(f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
-                            f'password_hash = "{sha512(PW)}"\n')
-    auth.set_admin_password(box.root, "admin password 1")
+    logged_in(box, client, alice_settings())
     url = "https://box"
-    token = csrf_of(client.get("/login", base_url=url).text)
-    client.post("/login", data={"user": "alice@example.org", "password": PW, "csrf": token},
-                base_url=url)
     page = client.get("/account/devices", base_url=url)
     r = client.post("/account/devices", data={"action": "qr", "name": "iPhone",
                                               "csrf": csrf_of(page.text)}, base_url=url)
@@ -583,8 +583,3 @@ def test_a_qr_code_sets_a_phone_up_once_with_its_own_password(box: Running, clie
     assert phone.get(f"/d/{stale}", base_url=url).status_code == 410  # too old
     assert phone.get("/d/not-a-link", base_url=url).status_code == 410
 
-
-def sha512_again(password: str, hashed: str) -> str:
-    salt = hashed.split("$")[2]
-    return subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password + "\n",
-                          text=True, capture_output=True, check=True).stdout.strip()

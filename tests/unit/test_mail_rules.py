@@ -15,18 +15,14 @@ from appliance import registry
 from appliance.core import mail_rules
 from appliance.core.errors import SettingsError
 
+from . import test_users_cli as tuc
 from .test_plan import build, files
-from .test_users_cli import SETTINGS, run
+from .test_users_cli import run
 
 RULES = "/etc/dovecot/sieve/users/alice@example.org.sieve"
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    p = tmp_path / "settings.toml"
-    p.write_text(SETTINGS)
-    p.chmod(0o600)
-    return p
+path = tuc.path  # a settings file with alice, its comments to keep
 
 
 def with_rules(good: dict, **rules: object) -> dict:

@@ -11,22 +11,18 @@ from typing import Any
 
 import pytest
 
-from appliance.console import auth, settings_form
+from appliance.console import settings_form
 
 from . import test_console as tc
-from .test_console import PW, Running, csrf_of, sha512
-from .test_users_cli import SETTINGS, run
+from . import test_users_cli as tuc
+from .test_console import Running, csrf_of
+from .test_users_cli import run
 
 # The console's own fixtures: its agent on a real socket, the Flask pages through it.
 box, client, no_delay = tc.box, tc.client, tc.no_delay
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    p = tmp_path / "settings.toml"
-    p.write_text(SETTINGS)
-    p.chmod(0o600)
-    return p
+path = tuc.path  # a settings file with alice, its comments to keep
 
 
 def test_set_keeps_comments_and_types_and_key_equals_nothing_is_the_default(path: Path) -> None:
@@ -136,18 +132,12 @@ def shown(value: Any) -> Any:
 
 
 def admin(box: Running, client: Any, text: str) -> str:
-    box.settings.parent.mkdir(parents=True, exist_ok=True)
-    box.settings.write_text(text)
-    auth.set_admin_password(box.root, "admin password 1")
-    token = csrf_of(client.get("/login", base_url="https://box").text)
-    client.post("/login", data={"user": "admin", "password": "admin password 1", "csrf": token},
-                base_url="https://box")
+    tc.logged_in(box, client, text, "admin", "admin password 1")
     return csrf_of(client.get("/settings", base_url="https://box").text)
 
 
 def base() -> str:
-    return (f'domain = "example.org"\n\n[[users]]\naddress = "alice@example.org"\n'
-            f'password_hash = "{sha512(PW)}"\n')
+    return tc.alice_settings()
 
 
 def test_every_value_covers_every_field_the_page_shows() -> None:
