@@ -414,7 +414,7 @@ s.quit()""")
         assert rows[0]["last_used"] and rows[0]["created"] <= rows[0]["last_used"]
 
         # A device that is connected: revoking its password ends the session at once.
-        session = lab.lan2.spawn("imap-session", ["/usr/bin/python3", "-c", f"""
+        lab.lan2.spawn("imap-session", ["/usr/bin/python3", "-c", f"""
 import imaplib, ssl, sys, time
 M = imaplib.IMAP4_SSL({MAIL_HOST!r}, 993, timeout=10,
                       ssl_context=ssl.create_default_context(cafile={CA!r}))
@@ -433,7 +433,6 @@ print('still connected', flush=True)"""])
         r = lab.appliance("user", "app-password", "del", ALICE, "Phone")
         assert r.returncode == 0, r.stdout + r.stderr
         wait_for("the session to end", lambda: "ended" in out.read_text(), timeout=30)
-        assert session > 0
         r = lab.lan2.python(f"""
 import imaplib, ssl
 ctx = ssl.create_default_context(cafile={CA!r})

@@ -56,7 +56,7 @@ def test_away_message_and_forwarding_become_one_script_sievec_accepts(good: dict
     assert r.returncode == 0, r.stderr
     # Forward only, no copy kept, no end date: other extensions, still valid.
     text = files(build(with_rules(good, forward_to="a@b.example", forward_keep=False)))[RULES]
-    assert 'redirect "a@b.example";' in text and ":copy" not in text
+    assert 'redirect "a@b.example";' in text and ":copy" not in text and "require" not in text
     assert compiles(text, tmp_path).returncode == 0
     text = files(build(with_rules(good, vacation={"subject": "Away", "message": "x"})))[RULES]
     assert "currentdate" not in text and compiles(text, tmp_path).returncode == 0

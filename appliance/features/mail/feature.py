@@ -43,7 +43,7 @@ def _requires(u: User) -> tuple[str, ...]:
         need += ["vacation"] + (["date", "relational"] if u.vacation.until else [])
     if u.forward_to and u.forward_keep:
         need.append("copy")
-    return tuple(f'"{x}"' for x in need) or ('"envelope"',)
+    return tuple(f'"{x}"' for x in need)
 
 
 def context(s: Settings) -> dict[str, Any]:
