@@ -21,8 +21,9 @@ UNIT_DIR = "/etc/systemd/system"
 WARNING = re.compile(r"\b(warning|fatal|error)\b", re.IGNORECASE)
 
 # The ports the box serves mail on to the internet: SMTP (the MX), submission with implicit TLS
-# and with STARTTLS, IMAPS. The firewall opens them; UPnP maps them; nothing else is exposed.
-MAIL_PORTS = (25, 465, 587, 993)
+# and with STARTTLS, IMAPS, and ManageSieve (the user's filters, from a mail program away from
+# home). The firewall opens them; UPnP maps them; nothing else is exposed.
+MAIL_PORTS = (25, 465, 587, 993, 4190)
 
 
 class Manager:

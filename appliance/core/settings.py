@@ -30,7 +30,7 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 # Accepted password hash formats, strongest first, with the Dovecot scheme each maps to.
-# SHA512-CRYPT is the floor (issue #3); MD5-crypt ($1$) and SHA256-crypt ($5$) are refused.
+# SHA512-CRYPT is the floor; MD5-crypt ($1$) and SHA256-crypt ($5$) are refused.
 HASH_SCHEMES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"), "ARGON2ID"),
     (re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"), "BLF-CRYPT"),

@@ -31,13 +31,13 @@ MX_IP = "203.0.113.25"
 DNS_IP = "203.0.113.53"
 ACME_IP = "203.0.113.40"
 ATT_IP = "198.51.100.66"
-FORWARDED = (25, 465, 587, 993)
-DNSBL_ZONE = "dnsbl.test"  # the lab's own DNS blocklist (issue #9, `appliance status`)
+FORWARDED = (25, 465, 587, 993, 4190)
+DNSBL_ZONE = "dnsbl.test"  # the lab's own DNS blocklist (`appliance status`)
 
 ALICE, ALICE_PW = f"alice@{DOMAIN}", "alice-secret-1"
 BOB_LOCAL, BOB_PW = f"bob@{DOMAIN}", "bob-secret-22"
 REMOTE_USER = f"carol@{REMOTE}"
-# A domain and its one-letter slip, both served by the remote MX (typo guard, issue #10).
+# A domain and its one-letter slip, both served by the remote MX (typo guard).
 TYPO_DOMAINS = ("army.mil", "army.ml")
 # A host under each (its own MX record in the domain's zone): the guard compares registrable
 # domains, so mail to mail.army.ml is a near miss of army.mil too.
@@ -53,7 +53,7 @@ PLAIN_BODY = ("Hello, the minutes of Tuesday's meeting are below. We agreed on t
 def well_formed(sender: str, rcpt: str, subject: str, msgid: str | None = None, extra: str = "",
                 body: str = PLAIN_BODY) -> str:
     """A message as a real client writes one (From, To, Date, Message-ID, MIME headers). Mail
-    passes rspamd (issue #9): a bare "Subject only" test message scores as the spam it looks
+    passes rspamd: a bare "Subject only" test message scores as the spam it looks
     like and is filed into Junk."""
     import email.utils
     import uuid
@@ -354,7 +354,7 @@ class MailLab:
         wait_for("appliance port 993", lambda: self.tcp_open(self.app, APP_IP, 993))
 
     def hairpin(self, on: bool) -> None:
-        """Hairpin NAT on the router (issue #8), as many home routers do it: a LAN client that
+        """Hairpin NAT on the router, as many home routers do it: a LAN client that
         connects to the public address is DNATed to the appliance *and* SNATed to the public
         address, so the appliance sees every such client as 203.0.113.2. Off by default."""
         self.rtr.run(["nft", "delete", "table", "ip", "hairpin"], check=False)

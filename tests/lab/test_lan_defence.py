@@ -1,4 +1,4 @@
-"""A box that knows its LAN (issue #8), against the real fail2ban, nftables, sshd, Postfix and
+"""A box that knows its LAN, against the real fail2ban, nftables, sshd, Postfix and
 Dovecot in the lab: attackers on the WAN get banned, the owner's LAN (also through a hairpinning
 router) never does; SSH is LAN-only and key-only; a broken firewall never replaces the running one.
 

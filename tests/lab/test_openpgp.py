@@ -1,4 +1,4 @@
-"""OpenPGP encryption at rest (issue #7) against the real Postfix, Dovecot and gpg in the lab.
+"""OpenPGP encryption at rest against the real Postfix, Dovecot and gpg in the lab.
 
 A remote sender's MX hands mail to the appliance; the agent's LMTP proxy encrypts it for users
 with a key before Dovecot stores it. Faults (expired key, gpg missing, GnuPG home unreadable,
@@ -164,6 +164,18 @@ def test_multipart_from_remote_is_stored_as_pgp_mime_and_decrypts_to_the_origina
     assert ("application/octet-stream", BINARY) in leaves(inner)
     # The proxy says what it did, and how long encryption took.
     assert f"for {ALICE} to {device[0].fpr(ALICE)}" in lab.app.read("/var/log/appliance-pgp.log")
+
+
+def test_plus_addressed_mail_is_encrypted_to_the_user_behind_the_tag(
+        lab: MailLab, device: tuple[Device, Path]) -> None:
+    """Postfix hands alice+shop@ on with its tag; the proxy must still find alice's key, or
+    the mail would be stored in the clear."""
+    tag = uuid.uuid4().hex[:12]
+    tagged = ALICE.replace("@", "+shop@")
+    send(lab, f"carol@{REMOTE}", tagged, message(tag, f"carol@{REMOTE}", tagged))
+    msg = wait_stored(lab, ALICE, tag)
+    assert f"secret-{tag}".encode() not in msg
+    assert f"secret-{tag}".encode() in decrypt_both(device[0], device[1], msg)
 
 
 def test_user_without_key_gets_plaintext_per_setting_and_status_says_so(lab: MailLab) -> None:

@@ -1,4 +1,4 @@
-"""What leaves the box (issue #10), against the real Postfix in the lab: mail submitted on 587
+"""What leaves the box, against the real Postfix in the lab: mail submitted on 587
 from the LAN client reaches the remote MX with no trace of the client's address, name or
 software; mail arriving from the internet on port 25 keeps its headers."""
 

@@ -172,7 +172,7 @@ probe_token_file = "/etc/appliance/probe.token"
         assert v["verdict"] == "direct", v
         assert r.returncode == 0
         assert v["evidence"]["probe_seen_ip"] == WAN_IP
-        assert v["evidence"]["inbound"] == {"25": True, "465": True, "587": True, "993": True}
+        assert v["evidence"]["inbound"] == {"25": True, "465": True, "587": True, "993": True, "4190": True}
         # The probe answers only its owner (the token), so it is no port scanner for others.
         r = lab.att.python(f"""
 import urllib.request, urllib.error
@@ -206,7 +206,7 @@ def test_router_refusing_low_ports_gives_an_honest_verdict() -> None:
         r = lab.appliance("reachability")
         assert "verdict: not-reachable" in r.stdout
         assert "port 25: refused" in r.stdout
-        assert "forward TCP ports 25, 465, 587, 993 to 198.18.0.10" in r.stdout
+        assert "forward TCP ports 25, 465, 587, 993, 4190 to 198.18.0.10" in r.stdout
 
 
 def test_router_without_upnp_gets_manual_forwarding_instructions() -> None:
@@ -219,7 +219,7 @@ def test_router_without_upnp_gets_manual_forwarding_instructions() -> None:
         assert r.returncode == 1
         assert "verdict: not-reachable" in r.stdout
         assert "no UPnP router found" in r.stdout
-        assert "forward TCP ports 25, 465, 587, 993 to 198.18.0.10" in r.stdout
+        assert "forward TCP ports 25, 465, 587, 993, 4190 to 198.18.0.10" in r.stdout
         assert "never port 22" in r.stdout
         # and nothing reaches the box from the internet
         assert not lab.tcp_open(lab.att, WAN_IP, 25)

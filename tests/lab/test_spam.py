@@ -1,8 +1,8 @@
-"""rspamd in front of Postfix (issue #9), against the real daemons in the lab:
+"""rspamd in front of Postfix, against the real daemons in the lab:
 
 - mail a user submits is DKIM-signed, and the remote MX verifies the signature (dkimpy) against
   the record `appliance dns` prints, published in the lab's DNS; the header minimisation of
-  issue #10 leaves the signature valid;
+  the header minimisation leaves the signature valid;
 - mail from the internet that claims the user's domain fails DMARC and lands in Junk; ordinary
   mail lands in the INBOX with an Authentication-Results header;
 - moving a message into Junk over IMAP teaches rspamd's Bayes (IMAPSieve);
@@ -102,7 +102,7 @@ print('verified' if ok else 'FAILED', (d.domain or b'').decode(), (d.selector or
 
 def test_submitted_mail_is_signed_and_verifies_at_the_remote_mx(lab: MailLab, published: list[str]) -> None:
     tag = f"dkim-{uuid.uuid4().hex[:8]}"
-    # What a LAN client adds, which issue #10's header minimisation removes on submission.
+    # What a LAN client adds, which the header minimisation removes on submission.
     traces = (f"User-Agent: Mozilla/5.0 Thunderbird/115.3\r\nX-Mailer: SecretClient 9.1\r\n"
               f"X-Originating-IP: [{LAN2_IP}]\r\n")
     try:

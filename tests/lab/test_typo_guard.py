@@ -1,4 +1,4 @@
-"""The typo-domain guard (issue #10) against the real Postfix and policy service in the lab:
+"""The typo-domain guard against the real Postfix and policy service in the lab:
 alice has corresponded with army.mil; mail she submits to army.ml, or to a host under it
 (mail.army.ml), is held, she gets a notice naming both domains, `appliance release` sends it on;
 mail to army.mil is never held; a broken guard defers (4xx), never drops.
@@ -27,7 +27,7 @@ ALICE_MAILDIR = f"/var/vmail/{DOMAIN}/alice/Maildir"
 
 
 def restart_policyd(lab: MailLab) -> None:
-    """The policy service counts each user's submissions in memory (issue #8's outbound limits):
+    """The policy service counts each user's submissions in memory (the outbound limits):
     the mail these tests submit must not count against later tests. Restart it the way the
     agent starts it (no init system in the lab), so its counters start from zero again."""
     pid = int(lab.app.read(POLICYD_PID).split()[0])
@@ -176,7 +176,7 @@ def test_broken_guard_defers_never_drops(guarded: MailLab) -> None:
              timeout=60)
 
 
-# --- Release by reply (issue #10): the notice's Reply-To releases the message ------------------
+# --- Release by reply: the notice's Reply-To releases the message ------------------
 BOB_MAILDIR = f"/var/vmail/{DOMAIN}/bob/Maildir"
 REPLY_RE = re.compile(r"^Reply-To: (release\+([0-9A-Za-z]+)-([a-z2-7]{16})@release\.example\.test)$",
                       re.MULTILINE)

@@ -1,4 +1,4 @@
-"""Redacted abuse reports (issue #10): RFC 6590 hashing, RFC 5965 structure, no leak."""
+"""Redacted abuse reports: RFC 6590 hashing, RFC 5965 structure, no leak."""
 
 from __future__ import annotations
 

@@ -33,12 +33,12 @@ def test_lan_includes_link_local_router_and_extra_prefixes_merged(good: dict) ->
 
 def test_wan_gets_only_the_mail_ports_and_web_only_when_asked(good: dict) -> None:
     text = rules(good)
-    assert "tcp dport { 25, 465, 587, 993 } accept" in text
+    assert "tcp dport { 25, 465, 587, 993, 4190 } accept" in text
     assert "policy drop" in text and "22" not in text.split("The internet")[1]
     assert "ip saddr @lan4 accept" in text and "ip6 saddr @lan6 accept" in text
     assert "nd-neighbor-solicit" in text  # IPv6 needs neighbour discovery
     good["firewall"] = {"web": True}
-    assert "tcp dport { 25, 465, 587, 993, 80, 443 } accept" in rules(good)
+    assert "tcp dport { 25, 465, 587, 993, 4190, 80, 443 } accept" in rules(good)
 
 
 def test_public_address_is_not_trusted_by_the_firewall(good: dict) -> None:

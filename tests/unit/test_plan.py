@@ -29,7 +29,7 @@ def test_plan_lists_every_file_with_owner_mode_and_service(good: dict) -> None:
         "/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/vmailbox",
         "/etc/postfix/virtual", "/etc/postfix/sender_login", "/etc/dovecot/dovecot.conf",
         "/etc/dovecot/users",
-        "/etc/appliance/openpgp.conf", "/etc/systemd/system/appliance-pgp.service",  # issue #7
+        "/etc/appliance/openpgp.conf", "/etc/systemd/system/appliance-pgp.service",  # OpenPGP
     }
     users = by_path["/etc/dovecot/users"]
     assert (users.mode, users.owner, users.group, users.secret) == (0o640, "root", "dovecot", True)

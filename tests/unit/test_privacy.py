@@ -1,4 +1,4 @@
-"""What leaves the box (issue #10): [privacy] settings, the rendered log retention (run through
+"""What leaves the box: [privacy] settings, the rendered log retention (run through
 the real logrotate), the submission header checks (through the real postmap), and the typo
 guard's policy glue (RCPT remembers, END-OF-MESSAGE holds, a broken guard defers)."""
 

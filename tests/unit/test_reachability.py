@@ -46,7 +46,7 @@ def test_probe_seeing_another_address_means_nat_beyond_the_router() -> None:
 def test_no_upnp_gives_manual_forwarding_instructions_with_the_lan_address() -> None:
     v = evaluate(Evidence("198.18.0.10", "absent", "no UPnP router answered"))
     assert v.verdict == "not-reachable"
-    assert "forward TCP ports 25, 465, 587, 993 to 198.18.0.10" in v.next_step
+    assert "forward TCP ports 25, 465, 587, 993, 4190 to 198.18.0.10" in v.next_step
     assert "never port 22" in v.next_step
 
 
@@ -71,7 +71,7 @@ def test_decide_never_touches_another_hosts_mapping() -> None:
 
 def test_ssh_is_never_a_wanted_port() -> None:
     assert 22 not in upnp.wanted_ports([22, 80, 443, 8080])
-    assert upnp.wanted_ports([80]) == [25, 465, 587, 993, 80]
+    assert upnp.wanted_ports([80]) == [25, 465, 587, 993, 4190, 80]
 
 
 def test_address_kinds() -> None:

@@ -60,6 +60,10 @@ def test_a_bad_value_is_named_and_nothing_changes(path: Path, args: list[str], m
 # A value other than the default for every field the Settings page shows (the relay has its
 # own page), each valid on its own and together.
 EVERY = """
+[mail]
+plus_addressing = false
+tag_folders = true
+catch_all = "alice@example.org"
 [dns]
 public_ipv4 = "203.0.113.7"
 public_ipv6 = "2001:db8::7"

@@ -322,15 +322,17 @@ def test_reachability_per_port_from_the_users_probe(good: dict[str, Any], tmp_pa
 
     def probe(url: str, token: str, ports: list[int], timeout: float = 30) -> dict[str, Any]:
         asked.append((url, token, ports))
-        return {"seen_ip": "192.0.2.99", "ports": {"25": True, "465": True, "587": False, "993": True}}
+        return {"seen_ip": "192.0.2.99", "ports": {"25": True, "465": True, "587": False, "993": True,
+                                                  "4190": True}}
 
     monkeypatch.setattr(reachability, "ask_probe", probe)  # the probe runs outside: a stand-in
     c = Context(s, root, None)
     c._known = Known(public_ipv4=IP)
     got = {r.name: r.status for r in upnp_checks.check_reachability(c)}
-    assert asked == [("http://192.0.2.7:8025", "t" * 20, [25, 465, 587, 993])]
+    assert asked == [("http://192.0.2.7:8025", "t" * 20, [25, 465, 587, 993, 4190])]
     assert got == {"reachable port 25": OK, "reachable port 465": OK, "reachable port 587": FAIL,
-                   "reachable port 993": OK, "reachability address": WARN}
+                   "reachable port 993": OK, "reachable port 4190": OK,
+                   "reachability address": WARN}
     assert upnp_checks.check_reachability(Context(registry.parse_settings(good), root, None)) == []
 
 

@@ -1,4 +1,4 @@
-"""The typo-domain guard (issue #10): a table of confusable and legitimate near-names, in both
+"""The typo-domain guard: a table of confusable and legitimate near-names, in both
 history modes (plain names and salted hashes)."""
 
 from __future__ import annotations

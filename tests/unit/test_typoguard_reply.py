@@ -1,4 +1,4 @@
-"""Release by reply (issue #10): the reply address (token made and checked), the decision for a
+"""Release by reply: the reply address (token made and checked), the decision for a
 reply, and the release agent's LMTP answers (real asyncio server on a socket in a temporary
 directory; the mail queue and Postfix are replaced by recordings, as Postfix does not run in
 unit tests)."""

@@ -1,4 +1,4 @@
-"""The appliance's own firewall (issue #8): nftables, one table, rendered like every other file.
+"""The appliance's own firewall: nftables, one table, rendered like every other file.
 
 From the internet only the mail ports (and 80/443 with `[firewall] web = true`); from the LAN
 everything, so SSH and the setup page are LAN-only. IPv6 gets the same treatment as IPv4,

@@ -12,6 +12,11 @@ def alias_table(s: Settings) -> list[tuple[str, str]]:
         rows += [(a, u.address) for a in u.aliases]
     # RFC 2142 role addresses, plus root@ for the box's own cron/system mail.
     rows += [(f"{local}@{s.domain}", s.postmaster) for local in ("postmaster", "abuse", "root")]
+    if s.mail.catch_all:
+        # Postfix looks up a whole address before "@domain": each mailbox maps to itself first,
+        # or the catch-all would take the users' own mail too.
+        rows += [(u.address, u.address) for u in s.users]
+        rows.append((f"@{s.domain}", s.mail.catch_all))
     return rows
 
 

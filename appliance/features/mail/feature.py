@@ -9,9 +9,10 @@ from appliance.core.feature import Feature, Say
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings, User, hash_scheme
-from appliance.features.mail import cli
+from appliance.features.mail import checks, cli
 from appliance.features.mail.addresses import alias_table, sender_logins
 from appliance.features.mail.service import SIEVE_BIN, Dovecot, Postfix
+from appliance.features.mail.settings import DELIMITER, SECTION
 
 # One Sieve script per user with forwarding or an away message (core/mail_rules.py).
 USER_RULES = "/etc/dovecot/sieve/users"
@@ -50,7 +51,7 @@ def context(s: Settings) -> dict[str, Any]:
     return {"aliases": alias_table(s), "sender_logins": sender_logins(s),
             "app_password_scheme": hash_scheme, "app_password_use_dir": app_passwords.USE_DIR,
             "app_password_services": app_passwords.SERVICES, "sieve_string": mail_rules.sieve_string,
-            "user_rules": USER_RULES, "sieve_bin": SIEVE_BIN}
+            "user_rules": USER_RULES, "sieve_bin": SIEVE_BIN, "delimiter": DELIMITER}
 
 
 def services(root: system.Root) -> list[Service]:
@@ -65,5 +66,6 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
         say(f"created a self-signed certificate for {s.hostname} (until a real one is issued)")
 
 
-FEATURE = Feature("mail", "README.md", files=files, context=context, services=services,
-                  commands=cli.register, prepare=prepare)
+FEATURE = Feature("mail", "README.md", sections=(SECTION,), files=files, context=context,
+                  services=services, commands=cli.register, prepare=prepare,
+                  checks=(checks.check_catch_all,))

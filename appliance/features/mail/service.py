@@ -77,7 +77,7 @@ class Dovecot(Service):
     log_path = "/var/log/dovecot.log"
     reload_errors = re.compile(r"\b(master|config): (Error|Fatal|Panic):")
     reload_ack = re.compile(r"master: (Warning: SIGHUP received|Info: Dovecot v\S+ .*starting up)")
-    ports = (143, 993)
+    ports = (143, 993, 4190)
 
     def validate(self, stage: Path) -> None:
         conf = str(stage / "etc/dovecot/dovecot.conf")

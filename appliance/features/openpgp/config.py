@@ -26,6 +26,15 @@ class Config:
     flush: str = ""  # postqueue, run with -f once listening; empty: none (tests without Postfix)
     users: dict[str, str] = field(default_factory=dict)  # address -> mode
 
+    def owner(self, rcpt: str) -> str:
+        """Whose mail this is: Postfix hands plus-addressed mail on with its tag (name+tag@),
+        and the key and the storage setting are the user's (name@)."""
+        if rcpt in self.users:
+            return rcpt
+        local, at, domain = rcpt.rpartition("@")
+        base = f"{local.partition('+')[0]}{at}{domain}"
+        return base if base in self.users else rcpt
+
 
 class ConfigError(ValueError):
     pass

@@ -81,10 +81,10 @@ class Engine:
         return c
 
     def has_key(self, rcpt: str) -> bool:
-        self.config()
+        c = self.config()
         assert self.index is not None
         try:
-            return rcpt in self.index.get()
+            return c.owner(rcpt) in self.index.get()
         except Exception:  # noqa: BLE001 - content_for reports it (and defers)
             return True
 
@@ -99,8 +99,8 @@ class Engine:
             entries = {}
         except (OSError, keyring.KeyError_) as e:
             raise Deferred(f"the key index cannot be read ({e})") from None
-        entry = entries.get(rcpt)
-        mode = c.users.get(rcpt, "when-key")
+        entry = entries.get(c.owner(rcpt))
+        mode = c.users.get(c.owner(rcpt), "when-key")
         if entry is None:
             if mode == "required":
                 if prepared is _LAZY:

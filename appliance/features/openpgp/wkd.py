@@ -4,8 +4,8 @@ Both layouts, under one directory the web server serves as https://<host>/.well-
   advanced (host openpgpkey.<domain>): openpgpkey/<domain>/hu/<hash>, openpgpkey/<domain>/policy
   direct   (host <domain>):            openpgpkey/hu/<hash>,          openpgpkey/policy
 <hash> is the z-base-32 encoded SHA-1 of the lower-cased local part; each file holds the
-binary (unarmored) key. Serving is left to the hardened web server of issue #6 (not built
-yet); the DNS record for openpgpkey.<domain> comes from the DNS issue.
+binary (unarmored) key. The web feature serves them (features/web), and `appliance dns` lists the
+record for openpgpkey.<domain>.
 """
 
 from __future__ import annotations

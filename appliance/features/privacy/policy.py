@@ -1,4 +1,4 @@
-"""The typo-domain guard inside Postfix's submission path (issue #10).
+"""The typo-domain guard inside Postfix's submission path.
 
 Postfix asks the policy service (appliance/features/limits/policyd.py, 127.0.0.1:10031) at
 each RCPT TO on 587/465 and again at the end of the message; the service runs this module as
@@ -225,7 +225,7 @@ def send_notice(sender: str, subject: str, body: str, reply_to: str = "") -> Non
     m["From"] = f"MAILER-DAEMON@{sender.rpartition('@')[2]}" if "@" in sender else "MAILER-DAEMON"
     m["To"] = sender
     m["Subject"] = subject
-    # A well-formed message: the spam filter (issue #9) must not file the notice as Junk.
+    # A well-formed message: the spam filter must not file the notice as Junk.
     m["Date"] = email.utils.formatdate(localtime=True)
     m["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
     if reply_to:

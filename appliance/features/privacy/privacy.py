@@ -1,4 +1,4 @@
-"""What leaves the box (issue #10): the [privacy] settings, the files they render, and the typo
+"""What leaves the box: the [privacy] settings, the files they render, and the typo
 guard's root commands (`appliance release`, `appliance typo-guard learn|check|list`).
 
     [privacy]
@@ -84,7 +84,7 @@ def context(s: Any) -> dict[str, Any]:
 
 
 # Every log the box writes that records who talked to whom: mail (Postfix, Dovecot), auth
-# (sshd, issue #8), the outbound policy service and the release agent. Debian's fail2ban
+# (sshd), the outbound policy service and the release agent. Debian's fail2ban
 # package rotates its own log (/etc/logrotate.d/fail2ban); naming it here too would be a
 # duplicate entry.
 RETAINED_LOGS = ("/var/log/mail.log", "/var/log/dovecot.log", "/var/log/sshd.log",

@@ -1,4 +1,4 @@
-"""Release by reply (issue #10), pure: the reply address in a typo-guard notice, and the decision
+"""Release by reply, pure: the reply address in a typo-guard notice, and the decision
 whether a reply to it releases the held message.
 
 The notice's Reply-To is

@@ -1,4 +1,4 @@
-"""The typo-domain guard (issue #10), pure but for reading Debian's Public Suffix List: is a
+"""The typo-domain guard, pure but for reading Debian's Public Suffix List: is a
 recipient domain a near miss of a domain the user has corresponded with, while having no history
 of its own?
 

@@ -1,4 +1,4 @@
-"""Redacted abuse reports: `appliance report-spam MESSAGE-FILE [--send]` (issue #10).
+"""Redacted abuse reports: `appliance report-spam MESSAGE-FILE [--send]`.
 
 The report is an ARF message (RFC 5965): multipart/report; report-type=feedback-report, with
 a human-readable part, a message/feedback-report part, and the original message (or only its

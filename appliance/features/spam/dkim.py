@@ -1,4 +1,4 @@
-"""DKIM keys for the user's domain (issue #9): made on the box, never leave it, rolled over
+"""DKIM keys for the user's domain: made on the box, never leave it, rolled over
 without a gap in signing.
 
 A key's life, each step a command the user runs when ready (the DNS is theirs to edit):

@@ -1,4 +1,4 @@
-"""rspamd as Postfix's milter (issue #9): DKIM signing of the user's mail, SPF/DKIM/DMARC checks
+"""rspamd as Postfix's milter: DKIM signing of the user's mail, SPF/DKIM/DMARC checks
 of incoming mail, spam scoring into the Junk folder, and learning from what the user moves.
 
 Where it sits: Postfix hands every message (port 25, submission, and local mail) to rspamd's

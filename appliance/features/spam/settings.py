@@ -27,7 +27,7 @@ SPAM_MODES = ("full", "light")
 
 @dataclass(frozen=True)
 class SpamSection:
-    """rspamd as Postfix's milter: DKIM signing, SPF/DKIM/DMARC checks, spam scoring (issue #9)."""
+    """rspamd as Postfix's milter: DKIM signing, SPF/DKIM/DMARC checks, spam scoring."""
 
     mode: str = "full"
     dkim_key_bits: int = 2048

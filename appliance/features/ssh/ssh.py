@@ -1,4 +1,4 @@
-"""SSH (issue #8): keys from settings only, no passwords; LAN-only through the firewall.
+"""SSH: keys from settings only, no passwords; LAN-only through the firewall.
 
 The agent writes a drop-in for Debian's sshd_config and /etc/ssh/authorized_keys/root from
 `[ssh] authorized_keys`; keys a user put in ~/.ssh/authorized_keys by hand keep working.

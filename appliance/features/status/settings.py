@@ -1,4 +1,4 @@
-"""The [status] settings (issue #9, `appliance status`). Stdlib only, like `settings`.
+"""The [status] settings (`appliance status`). Stdlib only, like `settings`.
 
     [status]
     blocklists = ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org", "psbl.surriel.com"]

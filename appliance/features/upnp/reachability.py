@@ -188,7 +188,7 @@ class _ProbeHandler(BaseHTTPRequestHandler):
             ports = [int(p) for p in parse_qs(url.query).get("ports", [""])[0].split(",") if p]
         except ValueError:
             return self._reply(400, {"error": "ports must be numbers"})
-        allowed = [p for p in ports if p in upnp.MAIL_PORTS + upnp.WEB_PORTS][:6]
+        allowed = [p for p in ports if p in upnp.MAIL_PORTS + upnp.WEB_PORTS][:8]
         result = {}
         for p in allowed:  # connect back to whoever asked: only the caller's own address
             try:
