@@ -47,12 +47,13 @@ VERSION = 1  # the format this parser reads (`settings_version`, 1 when absent):
 CORE_KEYS = frozenset({schema.SETTINGS_KEY, "domain", "hostname", "message_size_limit_mb",
                        "postmaster", "users", "lan"})
 KNOWN_USER = {"address", "password_hash", "aliases", "encrypt", "app_passwords", "forward_to",
-              "forward_keep", "vacation"}
+              "forward_keep", "vacation", "quota_mb"}
 # Storage of a user's incoming mail without an OpenPGP key: with a key it is always encrypted.
 # "when-key": plaintext until a key is imported; "required": deferred (451) until then.
 ENCRYPT_MODES = ("when-key", "required")
 KNOWN_LAN = frozenset({"interface", "prefixes"})
 MAX_SIZE_MB = 1024
+QUOTA_MB = (10, 1 << 20)  # a mailbox's own quota: 10 MiB to 1 TiB
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class User:
     forward_to: tuple[str, ...] = ()  # mail_rules.py: forwarding and the away message
     forward_keep: bool = True
     vacation: mail_rules.Vacation | None = None
+    quota_mb: int | None = None  # None: the box's default ([mail] quota_mb)
 
     @property
     def dovecot_scheme(self) -> str:
@@ -265,10 +267,17 @@ def _parse_users(raw: Any, domain: str, c: Collector) -> tuple[User, ...]:
         forward, keep = mail_rules.parse_forward(entry, where, c.add, {address, *aliases},
                                                  lambda a: split_address(a) is not None)
         away = mail_rules.parse_vacation(entry.get("vacation"), f"{where}.vacation", c.add)
+        quota = entry.get("quota_mb")
+        if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int)
+                                  or not QUOTA_MB[0] <= quota <= QUOTA_MB[1]):
+            c.add(f"{where}.quota_mb", quota, "is not a mailbox size in MiB",
+                  f"use a whole number from {QUOTA_MB[0]} to {QUOTA_MB[1]}, e.g. 2048, or leave "
+                  "it out for the box's default")
+            quota = None
         if address:
             users.append(User(address=address, password_hash=pw, aliases=tuple(aliases),
                               encrypt=encrypt, app_passwords=devices, forward_to=forward,
-                              forward_keep=keep, vacation=away))
+                              forward_keep=keep, vacation=away, quota_mb=quota))
     return tuple(users)
 
 
@@ -323,18 +332,6 @@ def table(raw: Any, name: str, known: set[str], c: Collector) -> dict[str, Any]:
     for key in sorted(set(raw) - known):
         c.add(f"{name}.{key}", key, f"is not a known {name} setting", f"use {', '.join(sorted(known))}")
     return raw
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def is_ip(text: str) -> bool:

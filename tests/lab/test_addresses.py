@@ -154,3 +154,58 @@ print(data.decode())""")
 def test_managesieve_answers_from_the_internet_through_the_router(lab: MailLab) -> None:
     assert lab.tcp_open(lab.att, WAN_IP, 4190)
 
+
+
+def send_sized(lab: MailLab, rcpt: str, subject: str, kib: int) -> str:
+    """One message of about `kib` KiB from the remote MX, straight to the box's port 25;
+    -> the box's reply to RCPT TO (the body is made there: too big for a command line)."""
+    head = well_formed(REMOTE_USER, rcpt, subject, body="")
+    r = lab.mx.python(f"""
+import smtplib
+lines = ''.join(f'{{"line %07d of a long report that fills the mailbox" % n:<78}}\\r\\n'
+                for n in range({kib} * 1024 // 80))  # 80 bytes each
+s = smtplib.SMTP({WAN_IP!r}, 25, timeout=120)
+s.ehlo('mx.remote.test')
+s.mail({REMOTE_USER!r})
+code, text = s.rcpt({rcpt!r})
+print(code, text.decode())
+if code == 250:
+    s.data({head!r} + lines)
+s.quit()""", timeout=180)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def used_kib(lab: MailLab, user: str) -> tuple[int, int]:
+    out = lab.app.run(["doveadm", "-f", "tab", "quota", "get", "-u", user]).stdout
+    [row] = [x.split("\t") for x in out.splitlines() if "\tSTORAGE\t" in x]
+    return int(row[2]), int(row[3])  # name, type, used, limit (KiB)
+
+
+def test_a_full_mailbox_warns_its_user_defers_senders_and_others_still_get_mail(
+        lab: MailLab, restore: None) -> None:
+    tag = uuid.uuid4().hex[:10]
+    text = lab.app.read("/etc/appliance/settings.toml")
+    lab.write_settings(text.replace(f'address = "{BOB_LOCAL}"', f'address = "{BOB_LOCAL}"\nquota_mb = 10'))
+    r = lab.appliance("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    used, limit = used_kib(lab, BOB_LOCAL)
+    assert limit == 10 * 1024
+    # Past 80 %, then past 95 %: Dovecot mails bob each time (through Postfix).
+    for share, subject in ((0.83, f"big {tag}"), (0.96, f"bigger {tag}")):
+        need = int(share * limit) - used_kib(lab, BOB_LOCAL)[0]
+        assert send_sized(lab, BOB_LOCAL, subject, need).startswith("250")
+        wait_in(lab, BOB_DIR, subject)
+    for pct in (80, 95):
+        wait_in(lab, BOB_DIR, f"Subject: Your mailbox is {pct}% full")
+    # Still under: the last message may go over by Dovecot's grace (10 %); then he is full.
+    assert send_sized(lab, BOB_LOCAL, f"last {tag}", int(0.07 * limit)).startswith("250")
+    wait_in(lab, BOB_DIR, f"last {tag}")
+    assert used_kib(lab, BOB_LOCAL)[0] > limit
+    said = send_sized(lab, BOB_LOCAL, f"refused {tag}", 4)
+    assert said.startswith("452 4.2.2"), said  # the sender's server keeps it and retries
+    assert send(lab, ALICE, f"alice still {tag}").startswith("250")
+    wait_in(lab, ALICE_DIR, f"alice still {tag}")
+    rows = {x["name"]: x for x in json.loads(lab.appliance("status", "--json").stdout)}
+    assert rows[f"mailbox {BOB_LOCAL}"]["status"] == "fail", rows[f"mailbox {BOB_LOCAL}"]
+    assert rows[f"mailbox {ALICE}"]["status"] == "ok"

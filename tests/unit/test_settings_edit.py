@@ -64,6 +64,7 @@ EVERY = """
 plus_addressing = false
 tag_folders = true
 catch_all = "alice@example.org"
+quota_mb = 2048
 [dns]
 public_ipv4 = "203.0.113.7"
 public_ipv6 = "2001:db8::7"

@@ -9,7 +9,7 @@ from appliance.core.feature import Feature, Say
 from appliance.core.plan import FileSpec, Inputs
 from appliance.core.services import Service
 from appliance.core.settings import Settings, User, hash_scheme
-from appliance.features.mail import checks, cli
+from appliance.features.mail import checks, cli, quota
 from appliance.features.mail.addresses import alias_table, sender_logins
 from appliance.features.mail.service import SIEVE_BIN, Dovecot, Postfix
 from appliance.features.mail.settings import DELIMITER, SECTION
@@ -26,7 +26,10 @@ def files(i: Inputs) -> list[FileSpec]:
         FileSpec("etc/postfix/master.cf.j2", "/etc/postfix/master.cf", "postfix", order=80),
         FileSpec("etc/postfix/main.cf.j2", "/etc/postfix/main.cf", "postfix", order=90),
         FileSpec("etc/dovecot/users.j2", "/etc/dovecot/users", "dovecot", 0o640, "root", "dovecot",
-                 secret=True, order=10),
+                 secret=True, order=10, extra=(("quotas", quota.limits_mb(
+                     i.settings, int(i.state.get("mail_store_bytes", 0)) or None)),)),
+        FileSpec("etc/dovecot/quota-warning.sh.j2", "/etc/dovecot/quota-warning.sh", "dovecot",
+                 0o755, order=10),
         FileSpec("etc/dovecot/app-passwords.j2", "/etc/dovecot/app-passwords", "dovecot", 0o640,
                  "root", "dovecot", secret=True, order=10),
         FileSpec("etc/dovecot/app-passwords.lua.j2", "/etc/dovecot/app-passwords.lua", "dovecot",
@@ -51,11 +54,17 @@ def context(s: Settings) -> dict[str, Any]:
     return {"aliases": alias_table(s), "sender_logins": sender_logins(s),
             "app_password_scheme": hash_scheme, "app_password_use_dir": app_passwords.USE_DIR,
             "app_password_services": app_passwords.SERVICES, "sieve_string": mail_rules.sieve_string,
-            "user_rules": USER_RULES, "sieve_bin": SIEVE_BIN, "delimiter": DELIMITER}
+            "user_rules": USER_RULES, "sieve_bin": SIEVE_BIN, "delimiter": DELIMITER,
+            "quota_full_reply": quota.FULL_REPLY}
 
 
 def services(root: system.Root) -> list[Service]:
     return [Postfix(root), Dovecot(root)]
+
+
+def state(root: system.Root, s: Settings) -> dict[str, str]:
+    # The card's size, which the default quotas share out (quota.py).
+    return {"mail_store_bytes": str(quota.store_bytes(root))}
 
 
 def prepare(root: system.Root, s: Settings, say: Say) -> None:
@@ -68,4 +77,4 @@ def prepare(root: system.Root, s: Settings, say: Say) -> None:
 
 FEATURE = Feature("mail", "README.md", sections=(SECTION,), files=files, context=context,
                   services=services, commands=cli.register, prepare=prepare,
-                  checks=(checks.check_catch_all,))
+                  state=state, checks=(quota.check_quotas, checks.check_catch_all))

@@ -4,6 +4,7 @@
     plus_addressing = true      # alice+shop@ reaches alice
     tag_folders = false         # ... and lands in her folder "shop" when she has one
     catch_all = ""              # any unknown address of the domain reaches this mailbox
+    quota_mb = 0                # each mailbox's quota; 0: a share of the card (quota.py)
 
 The catch-all is off unless named: it accepts mail for every address a spammer invents, so it
 is a choice, and `appliance status` says how much it received.
@@ -26,6 +27,7 @@ class MailOptions:
     plus_addressing: bool = True
     tag_folders: bool = False
     catch_all: str | None = None
+    quota_mb: int = 0
 
 
 FIELDS = (
@@ -37,6 +39,9 @@ FIELDS = (
                    "the mailbox that receives mail to any unknown address of the domain "
                    "(off when unset: it invites spam)",
                    "name one of the users' addresses, or leave it out"),
+    fields.whole("quota_mb", 0, 0, 1 << 20,
+                 "each mailbox's quota in MiB (a user's own quota_mb wins); 0: the users share "
+                 "80 % of the card equally", fix="use a whole number of MiB, e.g. 4096, or 0"),
 )
 
 
