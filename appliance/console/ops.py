@@ -194,10 +194,26 @@ def op_dns_push(a: Agent, s: auth.Session | None, args: dict[str, Any], token: s
 
 @op("users", "admin")
 def op_users(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> Any:
+    from appliance.features.mail import quota
+
     st = a.settings()
+    # Each mailbox's use as Dovecot counts it (none while Dovecot is down: the page says so).
+    res = system.run(["doveadm", "-f", "tab", "quota", "get", "-A"], check=False, timeout=30)
+    use = quota.parse_quota_get(res.stdout) if res.returncode == 0 else {}
     return {"domain": st.domain,
             "users": [{"address": u.address, "aliases": list(u.aliases), "scheme": u.dovecot_scheme,
-                       "app_passwords": app_password_rows(a, u)} for u in st.users]}
+                       "app_passwords": app_password_rows(a, u), "quota_mb": u.quota_mb,
+                       "space": quota.use_result(u.address, *use[u.address]).as_dict()
+                       if u.address in use else None} for u in st.users]}
+
+
+@op("user_quota", "admin")
+def op_user_quota(a: Agent, s: auth.Session | None, args: dict[str, Any], token: str) -> str:
+    mb = str(args.get("mb") or "").strip()
+    if mb and not mb.isdigit():
+        raise OpError(f'quota: "{mb}" is not a whole number of MiB; leave it empty for the default')
+    return a.must("user", "quota", form_address(a, args.get("address")), mb or "--default",
+                  *a.edit_flags).strip()
 
 
 def app_password_rows(a: Agent, user: Any) -> list[dict[str, Any]]:

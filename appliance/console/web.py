@@ -353,6 +353,11 @@ def create_app(agent_socket: str = protocol.AGENT_SOCKET) -> Flask:
     def user_passwd() -> Any:
         return user_action("user_passwd", ("address", "password", "confirm"), "changed")
 
+    @app.post("/users/quota")
+    @needs("admin")
+    def user_quota() -> Any:
+        return user_action("user_quota", ("address", "mb"), "changed")
+
     @app.post("/users/app-passwords")
     @needs("admin")
     def app_password_add() -> Any:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,6 +23,19 @@ def sha512_again(password: str, hashed: str) -> str:
 def private_run_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent's lock lives in /run/appliance on a box; unit tests (no root) get their own."""
     monkeypatch.setenv("APPLIANCE_RUN_DIR", str(tmp_path_factory.mktemp("run")))
+
+
+# What an apply leaves on the machine it configures: a unit test that made one configured the
+# machine running the tests (an edit sent without "--no-apply"), which must never happen.
+APPLIED_HERE = ("/var/lib/appliance/owned.json", "/etc/postfix/vmailbox")
+
+
+@pytest.fixture(autouse=True)
+def this_machine_stays_unconfigured() -> Iterator[None]:
+    before = {p for p in APPLIED_HERE if os.path.exists(p)}
+    yield
+    made = {p for p in APPLIED_HERE if os.path.exists(p)} - before
+    assert not made, f"this test applied the settings to the machine running it: {sorted(made)}"
 
 
 @pytest.fixture

@@ -583,3 +583,22 @@ def test_a_qr_code_sets_a_phone_up_once_with_its_own_password(box: Running, clie
     assert phone.get(f"/d/{stale}", base_url=url).status_code == 410  # too old
     assert phone.get("/d/not-a-link", base_url=url).status_code == 410
 
+
+
+def test_an_admin_sets_a_users_quota_and_a_bad_one_changes_nothing(box: Running, client: Any) -> None:
+    logged_in(box, client, alice_settings(), "admin", "admin password 1")
+    page = client.get("/users", base_url="https://box").text
+    assert 'aria-label="quota in MiB for alice@example.org"' in page
+    csrf = csrf_of(page)
+    r = client.post("/users/quota", data={"address": "alice@example.org", "mb": "2048", "csrf": csrf},
+                    base_url="https://box")
+    assert r.status_code == 200 and "alice@example.org: quota 2048 MiB" in r.text
+    assert "quota_mb = 2048" in box.settings.read_text()
+    before = box.settings.read_text()
+    r = client.post("/users/quota", data={"address": "alice@example.org", "mb": "5", "csrf": csrf},
+                    base_url="https://box")
+    assert r.status_code == 400 and "is not a mailbox size in MiB" in r.text
+    assert box.settings.read_text() == before
+    r = client.post("/users/quota", data={"address": "alice@example.org", "mb": "", "csrf": csrf},
+                    base_url="https://box")
+    assert r.status_code == 200 and "quota_mb" not in box.settings.read_text()

@@ -14,7 +14,9 @@ from appliance.core import system
 from appliance.core.errors import SettingsError
 from appliance.features.mail import quota
 
+from . import test_users_cli as tuc
 from .test_plan import build, files
+from .test_users_cli import run
 
 GIB = 2**30
 
@@ -75,3 +77,20 @@ def test_status_reads_dovecots_report_and_warns_at_80_and_fails_when_full() -> N
     bob = results["bob@example.org"]
     assert bob.status == "fail" and "waits at the senders" in bob.detail
     assert results["carol@example.org"].status == "ok"
+
+
+path = tuc.path  # a settings file with alice, its comments to keep
+
+
+def test_user_quota_sets_and_clears_her_own_quota_and_refuses_a_bad_one(path: Path) -> None:
+    code, out, err = run(["--settings", str(path), "user", "quota", "alice@example.org", "2048",
+                          "--no-apply"])
+    assert code == 0 and "alice@example.org: quota 2048 MiB" in out, err
+    text = path.read_text()
+    assert "quota_mb = 2048" in text and tuc.SETTINGS.splitlines()[0] in text  # comments kept
+    code, _, err = run(["--settings", str(path), "user", "quota", "alice@example.org", "5", "--no-apply"])
+    assert code == 2 and "users[0].quota_mb: 5 is not a mailbox size in MiB" in err
+    assert path.read_text() == text  # nothing changed
+    code, out, _ = run(["--settings", str(path), "user", "quota", "alice@example.org", "--default",
+                        "--no-apply"])
+    assert code == 0 and "quota_mb" not in path.read_text()

@@ -42,6 +42,8 @@ def cmd_user(a: argparse.Namespace, env: Env) -> int:
         return cmd_app_password(a, env)
     if a.action in ("forward", "vacation"):
         return cmd_rules(a, env)
+    if a.action == "quota":
+        return cmd_quota(a, env)
     if a.action == "passwd":
         h = users.hash_password(env.read_password())
         users.set_password(path, a.address, h, sections(env.features))
@@ -126,6 +128,28 @@ def cmd_rules(a: argparse.Namespace, env: Env) -> int:
                        + (f" until {until.isoformat()}" if until else " until turned off"))
 
 
+def cmd_quota(a: argparse.Namespace, env: Env) -> int:
+    """Show a mailbox's use and limit, or set its own quota (--default: the box's)."""
+    from appliance.core import system
+    from appliance.features.mail import quota, users
+
+    path = Path(a.settings)
+    if a.mb is None and not a.default:
+        _user(env.settings(path), a.address)
+        res = system.run(["doveadm", "-f", "tab", "quota", "get", "-A"], check=False, timeout=60)
+        use = quota.parse_quota_get(res.stdout).get(a.address)
+        if use is None:
+            raise UsageError(f"Dovecot reports no quota for {a.address}: is it running? "
+                             f"({res.output[:200]})")
+        env.out(quota.use_result(a.address, *use).detail)
+        return EXIT_OK
+    if a.mb is not None and a.default:
+        raise UsageError("give a size in MiB or --default, not both")
+    users.set_quota(path, a.address, a.mb, sections(env.features))
+    return _after_edit(a, env, f"{a.address}: " + (f"quota {a.mb} MiB" if a.mb is not None
+                                                   else "the box's default quota"))
+
+
 def _user(s: Settings, address: str) -> User:
     for u in s.users:
         if u.address == address:
@@ -181,6 +205,11 @@ def register(sub: Subcommands) -> None:
     x.add_argument("--until", help="the last day it answers, e.g. 2026-12-24")
     x.add_argument("--days", type=int, default=7, help="one reply per sender per this many days")
     x.add_argument("--off", action="store_true", help="no more away message")
+    x.add_argument("--no-apply", action="store_true", help="edit the settings only")
+    x = us.add_parser("quota", help="a mailbox's use, or its own quota in MiB")
+    x.add_argument("address")
+    x.add_argument("mb", nargs="?", type=int, help="the quota in MiB (none: show the use)")
+    x.add_argument("--default", action="store_true", help="back to the box's default quota")
     x.add_argument("--no-apply", action="store_true", help="edit the settings only")
     for name in ("add", "passwd", "del"):
         x = us.add_parser(name, help="password from a prompt, or one line on stdin")

@@ -148,3 +148,15 @@ def set_vacation(path: Path, address: str, away: dict[str, Any] | None,
                       else value)
         user["vacation"] = t
     return doc.save()
+
+
+def set_quota(path: Path, address: str, mb: int | None,
+              sections: Sequence[settings.Section]) -> settings.Settings:
+    """Her own mailbox quota in MiB, or none: the box's default (quota.py)."""
+    doc = SettingsDoc(path, sections)
+    user = doc.find(address)
+    if "quota_mb" in user:
+        del user["quota_mb"]
+    if mb is not None:
+        user["quota_mb"] = mb
+    return doc.save()
