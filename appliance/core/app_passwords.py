@@ -38,7 +38,7 @@ _NAME = re.compile(r"^[^\x00-\x1f\x7f:]{1,40}$")
 # Where Dovecot's auth worker (root) writes "<unix time> <address>" per app password id.
 USE_DIR = "/var/lib/dovecot/app-password-use"
 # Dovecot's services that may use them: IMAP, and Postfix's submission (SASL service "smtp").
-SERVICES = ("imap", "smtp")
+SERVICES = ("imap", "smtp", "sieve")
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ def _no_preflight(root: system.Root, s: Settings) -> list[str]:
     return []
 
 
+def _nobody(root: system.Root, s: Settings) -> frozenset[str]:
+    return frozenset()
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -93,6 +97,9 @@ class Feature:
     # settings-error lines (field: value, why; fix), found in the agent's state. Asked before
     # any feature prepares or any file is written, in a dry run too; parsing itself stays pure.
     preflight: Callable[[system.Root, Settings], list[str]] = _no_preflight
+    # The users whose stored mail it keeps sealed (encrypted at rest): a copy put into their
+    # mailboxes around the delivery path (an import) would not be, so none is made.
+    sealed: Callable[[system.Root, Settings], frozenset[str]] = _nobody
     # Agent state the plan reads, by name (the DKIM selector that signs).
     state: Callable[[system.Root, Settings], Mapping[str, str]] = _no_state
     # Secrets the plan reads, by name (the relay's password): kept apart from state, never

@@ -59,6 +59,11 @@ def exposed(root: system.Root, s: settings.Settings, features: Sequence[Feature]
         yield
 
 
+def sealed(root: system.Root, s: settings.Settings, features: Sequence[Feature]) -> frozenset[str]:
+    """The users whose stored mail a feature keeps encrypted (`Feature.sealed`)."""
+    return frozenset().union(*(f.sealed(root, s) for f in features))
+
+
 def preflight(root: system.Root, s: settings.Settings, features: Sequence[Feature],
               where: str | None = None) -> None:
     """Refuse settings the box cannot carry out as it is, like any settings error: every

@@ -145,6 +145,8 @@ def quote(value: Any) -> str:
     """Quote a bad value for a message the way the user wrote it."""
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the file has it
     return repr(value)
 
 

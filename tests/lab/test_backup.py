@@ -128,10 +128,13 @@ def test_the_box_backs_up_and_restores_every_message_the_settings_and_the_keys(l
                                "xargs -0 sha256sum"], timeout=120).stdout
             return {name: digest for digest, name in (line.split(maxsplit=1) for line in out.splitlines())}
 
-        mail = hashes("/var/vmail")
-        assert any(f"backup {tag}" in lab.app.read(f"/var/vmail/{name[2:]}") for name in mail
-                   if "/new/" in name or "/cur/" in name)
-        assert hashes("/var/restored/var/vmail") == mail  # every message, byte for byte
+        def messages(top: str) -> dict[str, str]:
+            # Dovecot's index files are its cache, which it updates as it reads (a quota count).
+            return {k: v for k, v in hashes(top).items() if "/new/" in k or "/cur/" in k}
+
+        mail = messages("/var/vmail")
+        assert any(f"backup {tag}" in lab.app.read(f"/var/vmail/{name[2:]}") for name in mail)
+        assert messages("/var/restored/var/vmail") == mail  # every message, byte for byte
         assert lab.app.read("/var/restored/etc/appliance/settings.toml") == \
             lab.app.read("/etc/appliance/settings.toml")
         assert lab.app.read("/var/restored/etc/appliance/backup.password") == password

@@ -70,10 +70,10 @@ def test_appliance_maps_its_ports_and_the_remote_mx_delivers_through_them(upnp_l
     assert not lab.tcp_open(lab.att, WAN_IP, 25)  # nothing forwarded before the appliance asks
     rep = upnp_json(lab, "renew")
     assert rep["ok"] and rep["external_ip"] == WAN_IP  # read from the router, not a web service
-    assert {o["port"]: o["result"] for o in rep["outcomes"]} == {25: "added", 465: "added",
-                                                                 587: "added", 993: "added"}
+    ports = (25, 465, 587, 993, 4190)
+    assert {o["port"]: o["result"] for o in rep["outcomes"]} == {p: "added" for p in ports}
     mappings = router_mappings(lab)
-    assert {p: mappings[p] for p in (25, 465, 587, 993)} == {p: (APP_IP, p) for p in (25, 465, 587, 993)}
+    assert {p: mappings[p] for p in ports} == {p: (APP_IP, p) for p in ports}
     assert 22 not in mappings and 80 not in mappings
 
     tag = uuid.uuid4().hex[:12]

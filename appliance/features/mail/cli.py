@@ -14,6 +14,7 @@ from appliance.core.errors import EXIT_OK, UsageError
 from appliance.core.feature import Subcommands
 from appliance.core.pipeline import sections
 from appliance.core.settings import Settings, User
+from appliance.features.mail import imports
 from appliance.features.mail.addresses import alias_table
 
 
@@ -230,3 +231,4 @@ def register(sub: Subcommands) -> None:
     x.add_argument("alias")
     x.add_argument("--no-apply", action="store_true")
     al.set_defaults(func=cmd_alias)
+    imports.register(sub)

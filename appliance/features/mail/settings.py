@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.core import fields
-from appliance.core.settings import Collector, Section, quote
+from appliance.core.settings import QUOTA_MB, Collector, Section, quote
 
 # The separator between a user and a tag (Postfix's recipient_delimiter, Dovecot's likewise).
 DELIMITER = "+"
@@ -34,14 +34,18 @@ FIELDS = (
     fields.flag("plus_addressing", True,
                 f"mail to name{DELIMITER}anything@ reaches name@ (a tag per shop or list)"),
     fields.flag("tag_folders", False,
-                f"mail to name{DELIMITER}tag@ is filed into the folder \"tag\" when it exists"),
+                f"mail to name{DELIMITER}tag@ is filed into the folder \"tag\" when it exists (with "
+                "plus_addressing)"),
     fields.address("catch_all",
                    "the mailbox that receives mail to any unknown address of the domain "
                    "(off when unset: it invites spam)",
                    "name one of the users' addresses, or leave it out"),
-    fields.whole("quota_mb", 0, 0, 1 << 20,
-                 "each mailbox's quota in MiB (a user's own quota_mb wins); 0: the users share "
-                 "80 % of the card equally", fix="use a whole number of MiB, e.g. 4096, or 0"),
+    fields.Field("quota_mb", 0, "each mailbox's quota in MiB (a user's own quota_mb wins); 0: the "
+                 "users share 80 % of the card equally",
+                 lambda v: not isinstance(v, bool) and isinstance(v, int)
+                 and (v == 0 or QUOTA_MB[0] <= v <= QUOTA_MB[1]),
+                 "is not a mailbox size in MiB",
+                 f"use a whole number from {QUOTA_MB[0]} to {QUOTA_MB[1]}, e.g. 4096, or 0"),
 )
 
 

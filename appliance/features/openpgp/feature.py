@@ -68,10 +68,18 @@ def preflight(root: system.Root, s: Settings) -> list[str]:
             + " and ".join(f"`appliance key remove {a}`" for a in keyed)]
 
 
+def sealed(root: system.Root, s: Settings) -> frozenset[str]:
+    """Users with a key, and those whose setting waits for one (encrypt = "required")."""
+    if not s.openpgp.enabled:
+        return frozenset()
+    return frozenset(read_index(keyring_home(root))) | {u.address for u in s.users
+                                                         if u.encrypt == "required"}
+
+
 def _services(root: system.Root) -> list[Service]:
     return [PgpProxy(root)]
 
 
 FEATURE = Feature("openpgp", "docs/openpgp.md", sections=(SECTION,), files=openpgp,
                   context=context, services=_services, commands=cli.register,
-                  preflight=preflight)
+                  preflight=preflight, sealed=sealed)

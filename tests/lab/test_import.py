@@ -1,0 +1,164 @@
+"""Moving in (`appliance import`): a second, real Dovecot in the lab's "internet" plays the old
+provider, with 2 000 messages in 10 folders; the box copies them over IMAPS with dsync.
+Every message lands with an identical body, an interrupted import finishes without duplicates
+when run again, and the source is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .mail_lab import BOB_LOCAL, DOMAIN, REMOTE, MailLab
+from .netlab import wait_for
+
+OLD_HOST = f"mx.{REMOTE}"
+OLD_LOGIN, OLD_PW = "bob.old", "old provider pass 9"
+OLD_HOME = "/var/vmail/old/bob.old"
+FOLDERS = ["INBOX"] + [f"Archive/{year}" for year in range(2017, 2023)] + ["Receipts", "Travel", "Family"]
+PER_FOLDER = 200
+BOB_MAILDIR = f"/var/vmail/{DOMAIN}/bob/Maildir"
+CA = "/var/tmp/old-provider.pem"
+
+OLD_DOVECOT = f"""
+protocols = imap
+listen = *
+log_path = /var/log/dovecot-old.log
+first_valid_uid = 8
+ssl = required
+ssl_cert = </etc/dovecot/old.pem
+ssl_key = </etc/dovecot/old.key
+auth_mechanisms = plain
+passdb {{
+  driver = static
+  args = password={OLD_PW}
+}}
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home=/var/vmail/old/%u
+}}
+mail_location = maildir:~/Maildir
+namespace inbox {{
+  inbox = yes
+  separator = .
+}}
+"""
+
+
+def _fill_code() -> str:
+    """Python run on the old provider: Maildir++ folders of distinct messages."""
+    return f"""
+import os, email.utils
+home = {OLD_HOME!r}
+for f, folder in enumerate({FOLDERS!r}):
+    d = home + '/Maildir' + ('' if folder == 'INBOX' else '/.' + folder.replace('/', '.'))
+    for sub in ('cur', 'new', 'tmp'):
+        os.makedirs(d + '/' + sub, exist_ok=True)
+    for n in range({PER_FOLDER}):
+        msg = (f'From: friend{{n}}@old.example\\r\\nTo: {OLD_LOGIN}@old.example\\r\\n'
+               f'Subject: {{folder}} message {{n}}\\r\\nMessage-ID: <{{f}}-{{n}}@old.example>\\r\\n'
+               f'Date: {{email.utils.formatdate(1500000000 + f * 1000 + n)}}\\r\\n\\r\\n'
+               + ''.join(f'line {{i}} of message {{n}} in {{folder}}\\r\\n' for i in range(20 + n % 30)))
+        with open(f'{{d}}/cur/{{1500000000 + n}}.{{f}}_{{n}}.old:2,S', 'w') as out:
+            out.write(msg)
+os.system('chown -R mail:mail /var/vmail/old')
+"""
+
+
+def messages(top: Path) -> list[Path]:
+    """The old provider's messages under a Maildir (each names it in its Message-ID)."""
+    return [p for p in top.rglob("*") if p.is_file() and p.parent.name in ("cur", "new")
+            and b"@old.example>" in p.read_bytes()[:400]]
+
+
+def body_hashes(paths: list[Path]) -> list[str]:
+    out = []
+    for p in paths:
+        raw = p.read_bytes().replace(b"\r\n", b"\n")
+        out.append(hashlib.sha256(raw.split(b"\n\n", 1)[1]).hexdigest())
+    return sorted(out)
+
+
+def source_state(lab: MailLab) -> dict[str, str]:
+    base = lab.mx.path(f"{OLD_HOME}/Maildir")
+    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in base.rglob("*") if p.is_file() and p.parent.name in ("cur", "new")}
+
+
+def imported(lab: MailLab) -> list[Path]:
+    return messages(lab.app.path(BOB_MAILDIR))
+
+
+@pytest.fixture
+def old_provider(lab: MailLab) -> Iterator[None]:
+    mx = lab.mx
+    mx.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-days", "2", "-subj", f"/CN={OLD_HOST}", "-addext",
+            f"subjectAltName=DNS:{OLD_HOST}", "-keyout", "/etc/dovecot/old.key",
+            "-out", "/etc/dovecot/old.pem"])
+    mx.write("/etc/dovecot/dovecot.conf", OLD_DOVECOT)
+    r = mx.python(_fill_code(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    mx.start_forking("dovecot-old", ["dovecot"], "/run/dovecot/master.pid")
+    wait_for("the old provider's IMAPS", lambda: lab.tcp_open(lab.app, "203.0.113.25", 993))
+    lab.app.write(CA, mx.read("/etc/dovecot/old.pem"))
+    lab.app.write("/var/tmp/old-password", OLD_PW + "\n", mode=0o600)
+    yield
+    mx.run(["doveadm", "stop"], check=False)
+    mx.run(["rm", "-rf", "/var/vmail/old"], check=False)
+    lab.app.run(["doveadm", "expunge", "-u", BOB_LOCAL, "mailbox", "*", "header", "Message-ID",
+                 "@old.example"], check=False)
+
+
+def run_import(lab: MailLab, *extra: str) -> str:
+    r = lab.appliance("import", "--user", BOB_LOCAL, "--from", f"imaps://{OLD_HOST}", "--login",
+                      OLD_LOGIN, "--password-file", "/var/tmp/old-password", "--ca-file", CA, *extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_a_wrong_password_or_an_untrusted_server_is_told_and_copies_nothing(
+        lab: MailLab, old_provider: None) -> None:
+    lab.app.write("/var/tmp/wrong-password", "not it\n", mode=0o600)
+    r = lab.appliance("import", "--user", BOB_LOCAL, "--from", f"imaps://{OLD_HOST}", "--login",
+                      OLD_LOGIN, "--password-file", "/var/tmp/wrong-password", "--ca-file", CA)
+    assert r.returncode == 2 and "the old server could not be read" in r.stderr, r.stderr
+    r = lab.appliance("import", "--user", BOB_LOCAL, "--from", f"imaps://{OLD_HOST}", "--login",
+                      OLD_LOGIN, "--password-file", "/var/tmp/old-password")  # the system's CAs
+    assert r.returncode == 2 and "the old server could not be read" in r.stderr, r.stderr
+    assert not imported(lab)
+
+
+def test_an_import_lands_every_message_resumes_without_duplicates_and_leaves_the_source(
+        lab: MailLab, old_provider: None) -> None:
+    before = source_state(lab)
+    assert len(before) == len(FOLDERS) * PER_FOLDER
+    want = body_hashes(messages(lab.mx.path(f"{OLD_HOME}/Maildir")))
+    # Interrupted half-way: the whole process group (the CLI and its doveadm) is killed.
+    lab.app.run(["sh", "-c", f"setsid {sys.executable} -m appliance.cli import --user " + BOB_LOCAL
+                 + f" --from imaps://{OLD_HOST} --login {OLD_LOGIN} --password-file "
+                 f"/var/tmp/old-password --ca-file {CA} > /var/tmp/import.out 2>&1 & "
+                 "echo $! > /var/tmp/import.pid"], env={"PYTHONPATH": str(lab.repo)})
+    started = time.monotonic()
+    wait_for("half the messages", lambda: len(imported(lab)) >= 1000, timeout=300, interval=0.1)
+    assert OLD_PW not in lab.app.run(["ps", "axww", "-o", "args"]).stdout  # on no command line
+    pid = lab.app.read("/var/tmp/import.pid").strip()
+    lab.app.run(["kill", "-TERM", "--", f"-{pid}"], check=False)
+    half = len(imported(lab))
+    assert half < len(before), "finished before it could be interrupted"
+    # Run again: it goes on, and copies nothing twice.
+    out = run_import(lab)
+    took = time.monotonic() - started
+    assert f"{OLD_HOST}: {len(FOLDERS)} folder(s), {len(before)} message(s)" in out
+    assert "folder 10 of 10" in out
+    assert body_hashes(imported(lab)) == want, "a message is missing, changed or twice"
+    assert len(imported(lab)) == len(before)
+    assert source_state(lab) == before  # nothing read as seen, moved or deleted there
+    # A third run finds nothing to do.
+    run_import(lab)
+    assert len(imported(lab)) == len(before)
+    print(f"import: {len(before)} messages in {took:.1f} s, interrupted at {half}")
