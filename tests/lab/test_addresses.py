@@ -107,14 +107,14 @@ def test_the_catch_all_takes_unknown_addresses_only_and_status_counts_them(lab: 
     assert lab.app.read("/etc/postfix/virtual") == before
 
 
-def sieve_connect(lab: MailLab, *args: str) -> str:
+def sieve_connect(lab: MailLab, *args: str, password: str = ALICE_PW, ok: bool = True) -> str:
     if not shutil.which("sieve-connect"):
         pytest.fail("sieve-connect (Debian package) is missing; `make test` installs it")
     lab.lan2.write(CA, lab.appliance_cert())
     r = lab.lan2.run(["sieve-connect", "--server", MAIL_HOST, "--port", "4190", "--user", ALICE,
                       "--passwordfd", "0", "--tlscafile", CA, "--noclearauth", *args],
-                     check=False, timeout=60, input=ALICE_PW + "\n")
-    assert r.returncode == 0, r.stdout + r.stderr
+                     check=False, timeout=60, input=password + "\n")
+    assert (r.returncode == 0) == ok, r.stdout + r.stderr
     return r.stdout + r.stderr
 
 
@@ -134,6 +134,14 @@ def test_a_filter_uploaded_over_managesieve_files_mail_into_a_folder(lab: MailLa
     finally:
         sieve_connect(lab, "--deactivate")
         sieve_connect(lab, "--delete", "--remotesieve", "receipts")
+
+
+def test_a_device_password_opens_managesieve_and_a_wrong_one_does_not(lab: MailLab,
+                                                                       restore: None) -> None:
+    r = lab.appliance("user", "app-password", "add", ALICE, "Laptop", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sieve_connect(lab, "--list", password=json.loads(r.stdout)["password"])
+    sieve_connect(lab, "--list", password="not-her-password", ok=False)
 
 
 def test_managesieve_offers_no_login_before_starttls(lab: MailLab) -> None:
