@@ -75,6 +75,10 @@ def test_a_tagged_address_reaches_the_user_and_her_folder_for_the_tag(lab: MailL
     lab.app.run(["doveadm", "mailbox", "create", "-u", ALICE, "shop"])
     assert send(lab, f"alice+shop@{DOMAIN}", f"foldered {tag}").startswith("250")
     wait_in(lab, f"{ALICE_DIR}/.shop", f"foldered {tag}")
+    # Never into a special folder: a stranger's mail to alice+Trash@ is not deleted unseen.
+    assert send(lab, f"alice+Trash@{DOMAIN}", f"not trash {tag}").startswith("250")
+    wait_in(lab, ALICE_DIR, f"not trash {tag}")
+    assert not in_folder(lab, f"{ALICE_DIR}/.Trash", f"not trash {tag}")
     # A tag without a folder makes none (a spammer's invented tags would fill her folder list).
     assert send(lab, f"alice+invented@{DOMAIN}", f"no folder {tag}").startswith("250")
     wait_in(lab, ALICE_DIR, f"no folder {tag}")

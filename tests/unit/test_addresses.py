@@ -24,7 +24,8 @@ def test_plus_addressing_is_on_by_default_and_the_catch_all_off(good: dict) -> N
     out = files(build(good))
     assert "\nrecipient_delimiter = +\n" in out["/etc/postfix/main.cf"]
     assert "\nrecipient_delimiter = +\n" in out["/etc/dovecot/dovecot.conf"]
-    assert "lmtp_save_to_detail_mailbox" not in out["/etc/dovecot/dovecot.conf"]
+    assert "sieve_before3" not in out["/etc/dovecot/dovecot.conf"]
+    assert "/etc/dovecot/sieve/tag-folders.sieve" not in out
     assert "\n@example.org " not in out["/etc/postfix/virtual"]  # unknown addresses stay refused
     good["mail"] = {"plus_addressing": False}
     out = files(build(good))
@@ -75,7 +76,11 @@ def test_tag_folders_and_the_catch_all_pass_doveconf(good: dict, tmp_path: Path)
     r = subprocess.run(["doveconf", "-c", str(tmp_path / "etc/dovecot/dovecot.conf"), "-n"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "lmtp_save_to_detail_mailbox = yes" in r.stdout
+    assert "sieve_before3 = file:/etc/dovecot/sieve/tag-folders.sieve" in r.stdout
+    script = tmp_path / "etc/dovecot/sieve/tag-folders.sieve"
+    r = subprocess.run(["sievec", "-c", str(tmp_path / "etc/dovecot/dovecot.conf"), str(script),
+                        str(tmp_path / "tag-folders.svbin")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_the_proxy_finds_the_user_behind_a_tagged_recipient() -> None:

@@ -16,6 +16,7 @@ from appliance.features.mail.settings import DELIMITER, SECTION
 
 # One Sieve script per user with forwarding or an away message (core/mail_rules.py).
 USER_RULES = "/etc/dovecot/sieve/users"
+TAG_FOLDERS = "/etc/dovecot/sieve/tag-folders.sieve"
 
 
 def files(i: Inputs) -> list[FileSpec]:
@@ -35,7 +36,9 @@ def files(i: Inputs) -> list[FileSpec]:
         FileSpec("etc/dovecot/app-passwords.lua.j2", "/etc/dovecot/app-passwords.lua", "dovecot",
                  order=10),
         FileSpec("etc/dovecot/dovecot.conf.j2", "/etc/dovecot/dovecot.conf", "dovecot", order=90),
-    ] + [FileSpec("etc/dovecot/sieve/user-rules.sieve.j2", f"{USER_RULES}/{u.address}.sieve",
+    ] + ([FileSpec("etc/dovecot/sieve/tag-folders.sieve.j2", TAG_FOLDERS, "dovecot", order=20)]
+         if i.settings.mail.plus_addressing and i.settings.mail.tag_folders else []) + [
+        FileSpec("etc/dovecot/sieve/user-rules.sieve.j2", f"{USER_RULES}/{u.address}.sieve",
                   "dovecot", order=20, extra=(("u", u), ("sieve_require", _requires(u))))
          for u in i.settings.users if u.forward_to or u.vacation]
 
@@ -54,8 +57,8 @@ def context(s: Settings) -> dict[str, Any]:
     return {"aliases": alias_table(s), "sender_logins": sender_logins(s),
             "app_password_scheme": hash_scheme, "app_password_use_dir": app_passwords.USE_DIR,
             "app_password_services": app_passwords.SERVICES, "sieve_string": mail_rules.sieve_string,
-            "user_rules": USER_RULES, "sieve_bin": SIEVE_BIN, "delimiter": DELIMITER,
-            "quota_full_reply": quota.FULL_REPLY}
+            "user_rules": USER_RULES, "tag_folders": TAG_FOLDERS, "sieve_bin": SIEVE_BIN,
+            "delimiter": DELIMITER, "quota_full_reply": quota.FULL_REPLY}
 
 
 def services(root: system.Root) -> list[Service]:
