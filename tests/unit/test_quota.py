@@ -77,6 +77,7 @@ def test_status_reads_dovecots_report_and_warns_at_80_and_fails_when_full() -> N
     bob = results["bob@example.org"]
     assert bob.status == "fail" and "waits at the senders" in bob.detail
     assert results["carol@example.org"].status == "ok"
+    assert quota.use_result("a@b.c", 120 * 1024, 3051 * 1024).detail == "120 MiB of 3.0 GiB (4%)"
 
 
 path = tuc.path  # a settings file with alice, its comments to keep

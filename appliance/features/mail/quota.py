@@ -64,6 +64,8 @@ def use_result(user: str, used_kib: int, limit_kib: int) -> Result:
 
 
 def _mib(kib: int) -> str:
+    if kib >= 1024 * 1024:
+        return f"{kib / 1024 / 1024:.1f} GiB"
     return f"{kib / 1024:.1f} MiB" if kib < 10 * 1024 else f"{kib / 1024:.0f} MiB"
 
 
