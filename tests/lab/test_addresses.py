@@ -29,19 +29,23 @@ ALICE_DIR = f"/var/vmail/{DOMAIN}/alice/Maildir"
 BOB_DIR = f"/var/vmail/{DOMAIN}/bob/Maildir"
 
 
-def send(lab: MailLab, rcpt: str, subject: str) -> str:
-    """The remote domain's MX hands one message to the box (through the router, port 25);
-    -> the box's reply to RCPT TO."""
+def send(lab: MailLab, rcpt: str, subject: str, kib: int = 0) -> str:
+    """The remote domain's MX hands one message to the box (through the router, port 25); with
+    `kib`, of about that size, its body made there (too big for a command line); -> the box's
+    reply to RCPT TO."""
+    message = well_formed(REMOTE_USER, rcpt, subject, **({"body": ""} if kib else {}))
     r = lab.mx.python(f"""
 import smtplib
-s = smtplib.SMTP({WAN_IP!r}, 25, timeout=15)
+body = ''.join(f'{{"line %07d of a long report that fills the mailbox" % n:<78}}\\r\\n'
+               for n in range({kib} * 1024 // 80))  # 80 bytes each
+s = smtplib.SMTP({WAN_IP!r}, 25, timeout=120)
 s.ehlo('mx.remote.test')
 s.mail({REMOTE_USER!r})
 code, text = s.rcpt({rcpt!r})
 print(code, text.decode())
 if code == 250:
-    s.data({well_formed(REMOTE_USER, rcpt, subject)!r})
-s.quit()""")
+    s.data({message!r} + body)
+s.quit()""", timeout=180)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
@@ -167,27 +171,6 @@ def test_managesieve_answers_from_the_internet_through_the_router(lab: MailLab) 
     assert lab.tcp_open(lab.att, WAN_IP, 4190)
 
 
-
-def send_sized(lab: MailLab, rcpt: str, subject: str, kib: int) -> str:
-    """One message of about `kib` KiB from the remote MX, straight to the box's port 25;
-    -> the box's reply to RCPT TO (the body is made there: too big for a command line)."""
-    head = well_formed(REMOTE_USER, rcpt, subject, body="")
-    r = lab.mx.python(f"""
-import smtplib
-lines = ''.join(f'{{"line %07d of a long report that fills the mailbox" % n:<78}}\\r\\n'
-                for n in range({kib} * 1024 // 80))  # 80 bytes each
-s = smtplib.SMTP({WAN_IP!r}, 25, timeout=120)
-s.ehlo('mx.remote.test')
-s.mail({REMOTE_USER!r})
-code, text = s.rcpt({rcpt!r})
-print(code, text.decode())
-if code == 250:
-    s.data({head!r} + lines)
-s.quit()""", timeout=180)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
 def used_kib(lab: MailLab, user: str) -> tuple[int, int]:
     out = lab.app.run(["doveadm", "-f", "tab", "quota", "get", "-u", user]).stdout
     [row] = [x.split("\t") for x in out.splitlines() if "\tSTORAGE\t" in x]
@@ -206,15 +189,15 @@ def test_a_full_mailbox_warns_its_user_defers_senders_and_others_still_get_mail(
     # Past 80 %, then past 95 %: Dovecot mails bob each time (through Postfix).
     for share, subject in ((0.83, f"big {tag}"), (0.96, f"bigger {tag}")):
         need = int(share * limit) - used_kib(lab, BOB_LOCAL)[0]
-        assert send_sized(lab, BOB_LOCAL, subject, need).startswith("250")
+        assert send(lab, BOB_LOCAL, subject, kib=need).startswith("250")
         wait_in(lab, BOB_DIR, subject)
     for pct in (80, 95):
         wait_in(lab, BOB_DIR, f"Subject: Your mailbox is {pct}% full")
     # Still under: the last message may go over by Dovecot's grace (10 %); then he is full.
-    assert send_sized(lab, BOB_LOCAL, f"last {tag}", int(0.07 * limit)).startswith("250")
+    assert send(lab, BOB_LOCAL, f"last {tag}", kib=int(0.07 * limit)).startswith("250")
     wait_in(lab, BOB_DIR, f"last {tag}")
     assert used_kib(lab, BOB_LOCAL)[0] > limit
-    said = send_sized(lab, BOB_LOCAL, f"refused {tag}", 4)
+    said = send(lab, BOB_LOCAL, f"refused {tag}", kib=4)
     assert said.startswith("452 4.2.2"), said  # the sender's server keeps it and retries
     assert send(lab, ALICE, f"alice still {tag}").startswith("250")
     wait_in(lab, ALICE_DIR, f"alice still {tag}")
