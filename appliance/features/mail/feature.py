@@ -66,8 +66,9 @@ def services(root: system.Root) -> list[Service]:
 
 
 def state(root: system.Root, s: Settings) -> dict[str, str]:
-    # The card's size, which the default quotas share out (quota.py).
-    return {"mail_store_bytes": str(quota.store_bytes(root))}
+    # The card's size, which the default quotas share out (quota.py): measured on the box
+    # itself, never on the machine that builds an image.
+    return {"mail_store_bytes": str(quota.store_bytes(root))} if root.is_live else {}
 
 
 def prepare(root: system.Root, s: Settings, say: Say) -> None:

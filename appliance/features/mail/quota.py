@@ -6,7 +6,9 @@ mail for everyone (the rest is the system's, the queue's and the logs'). Adding 
 it anew; `status` warns at 80 % of a quota, and Dovecot mails the user at 80 % and 95 %.
 
 Over quota, senders get 452 4.2.2 (Dovecot's quota-status, asked by Postfix at RCPT): their
-server keeps the mail and retries for days while the user makes room. Nothing is lost.
+server keeps the mail and retries for days while the user makes room. Nothing is lost. Postfix
+asks with the address as the sender wrote it, so mail to an alias or the catch-all is accepted
+and its delivery deferred: then the box's own queue keeps it and retries the same way.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import os
 
 from appliance.core import system
 from appliance.core.checks import FAIL, OK, WARN, Context, Result
+from appliance.core.plan import Paths
 from appliance.core.settings import Settings
 
-MAILBOXES = "/var/vmail"
 SHARE = 0.8
 # Before the box has measured its card (a plan made off the box): the smallest card it supports.
 SMALLEST_CARD = 8 * 10**9
@@ -26,7 +28,7 @@ FULL_REPLY = "452 4.2.2 Mailbox is full: the recipient must make room first; try
 
 def store_bytes(root: system.Root) -> int:
     """The size of the filesystem that holds (or will hold) the mailboxes."""
-    path = root.host(MAILBOXES)
+    path = root.host(Paths().vmail)
     while not path.exists() and path != path.parent:
         path = path.parent
     st = os.statvfs(path)
