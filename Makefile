@@ -75,6 +75,7 @@ bench: deps
 	$(PY) bench/daemons.py
 	$(PY) bench/backup.py
 	$(PY) bench/console.py
+	$(PY) bench/imports.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

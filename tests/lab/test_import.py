@@ -50,7 +50,7 @@ namespace inbox {{
 """
 
 
-def _fill_code() -> str:
+def _fill_code(per_folder: int) -> str:
     """Python run on the old provider: Maildir++ folders of distinct messages."""
     return f"""
 import os, email.utils
@@ -59,7 +59,7 @@ for f, folder in enumerate({FOLDERS!r}):
     d = home + '/Maildir' + ('' if folder == 'INBOX' else '/.' + folder.replace('/', '.'))
     for sub in ('cur', 'new', 'tmp'):
         os.makedirs(d + '/' + sub, exist_ok=True)
-    for n in range({PER_FOLDER}):
+    for n in range({per_folder}):
         msg = (f'From: friend{{n}}@old.example\\r\\nTo: {OLD_LOGIN}@old.example\\r\\n'
                f'Subject: {{folder}} message {{n}}\\r\\nMessage-ID: <{{f}}-{{n}}@old.example>\\r\\n'
                f'Date: {{email.utils.formatdate(1500000000 + f * 1000 + n)}}\\r\\n\\r\\n'
@@ -101,25 +101,35 @@ def copied_so_far(lab: MailLab) -> int:
     return sum(len(os.listdir(d)) for d in dirs if d.is_dir())
 
 
-@pytest.fixture
-def old_provider(lab: MailLab) -> Iterator[None]:
+def start_old_provider(lab: MailLab, per_folder: int = PER_FOLDER) -> None:
+    """The old provider: a real Dovecot (IMAPS, its own certificate) on the lab's internet,
+    with `per_folder` messages in each of FOLDERS. Also used by bench/imports.py."""
     mx = lab.mx
     mx.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
             "-nodes", "-days", "2", "-subj", f"/CN={OLD_HOST}", "-addext",
             f"subjectAltName=DNS:{OLD_HOST}", "-keyout", "/etc/dovecot/old.key",
             "-out", "/etc/dovecot/old.pem"])
     mx.write("/etc/dovecot/dovecot.conf", OLD_DOVECOT)
-    r = mx.python(_fill_code(), timeout=120)
+    r = mx.python(_fill_code(per_folder), timeout=600)
     assert r.returncode == 0, r.stderr
     mx.start_forking("dovecot-old", ["dovecot"], "/run/dovecot/master.pid")
     wait_for("the old provider's IMAPS", lambda: lab.tcp_open(lab.app, "203.0.113.25", 993))
     lab.app.write(CA, mx.read("/etc/dovecot/old.pem"))
     lab.app.write("/var/tmp/old-password", OLD_PW + "\n", mode=0o600)
-    yield
-    mx.run(["doveadm", "stop"], check=False)
-    mx.run(["rm", "-rf", "/var/vmail/old"], check=False)
-    lab.app.run(["doveadm", "expunge", "-u", BOB_LOCAL, "mailbox", "*", "header", "Message-ID",
+
+
+def stop_old_provider(lab: MailLab, user: str = BOB_LOCAL) -> None:
+    lab.mx.run(["doveadm", "stop"], check=False)
+    lab.mx.run(["rm", "-rf", "/var/vmail/old"], check=False)
+    lab.app.run(["doveadm", "expunge", "-u", user, "mailbox", "*", "header", "Message-ID",
                  "@old.example"], check=False)
+
+
+@pytest.fixture
+def old_provider(lab: MailLab) -> Iterator[None]:
+    start_old_provider(lab)
+    yield
+    stop_old_provider(lab)
 
 
 def run_import(lab: MailLab, *extra: str) -> str:
