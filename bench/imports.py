@@ -52,29 +52,26 @@ def main() -> int:
                          user, "imapc:"], timeout=1800)
             return time.perf_counter() - t0
 
-        cold = plain(DAVE)
-        t0 = time.perf_counter()
-        r = lab.appliance("import", "--user", BOB_LOCAL, "--from", f"imaps://{old.OLD_HOST}",
-                          "--login", old.OLD_LOGIN, "--password-file", "/var/tmp/old-password",
-                          "--ca-file", old.CA)
-        ours = time.perf_counter() - t0
-        assert r.returncode == 0, r.stdout + r.stderr
-        warm = plain(ERIN)
+        def ours() -> float:
+            t0 = time.perf_counter()
+            r = lab.appliance("import", "--user", BOB_LOCAL, "--from", f"imaps://{old.OLD_HOST}",
+                              "--login", old.OLD_LOGIN, "--password-file", "/var/tmp/old-password",
+                              "--ca-file", old.CA)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        r = lab.appliance("import", "--user", BOB_LOCAL, "--from", f"imaps://{old.OLD_HOST}",
-                          "--login", old.OLD_LOGIN, "--password-file", "/var/tmp/old-password",
-                          "--ca-file", old.CA)
-        again = time.perf_counter() - t0
-        assert r.returncode == 0, r.stdout + r.stderr
+        cold = plain(DAVE)
+        first = ours()
+        warm = plain(ERIN)
+        again = ours()
         copied = len(old.imported(lab))
         assert copied == total, (copied, total)
 
         print(f"import of {total} messages in {len(old.FOLDERS)} folders over IMAPS (lab, "
               f"no line delay):")
-        print(f"  appliance import       {ours:6.1f} s  {total / ours:6.0f} messages/s")
+        print(f"  appliance import       {first:6.1f} s  {total / first:6.0f} messages/s")
         print(f"  plain doveadm sync     {warm:6.1f} s  {total / warm:6.0f} messages/s  "
-              f"(the import takes {ours / warm:.2f}x)")
+              f"(the import takes {first / warm:.2f}x)")
         print(f"  plain doveadm sync, cold source {cold:5.1f} s (the warm-up)")
         print(f"  import again (resume, nothing to copy) {again:5.1f} s")
     finally:
