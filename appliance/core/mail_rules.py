@@ -25,6 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# Plus addressing: the separator between a user and a tag (Postfix's and Dovecot's
+# recipient_delimiter), known to the mail feature and to the OpenPGP proxy alike.
+TAG_DELIMITER = "+"
+
+
+def untagged(address: str) -> str:
+    """name+tag@domain -> name@domain (unchanged without a tag)."""
+    local, at, domain = address.rpartition("@")
+    return f"{local.partition(TAG_DELIMITER)[0]}{at}{domain}"
+
 MAX_FORWARDS = 4  # Pigeonhole's default sieve_max_redirects
 MAX_SUBJECT, MAX_MESSAGE = 120, 4000
 DAYS = (1, 30)

@@ -7,11 +7,11 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from appliance.core import mail_rules
 from appliance.core.checks import OK, WARN, Context, Result
 from appliance.core.plan import Paths
 from appliance.core.settings import Settings
 from appliance.features.mail.addresses import alias_table
-from appliance.features.mail.settings import DELIMITER
 
 # A delivery to a mailbox (over LMTP); after an alias, Postfix names the address it came for.
 _DELIVERED = re.compile(r"postfix/lmtp\[\d+\]: \w+: to=<([^>]+)>(?:, orig_to=<([^>]+)>)?,"
@@ -42,10 +42,7 @@ def caught(lines: Iterable[str], s: Settings) -> tuple[Counter[str], int]:
 
 
 def _untagged(address: str, s: Settings) -> str:
-    if not s.mail.plus_addressing:
-        return address.lower()
-    local, _, domain = address.lower().rpartition("@")
-    return f"{local.partition(DELIMITER)[0]}@{domain}"
+    return mail_rules.untagged(address.lower()) if s.mail.plus_addressing else address.lower()
 
 
 def catch_all_result(got: Counter[str], total: int, s: Settings) -> Result:

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.core import fields
+from appliance.core import fields, mail_rules
 from appliance.core.settings import QUOTA_MB, Collector, Section, quote
 
-# The separator between a user and a tag (Postfix's recipient_delimiter, Dovecot's likewise).
-DELIMITER = "+"
+DELIMITER = mail_rules.TAG_DELIMITER
 
 
 @dataclass(frozen=True)

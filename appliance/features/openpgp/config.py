@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from appliance.core.mail_rules import untagged
 from appliance.features.openpgp import keyring
 
 # The proxy (proxy.py) by name and log: the agent speaks of them without loading the proxy.
@@ -31,8 +32,7 @@ class Config:
         and the key and the storage setting are the user's (name@)."""
         if rcpt in self.users:
             return rcpt
-        local, at, domain = rcpt.rpartition("@")
-        base = f"{local.partition('+')[0]}{at}{domain}"
+        base = untagged(rcpt)
         return base if base in self.users else rcpt
 
 
