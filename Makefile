@@ -8,14 +8,14 @@ PY     := $(VENV)/bin/python
 APT_RUNTIME := python3 python3-venv python3-jinja2 python3-tomlkit python3-gnupg \
                python3-dnspython python3-miniupnpc python3-cryptography openssl ca-certificates \
                iproute2 util-linux logrotate python3-publicsuffix2 publicsuffix python3-systemd restic \
-               python3-flask python3-waitress python3-argon2 python3-pyotp python3-segno
+               python3-flask python3-waitress python3-argon2 python3-pyotp python3-segno radicale
 # The real daemons the lab runs, and the tools it uses.
 APT_LAB := postfix dovecot-imapd dovecot-lmtpd dovecot-auth-lua dovecot-managesieved knot knot-dnsutils nftables procps \
            miniupnpd miniupnpd-nftables wireguard-tools wireguard-go tcpdump ansible unbound \
            pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
            fail2ban openssh-server openssh-client lynis logrotate ansible-lint \
            rspamd dovecot-sieve python3-dkim sieve-connect \
-           libpython3.11-testsuite chromium chromium-driver python3-selenium
+           libpython3.11-testsuite chromium chromium-driver python3-selenium python3-caldav
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean

@@ -25,6 +25,7 @@ from appliance.core.feature import Feature
 from appliance.core.services import Service
 from appliance.features.backup.feature import FEATURE as BACKUP
 from appliance.features.certs.feature import FEATURE as CERTS
+from appliance.features.dav.feature import FEATURE as DAV
 from appliance.features.dns.feature import FEATURE as DNS
 from appliance.features.fail2ban.feature import FEATURE as FAIL2BAN
 from appliance.features.firewall.feature import FEATURE as FIREWALL
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     import jinja2
 
 FEATURES: tuple[Feature, ...] = (
-    DNS, SPAM, MAIL, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
+    DNS, SPAM, MAIL, DAV, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
     PRIVACY, BACKUP,
 )
 SECTIONS = tuple(pipeline.sections(FEATURES))

@@ -37,8 +37,9 @@ GROUPS, GROUP_LEN = 4, 4  # "abcd-efgh-jkmn-pqrs": 16 of 31 symbols, 79 bits
 _NAME = re.compile(r"^[^\x00-\x1f\x7f:]{1,40}$")
 # Where Dovecot's auth worker (root) writes "<unix time> <address>" per app password id.
 USE_DIR = "/var/lib/dovecot/app-password-use"
-# Dovecot's services that may use them: IMAP, and Postfix's submission (SASL service "smtp").
-SERVICES = ("imap", "smtp", "sieve")
+# Dovecot's services that may use them: IMAP, Postfix's submission (SASL service "smtp"),
+# ManageSieve, and the calendars and contacts (Radicale asks Dovecot as service "dav").
+SERVICES = ("imap", "smtp", "sieve", "dav")
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ def test_under_systemd_a_restore_stops_what_keeps_data_without_disabling_it(
                         or system.Result(tuple(argv), 0, "", ""))
     keeping = [svc for svc in pipeline.all_services(system.Root(tmp_path), registry.FEATURES).values()
                if svc.keeps_data]
-    assert sorted(svc.name for svc in keeping) == ["dovecot", "postfix", "rspamd"]
+    assert sorted(svc.name for svc in keeping) == ["appliance-dav", "dovecot", "postfix", "rspamd"]
     for svc in keeping:
         services.Systemd().pause(svc)
     assert calls == [("systemctl", "stop", svc.unit) for svc in keeping]

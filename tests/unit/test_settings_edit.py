@@ -75,6 +75,9 @@ update_key_file = "/etc/appliance/dns-update.key"
 mode = "light"
 dkim_key_bits = 3072
 blocklists = ["spamhaus"]
+[dav]
+enabled = true
+internet = true
 [web]
 enabled = true
 mta_sts_mode = "enforce"

@@ -26,9 +26,10 @@ from appliance.features.backup import manifest, sftp
 # What a new card needs to be the same mail server: the settings and the keys kept with them,
 # every mailbox, the mail still queued, and the agent's state (DKIM keys, the TLS key behind
 # the TLSA record, the OpenPGP public keyring, the typo guard's history), certbot's account
-# and certificates, rspamd's learned spam statistics. Not logs, not caches.
+# and certificates, rspamd's learned spam statistics, the calendars and address books
+# (Radicale). Not logs, not caches.
 PATHS = ("/etc/appliance", "/var/lib/appliance", "/var/vmail", "/var/spool/postfix",
-         "/etc/letsencrypt", "/var/lib/rspamd")
+         "/etc/letsencrypt", "/var/lib/rspamd", "/var/lib/radicale")
 # Not the PID files of Postfix's master: on a new card they name a process of the old one, or
 # an unrelated one, and a live-looking PID makes the first start a failed reload.
 EXCLUDE = ("/var/lib/appliance/backup", "/var/lib/rspamd/*.hs*", "/var/lib/appliance/stage.*",

@@ -33,7 +33,7 @@ def cmd_cert(a: argparse.Namespace, env: Env) -> int:
         # certbot's deploy hook: point the services at the certificate and reload them even
         # when their configuration is unchanged (a renewal keeps the same paths).
 
-        also = ("postfix", "dovecot") + (("nginx",) if s.web.enabled else ())
+        also = ("postfix", "dovecot") + (("nginx",) if s.web.enabled or s.dav.enabled else ())
         report = env.converge(Path(a.settings), root, False, also_reload=also)
         env.out(f"deployed: reloaded {', '.join(report.reloaded)}")
         return EXIT_OK

@@ -31,7 +31,11 @@ def lan_networks(s: Settings, facts: Facts) -> tuple[list[str], list[str]]:
 
 
 def wan_tcp_ports(s: Settings) -> list[int]:
-    return list(MAIL_PORTS) + (list(WEB_PORTS) if s.firewall.web or s.web.enabled else [])
+    if s.firewall.web or s.web.enabled:
+        return list(MAIL_PORTS) + list(WEB_PORTS)
+    # Calendars from away from home: 443 alone (certificates then need dns-01 or port 80 opened
+    # for the challenge, which the agent does for its minutes).
+    return list(MAIL_PORTS) + ([443] if s.dav.enabled and s.dav.internet else [])
 
 
 class Nftables(Service):

@@ -42,6 +42,9 @@ def cmd_upnp(a: argparse.Namespace, env: Env) -> int:
         return EXIT_OK
     root = system.Root("/")
     extra = [int(p) for p in (a.extra or [])] if hasattr(a, "extra") else []
+    s = env.settings(Path(a.settings))
+    if s.dav.enabled and s.dav.internet and 443 not in extra:
+        extra.append(443)  # calendars and contacts from away from home
     if a.action == "watch":
         # Where there is no systemd timer: renew every `interval` seconds (default: half the
         # lease), so a router that forgot its mappings (a reboot) gets them back within one period.

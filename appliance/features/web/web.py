@@ -42,18 +42,20 @@ def web_names(s: Settings) -> list[str]:
 
 def web_feature(i: Inputs) -> list[FileSpec]:
     s = i.settings
+    server = [FileSpec("etc/nginx/nginx.conf.j2", "/etc/nginx/nginx.conf", "nginx", order=90,
+                       extra=(("www", WWW), ("wkd", WKD), ("mta_sts", f"mta-sts.{s.domain}"),
+                              ("openpgpkey", f"openpgpkey.{s.domain}"),
+                              ("autoconfig", f"autoconfig.{s.domain}")))]
     if not s.web.enabled:
-        return []
+        # The server alone, for another feature's site (calendars: [dav]).
+        return server if s.dav.enabled else []
     return [
         FileSpec("var/lib/appliance/www/mta-sts/.well-known/mta-sts.txt.j2",
                  f"{WWW}/mta-sts/.well-known/mta-sts.txt", "nginx", order=10,
                  extra=(("policy", mta_sts_policy(s)),)),
         FileSpec("var/lib/appliance/www/autoconfig/mail/config-v1.1.xml.j2",
                  f"{WWW}/autoconfig/mail/config-v1.1.xml", "nginx", order=10),
-        FileSpec("etc/nginx/nginx.conf.j2", "/etc/nginx/nginx.conf", "nginx", order=90,
-                 extra=(("www", WWW), ("wkd", WKD), ("mta_sts", f"mta-sts.{s.domain}"),
-                        ("openpgpkey", f"openpgpkey.{s.domain}"),
-                        ("autoconfig", f"autoconfig.{s.domain}"))),
+        *server,
     ]
 
 
