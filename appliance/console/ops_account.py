@@ -43,7 +43,7 @@ def op_my_devices(a: Agent, s: auth.Session | None, args: dict[str, Any], token:
     """What a mail app needs (her address is the user name; the password is hers to type)."""
     assert s is not None
     st = a.settings()
-    return {"address": s.who, "host": st.hostname, "domain": st.domain}
+    return {"address": s.who, "host": st.hostname, "domain": st.domain, "dav": st.dav.enabled}
 
 
 MAX_KEY_BYTES = 200_000  # a public key with many signatures is tens of KiB
@@ -197,4 +197,5 @@ def op_device_link_use(a: Agent, s: auth.Session | None, args: dict[str, Any], t
     st = a.settings()
     made = _add(a, who, name)
     log(f"device link used for {who} ({name}) from {args.get('_client', '?')}")
-    return {"address": who, "host": st.hostname, "domain": st.domain, "password": made["password"]}
+    return {"address": who, "host": st.hostname, "domain": st.domain, "password": made["password"],
+            "dav": st.dav.enabled}

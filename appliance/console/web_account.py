@@ -70,7 +70,8 @@ def add_routes(app: Flask, kit: Any) -> None:
         elif action == "revoke":
             ctx["said"], ctx["error"] = attempt("my_app_password_del", name=request.form.get("name", ""))
         d = call("my_devices")
-        return render_template("devices.html", me=g.me, rows=dev.settings(d["address"], d["host"]),
+        return render_template("devices.html", me=g.me, dav=d["dav"],
+                               rows=dev.settings(d["address"], d["host"], d["dav"]),
                                app_passwords=call("my_app_passwords"), **ctx), \
             400 if ctx.get("error") else 200
 
@@ -85,7 +86,8 @@ def add_routes(app: Flask, kit: Any) -> None:
             d = call("device_link_use", link=link)
         except AgentError as e:
             return render_template("error.html", message=str(e), me=None), 410
-        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"], d["password"]),
+        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"], d["password"],
+                                         dav=d["dav"]),
                         mimetype="application/x-apple-aspen-config",
                         headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
 
@@ -95,7 +97,7 @@ def add_routes(app: Flask, kit: Any) -> None:
         from appliance.console import devices as dev
 
         d = call("my_devices")
-        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"]),
+        return Response(dev.mobileconfig(d["address"], d["host"], d["domain"], dav=d["dav"]),
                         mimetype="application/x-apple-aspen-config",
                         headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
 

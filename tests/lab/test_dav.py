@@ -161,6 +161,8 @@ def test_a_lan_client_and_a_second_client_share_the_default_calendar_and_address
                       f"{BOB_LOCAL}:{BOB_PW}", f"https://{MAIL_HOST}/{ALICE}/contacts/carol.vcf"],
                      check=False)
     assert r.stdout == "403"
+    rows = {x["name"]: x for x in json.loads(lab.appliance("status", "--json").stdout)}
+    assert rows["calendars and contacts"]["status"] == "ok", rows["calendars and contacts"]
 
 
 def test_a_wrong_password_is_refused_and_dovecot_saw_it(dav_lab: MailLab) -> None:

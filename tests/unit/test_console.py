@@ -465,6 +465,29 @@ def test_the_apple_profile_sets_up_imap_and_submission_over_tls_without_a_passwo
     assert other["PayloadUUID"] != p["PayloadUUID"]
 
 
+def test_with_calendars_on_the_profile_adds_caldav_and_carddav_with_the_same_login() -> None:
+    import plistlib
+
+    from appliance.console import devices
+
+    p = plistlib.loads(devices.mobileconfig("alice@example.org", "mail.example.org", "example.org",
+                                            "abcd-efgh-jkmn-pqrs", dav=True))
+    mail, cal, card = p["PayloadContent"]
+    assert (cal["PayloadType"], card["PayloadType"]) == ("com.apple.caldav.account",
+                                                         "com.apple.carddav.account")
+    assert (cal["CalDAVHostName"], cal["CalDAVPort"], cal["CalDAVUseSSL"], cal["CalDAVUsername"],
+            cal["CalDAVPassword"]) == ("mail.example.org", 443, True, "alice@example.org",
+                                       "abcd-efgh-jkmn-pqrs")
+    assert (card["CardDAVHostName"], card["CardDAVUsername"], card["CardDAVPassword"]) == (
+        "mail.example.org", "alice@example.org", "abcd-efgh-jkmn-pqrs")
+    assert len({x["PayloadUUID"] for x in p["PayloadContent"]}) == 3
+    assert "CalDAVPassword" not in plistlib.loads(devices.mobileconfig(
+        "alice@example.org", "mail.example.org", "example.org", dav=True))["PayloadContent"][1]
+    rows = dict(devices.settings("alice@example.org", "mail.example.org", dav=True))
+    assert rows["Calendars (CalDAV)"] == rows["Contacts (CardDAV)"] == "https://mail.example.org/"
+    assert "Calendars (CalDAV)" not in dict(devices.settings("alice@example.org", "mail.example.org"))
+
+
 def test_a_mail_user_downloads_her_profile_from_her_session(box: Running, client: Any) -> None:
     import plistlib
 

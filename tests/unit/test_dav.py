@@ -141,3 +141,13 @@ def test_the_srv_records_point_clients_at_443_on_the_mail_host(good: dict) -> No
            if r.rtype == "SRV" and "dav" in r.name}
     assert got == {("_caldavs._tcp.example.org.", "0 1 443 mail.example.org."),
                    ("_carddavs._tcp.example.org.", "0 1 443 mail.example.org.")}
+
+
+@pytest.mark.parametrize(("status", "level", "words"), [
+    (401, "ok", "answers on your home network"), (502, "fail", "calendar server does not"),
+    (None, "fail", "nothing answers on port 443"), (403, "fail", "answered 403")])
+def test_status_judges_the_path_a_phone_takes(status: int | None, level: str, words: str) -> None:
+    from appliance.features.dav import checks
+
+    r = checks.verdict(status, "refused", "mail.example.org", internet=False)
+    assert r.status == level and words in r.detail and (level == "ok" or r.fix)

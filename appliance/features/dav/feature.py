@@ -14,7 +14,7 @@ from appliance.core.plan import FileSpec, Inputs
 from appliance.core.records import Known, Record, fq
 from appliance.core.services import AgentDaemon, Service
 from appliance.core.settings import Settings
-from appliance.features.dav import config
+from appliance.features.dav import checks, config
 from appliance.features.dav.settings import SECTION
 
 UNITS = "/etc/systemd/system"
@@ -87,4 +87,5 @@ def preflight(root: system.Root, s: Settings) -> list[str]:
 
 
 FEATURE = Feature("dav", "README.md", sections=(SECTION,), files=files, context=context,
-                  services=services, records=records, preflight=preflight)
+                  services=services, records=records, preflight=preflight,
+                  checks=(checks.check_dav,))
