@@ -3,8 +3,9 @@ nothing. Needs root.
 
 Two ways to run it:
 
-- `make bench` (the lab): after the lab's first apply and one delivered message, each agent
-  daemon (the OpenPGP proxy, the policy service, the release agent) is read from its PID file
+- `make bench` (the lab): after the lab's first apply, one delivered message and one calendar
+  sync, each agent daemon (the OpenPGP proxy, the policy service, the release agent, the
+  calendar server: Radicale in the agent's daemon shape) is read from its PID file
   (the lab has no systemd: the agent starts them directly) and its proportional set size is
   printed beside the baseline measured in the same run: a python3 that has imported asyncio
   and sleeps (what any Python daemon costs before it does anything). The release agent runs
@@ -31,7 +32,9 @@ sys.path.insert(0, str(REPO))
 # (name, unit, PID file without systemd, started on demand under systemd)
 DAEMONS = (("OpenPGP proxy", "appliance-pgp.service", "/run/appliance-pgp.pid", False),
            ("policy service", "appliance-policyd.service", "/run/appliance-policyd.pid", False),
-           ("release agent", "appliance-release.service", "/run/appliance-release.pid", True))
+           ("release agent", "appliance-release.service", "/run/appliance-release.pid", True),
+           ("calendar server (Radicale)", "appliance-dav.service", "/run/appliance-dav.pid", False))
+DAV_TARGET_MIB = 30  # what a 512 MB board can give calendars and contacts
 SOCKETS = ("appliance-release.socket", "appliance-release-notice.socket")
 RELEASE_LMTP = "/var/spool/postfix/private/appliance-release"
 RELEASE_NOTICES = "/run/appliance-release.sock"
@@ -153,9 +156,19 @@ def on_demand_in_lab(lab: object, base: int) -> None:
 
 
 def lab_run() -> int:
-    from tests.lab.mail_lab import ALICE, DOMAIN, REMOTE_USER, MailLab, well_formed
+    from tests.lab.mail_lab import (
+        ALICE,
+        ALICE_PW,
+        APP_IP,
+        DOMAIN,
+        MAIL_HOST,
+        REMOTE_USER,
+        MailLab,
+        well_formed,
+    )
 
-    lab = MailLab(Path(tempfile.mkdtemp(prefix="bench-daemons.")), REPO)
+    lab = MailLab(Path(tempfile.mkdtemp(prefix="bench-daemons.")), REPO,
+                  settings_extra="[dav]\nenabled = true\n")
     try:
         lab.up()
         # One message from the remote domain's MX, so each daemon has done its work once.
@@ -169,6 +182,11 @@ s.quit()""", timeout=120)
         while not lab.maildir_files(lab.app, f"/var/vmail/{DOMAIN}/alice/Maildir") \
                 and time.monotonic() < deadline:
             time.sleep(1)
+        # One calendar client's first sync (login, default collections made, their listing).
+        for _ in range(2):
+            lab.lan2.run(["curl", "-sk", "-o", "/dev/null", "--resolve", f"{MAIL_HOST}:443:{APP_IP}",
+                          "-u", f"{ALICE}:{ALICE_PW}", "-X", "PROPFIND", "-H", "Depth: 1",
+                          f"https://{MAIL_HOST}/{ALICE}/"], check=False)
         time.sleep(5)  # the daemons settle after the delivery
         base = baseline_kib()
         print(f"baseline: python3 with asyncio imported, idle: {mib(base)} PSS")
@@ -183,6 +201,8 @@ s.quit()""", timeout=120)
             total += kib
             how = " (started directly: the lab has no systemd; on the box it starts on demand)" \
                 if on_demand else ""
+            if "Radicale" in name:
+                how = f" (target: {DAV_TARGET_MIB} MiB)"
             print(f"{name}: {mib(kib)} PSS idle ({kib / base:.2f} x baseline){how}")
         print(f"agent daemons together: {mib(total)} PSS idle, as the lab runs them")
         on_demand_in_lab(lab, base)
