@@ -173,6 +173,31 @@ def test_a_wrong_password_is_refused_and_dovecot_saw_it(dav_lab: MailLab) -> Non
     assert r.stdout == "401"
 
 
+def test_a_device_password_syncs_and_the_backup_carries_the_calendars(dav_lab: MailLab) -> None:
+    lab = dav_lab
+    good = lab.app.read("/etc/appliance/settings.toml")
+    try:
+        r = lab.appliance("user", "app-password", "add", ALICE, "Phone", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        phone = client(lab.lan2, ALICE, json.loads(r.stdout)["password"], "read")
+        assert any("Garden project meeting" in e for e in phone["events"])
+        lab.write_settings(lab.app.read("/etc/appliance/settings.toml")
+                           + '\n[backup]\nenabled = true\nrepository = "/var/backups/appliance"\n')
+        r = lab.appliance("apply")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = lab.appliance("backup", "now", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout + r.stderr
+        r = lab.appliance("restore", "--to", "/var/restored-dav")
+        assert r.returncode == 0, r.stdout + r.stderr
+        found = lab.app.run(["grep", "-rl", "Garden project meeting", "/var/restored-dav"],
+                            check=False).stdout.split()
+        assert any(f"/var/lib/radicale/collections/collection-root/{ALICE}/calendar/" in f
+                   for f in found), found
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0
+
+
 def test_from_the_internet_closed_until_turned_on_then_found_and_testssl_clean(dav_lab: MailLab) -> None:
     lab = dav_lab
     probe = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert",
