@@ -91,6 +91,13 @@ def test_first_login_makes_one_calendar_and_one_address_book(tmp_path: Path) -> 
                  if c.path != "alice@example.org"}
     assert found == {"alice@example.org/calendar": "VCALENDAR",
                      "alice@example.org/contacts": "VADDRESSBOOK"}
+    # She deletes both: the next login does not bring them back.
+    with store.acquire_lock("w"):
+        for name in ("calendar", "contacts"):
+            next(iter(store.discover(f"/alice@example.org/{name}/"))).delete()
+    assert dovecot_auth.ensure_defaults(store, "alice@example.org") == []
+    with store.acquire_lock("r"):
+        assert [c.path for c in store.discover("/alice@example.org/", depth="1")] == ["alice@example.org"]
 
 
 def test_off_by_default_renders_nothing_and_opens_nothing(good: dict) -> None:

@@ -73,15 +73,15 @@ def client_address(environ: Mapping[str, Any]) -> str | None:
 
 
 def ensure_defaults(store: storage.BaseStorage, user: str) -> list[str]:
-    """Create the user's default calendar and address book if they have no collection yet."""
+    """On the user's first login (she has no principal collection yet): her principal, with a
+    default calendar and address book in it. Never again after that, so a calendar she deleted
+    stays deleted."""
     made: list[str] = []
     with store.acquire_lock("w", user):
         principal = f"/{user}/"
-        existing = list(store.discover(principal, depth="1"))
-        if len(existing) > 1:  # the principal itself, then its collections
+        if list(store.discover(principal, depth="0")):
             return made
-        if not existing:
-            store.create_collection(principal)
+        store.create_collection(principal)
         for name, props in (DEFAULT_CALENDAR, DEFAULT_CONTACTS):
             store.create_collection(f"{principal}{name}/", props=dict(props))
             made.append(name)

@@ -1,6 +1,7 @@
 """The appliance's own firewall: nftables, one table, rendered like every other file.
 
-From the internet only the mail ports (and 80/443 with `[firewall] web = true`); from the LAN
+From the internet only the mail ports (and 80/443 with `[firewall] web = true` or `[web]`, 443
+with `[dav] internet = true`); from the LAN
 everything, so SSH and the setup page are LAN-only. IPv6 gets the same treatment as IPv4,
 plus the ICMPv6 types IPv6 cannot work without.
 
