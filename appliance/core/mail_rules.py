@@ -21,7 +21,7 @@ check sees this box as the sender it is, and spam is never forwarded.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,18 @@ def untagged(address: str) -> str:
     """name+tag@domain -> name@domain (unchanged without a tag)."""
     local, at, domain = address.rpartition("@")
     return f"{local.partition(TAG_DELIMITER)[0]}{at}{domain}"
+
+
+def who(users: Iterable[Any], address: str) -> tuple[Any | None, str | None]:
+    """Whom an address a person typed names, in any case: (the user, None), or (None, the
+    address of the user it is an alias of), or (None, None) for nobody. For the commands that
+    act on a user and should say which address to use instead."""
+    address = address.strip().lower()
+    users = tuple(users)
+    for u in users:
+        if u.address == address:
+            return u, None
+    return None, next((u.address for u in users if address in u.aliases), None)
 
 MAX_FORWARDS = 4  # Pigeonhole's default sieve_max_redirects
 MAX_SUBJECT, MAX_MESSAGE = 120, 4000

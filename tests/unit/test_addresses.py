@@ -117,3 +117,13 @@ def test_status_counts_what_the_catch_all_took_and_warns_when_it_is_most_of_the_
     assert r.status == "ok" and "3 of 6 deliveries" in r.detail and "sales@example.org (2)" in r.detail
     r = checks.catch_all_result(got, 4, s)
     assert r.status == "warn" and "appliance set mail.catch_all=" in r.fix
+
+
+def test_user_commands_name_the_user_behind_an_alias_in_any_case(good: dict) -> None:
+    from appliance.core import mail_rules
+
+    s = registry.parse_settings(good)
+    user, owner = mail_rules.who(s.users, " Alice@Example.org ")
+    assert user is not None and user.address == "alice@example.org" and owner is None
+    assert mail_rules.who(s.users, "INFO@example.org") == (None, "alice@example.org")
+    assert mail_rules.who(s.users, "nobody@example.org") == (None, None)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.core import mail_rules
 from appliance.core.command import Env, apply_and_report
 from appliance.core.errors import EXIT_OK, UsageError
 from appliance.core.feature import Subcommands
@@ -152,9 +153,11 @@ def cmd_quota(a: argparse.Namespace, env: Env) -> int:
 
 
 def _user(s: Settings, address: str) -> User:
-    for u in s.users:
-        if u.address == address:
-            return u
+    user, owner = mail_rules.who(s.users, address)
+    if user is not None:
+        return user
+    if owner:
+        raise UsageError(f"{address} is an alias of {owner}: use `appliance user ... {owner}`")
     raise UsageError(f'no user "{address}"; see `appliance user list`')
 
 

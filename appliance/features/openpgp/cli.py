@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from appliance.core import settings
+from appliance.core import mail_rules, settings
 from appliance.core.command import Env
 from appliance.core.errors import EXIT_OK
 from appliance.core.feature import Subcommands
@@ -48,13 +48,12 @@ def storage(user: settings.User, fingerprint: str | None, enabled: bool = True) 
 
 
 def _user(s: settings.Settings, address: str) -> settings.User:
-    for u in s.users:
-        if u.address == address.lower():
-            return u
-    aliases = {a: u.address for u in s.users for a in u.aliases}
-    if address.lower() in aliases:
-        raise KeyError_(f"{address} is an alias of {aliases[address.lower()]}; keys belong to "
-                        f"users: use `appliance key ... {aliases[address.lower()]}`")
+    user, owner = mail_rules.who(s.users, address)
+    if user is not None:
+        return user
+    if owner:
+        raise KeyError_(f"{address} is an alias of {owner}; keys belong to users: use "
+                        f"`appliance key ... {owner}`")
     raise KeyError_(f"{address} is not a user of this box; see `appliance user list`")
 
 
