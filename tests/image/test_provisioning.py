@@ -235,7 +235,7 @@ def test_firstboot_logs_each_apply_step_as_it_happens(tmp_path: Path, monkeypatc
                     "echo 'appliance: reloading rspamd (systemd)' >&2\n"
                     "echo 'changed 2 file(s); reloaded 1 service(s): rspamd'\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(fb, "APPLIANCE", str(fake))
+    monkeypatch.setattr(fb, "APPLIANCE", [str(fake)])
     monkeypatch.setattr(fb, "BOOT", tmp_path)
     assert fb.apply()
     lines = (tmp_path / "appliance-firstboot.log").read_text().splitlines()
@@ -344,3 +344,36 @@ def test_nginx_waits_for_a_file_only_the_web_feature_writes() -> None:
     assert marker == f"{web.WWW}/mta-sts/.well-known/mta-sts.txt"
     template = (PROVISIONING / "roles/appliance_agent/templates/appliance-configured.conf.j2").read_text()
     assert "item == 'nginx.service'" in template and "appliance_agent_web_marker" in template
+
+
+def test_firstboot_restores_from_restore_txt_and_erases_it_only_when_that_worked(
+        tmp_path: Path, monkeypatch) -> None:
+    """restore.txt (the recovery sheet's text) on the boot partition: `appliance restore
+    --sheet` on a private copy, its steps in the log; the file (password, key) erased after a
+    success, kept for the next boot after a failure. The real restore: tests/lab/test_backup.py."""
+    fb = load_firstboot()
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    seen = tmp_path / "seen"
+    fake = tmp_path / "appliance"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {seen}\ncat \"$3\" >> {seen}\n"
+                    "echo 'appliance: restoring snapshot 1a2b' >&2\necho 'restored 1a2b'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(fb, "APPLIANCE", [str(fake)])
+    monkeypatch.setattr(fb, "BOOT", boot)
+    monkeypatch.setattr(fb, "SHEET_COPY", tmp_path / "sheet-copy")
+    monkeypatch.setattr(fb, "wait_for_network", lambda seconds=0: True)
+    assert not fb.restore_from_sheet()  # nothing to restore
+    sheet = '[recovery]\nrepository = "sftp:me@vps.example.net:/srv/mail"\npassword = "p"\n'
+    (boot / "restore.txt").write_text(sheet)
+    assert fb.restore_from_sheet()
+    assert seen.read_text() == f"restore --sheet {tmp_path / 'sheet-copy'}\n{sheet}"
+    assert not (boot / "restore.txt").exists() and not (tmp_path / "sheet-copy").exists()
+    log = (boot / "appliance-firstboot.log").read_text()
+    assert "appliance: restoring snapshot 1a2b" in log and "restored the backup from restore.txt" in log
+
+    (boot / "restore.txt").write_text(sheet)
+    fake.write_text("#!/bin/sh\necho 'appliance: the repository refused the key' >&2\nexit 1\n")
+    assert not fb.restore_from_sheet()
+    assert (boot / "restore.txt").read_text() == sheet  # for the next boot
+    assert "restoring from restore.txt FAILED (exit 1)" in (boot / "appliance-firstboot.log").read_text()
