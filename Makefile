@@ -15,7 +15,7 @@ APT_LAB := postfix dovecot-imapd dovecot-lmtpd dovecot-auth-lua dovecot-managesi
            pebble certbot nginx-light postfix-mta-sts-resolver sq gnupg gpg-wks-client testssl.sh \
            fail2ban openssh-server openssh-client lynis logrotate ansible-lint \
            rspamd dovecot-sieve python3-dkim sieve-connect \
-           libpython3.11-testsuite chromium chromium-driver python3-selenium python3-caldav
+           libpython3.11-testsuite chromium chromium-driver python3-selenium python3-caldav rclone
 APT_PACKAGES := $(APT_RUNTIME) $(APT_LAB)
 
 .PHONY: help deps apt venv test unit lab lint bench clean

@@ -54,11 +54,13 @@ def vps(lab: MailLab) -> Iterator[Host]:
                   "-e", f"relay_vps_box_public_key={box_public}",
                   "-e", f"relay_vps_address={VPS_TUN}", "-e", f"relay_vps_box_address={BOX_TUN}",
                   "-e", "relay_vps_userspace=true", "-e", "relay_vps_service_manager=direct",
+                  "-e", "relay_vps_backup=true",
                   "-e", "ansible_python_interpreter=/usr/bin/python3"],
                  check=False, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     vps_public = host.run(["sh", "-c", "wg pubkey < /etc/wireguard/relay.key"]).stdout.strip()
     assert vps_public in r.stdout and "kind = " in r.stdout  # the play tells the user what to set
+    assert 'repository = "rest:http://box:' in r.stdout and "append_only = true" in r.stdout
     # The VPS's wireguard-go runs in its namespace: the lab's teardown ends it by namespace.
     lab.app.write("/etc/appliance/wireguard.key", box_private + "\n", mode=0o600)
     good = lab.app.read("/etc/appliance/settings.toml")
@@ -167,3 +169,36 @@ def test_fail2ban_on_the_box_bans_the_attackers_real_address_through_the_relay(
         assert ATT_IP in r.stdout, r.stdout
     finally:
         settle_unban(lab, ATT_IP)
+
+
+def test_backups_to_the_vps_are_append_only_the_box_cannot_delete_its_history(
+        lab: MailLab, vps: Host) -> None:
+    """The role's backup target (rclone serve restic --append-only, on the tunnel address): the
+    box backs up through the tunnel; with its own credentials it cannot remove a snapshot (what
+    an intruder on the box would try); nobody on the internet reaches it."""
+    import json
+
+    good = lab.app.read("/etc/appliance/settings.toml")
+    repository = f"rest:http://box:{vps.read('/etc/relay-backup/password').strip()}@{VPS_TUN}:8000/"
+    try:
+        lab.write_settings(good + f'\n[backup]\nenabled = true\nrepository = "{repository}"\n'
+                           "append_only = true\n")
+        assert lab.appliance("apply").returncode == 0
+        first = json.loads(lab.appliance("backup", "now", "--json").stdout)
+        assert first["ok"], first
+        second = json.loads(lab.appliance("backup", "now", "--json").stdout)  # locks come and go
+        assert second["ok"], second
+        env = {"RESTIC_PASSWORD_FILE": "/etc/appliance/backup.password", "RESTIC_REPOSITORY": repository}
+        r = lab.app.run(["restic", "forget", first["snapshot"]], check=False, env=env, timeout=60)
+        assert r.returncode != 0, r.stdout + r.stderr
+        listed = lab.app.run(["restic", "snapshots", "--json"], env=env, timeout=60).stdout
+        assert {x["short_id"] for x in json.loads(listed)} >= {first["snapshot"], second["snapshot"]}
+        # Told to prune anyway, the box says what to set, and the snapshot was still made.
+        lab.write_settings(good + f'\n[backup]\nenabled = true\nrepository = "{repository}"\n')
+        third = json.loads(lab.appliance("backup", "now", "--json").stdout)
+        assert not third["ok"] and "append_only = true" in third["error"], third
+        # Only the tunnel reaches it: the VPS's public address has nothing on that port.
+        assert not lab.tcp_open(lab.att, VPS_IP, 8000)
+    finally:
+        lab.write_settings(good)
+        assert lab.appliance("apply").returncode == 0

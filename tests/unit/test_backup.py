@@ -304,3 +304,28 @@ def test_when_restic_says_only_eof_ssh_is_asked_why(tmp_path: Path, monkeypatch:
     with pytest.raises(restic.BackupError, match="another SSH host key"):
         restic.init_if_needed(s, root)
     assert [c[0] for c in calls] == ["restic", "ssh"]  # no `restic init` after it
+
+
+def test_an_append_only_repository_is_never_asked_to_delete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With append_only the box backs up and stops there (the server would refuse, after
+    restic's retries); without it, a server that refuses deletion gets the setting named."""
+    password = tmp_path / "pw"
+    password.write_text("a backup password of some length\n")
+    root = system.Root(tmp_path / "box")
+    asked: list[str] = []
+    real = restic.restic
+
+    def recording(s: Any, *argv: str, **kw: Any) -> system.Result:
+        asked.append(argv[0])
+        if argv[0] == "forget":  # what rclone serve restic --append-only answers
+            return system.Result(("restic", *argv), 1, "", "server response: 403 Forbidden (403)")
+        return real(s, *argv, **kw)
+
+    monkeypatch.setattr(restic, "restic", recording)
+    s = settings(enabled=True, repository=str(tmp_path / "repo"), password_file=str(password),
+                 append_only=True)
+    assert restic.backup(root, s).ok and "forget" not in asked and "backup" in asked
+    s = settings(enabled=True, repository=str(tmp_path / "repo"), password_file=str(password))
+    last = restic.backup(root, s)
+    assert not last.ok and "append_only = true" in (last.error or "") and asked[-1] == "forget"

@@ -132,6 +132,7 @@ password_file = "/etc/appliance/backup.pw"
 keep_daily = 10
 keep_weekly = 5
 keep_monthly = 6
+append_only = true
 """
 
 

@@ -162,11 +162,19 @@ def backup(root: system.Root, s: Settings, now: float | None = None) -> Last:
         summary: dict[str, Any] = next((json.loads(line) for line in res.stdout.splitlines()
                         if line.startswith("{") and '"summary"' in line), {})
         b = s.backup
-        forget = restic(s, "forget", "--prune", "--tag", TAG, "--host", s.hostname,
-                        "--keep-daily", str(b.keep_daily), "--keep-weekly", str(b.keep_weekly),
-                        "--keep-monthly", str(b.keep_monthly), root=root)
-        if forget.returncode != 0:
-            raise failure("thinning out old snapshots", forget, s.backup.repository)
+        # An append-only server refuses every deletion: that is its point (a box taken over
+        # cannot erase its own history), so the box does not try.
+        if not b.append_only:
+            forget = restic(s, "forget", "--prune", "--tag", TAG, "--host", s.hostname,
+                            "--keep-daily", str(b.keep_daily), "--keep-weekly", str(b.keep_weekly),
+                            "--keep-monthly", str(b.keep_monthly), root=root)
+            if forget.returncode != 0:
+                if "forbidden" in (forget.stderr + forget.stdout).lower():
+                    raise BackupError(
+                        "thinning out old snapshots failed: the server refuses to delete "
+                        "(an append-only server). The snapshot itself was made; set [backup] "
+                        "append_only = true so the box stops trying")
+                raise failure("thinning out old snapshots", forget, s.backup.repository)
         last = Last(now or time.time(), True, str(summary.get("snapshot_id", ""))[:8],
                     int(summary.get("total_files_processed", 0)),
                     int(summary.get("data_added", 0)), messages=before.messages,

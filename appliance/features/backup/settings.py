@@ -36,6 +36,7 @@ class Backup:
     keep_daily: int = 7
     keep_weekly: int = 4
     keep_monthly: int = 12
+    append_only: bool = False
 
 
 FIELDS = (
@@ -57,6 +58,10 @@ FIELDS = (
     fields.whole("keep_daily", 7, 0, 366, "daily snapshots kept"),
     fields.whole("keep_weekly", 4, 0, 520, "weekly snapshots kept"),
     fields.whole("keep_monthly", 12, 0, 1200, "monthly snapshots kept"),
+    fields.flag("append_only", False, "the server keeps every snapshot and lets the box delete "
+                "none (`rclone serve restic --append-only`, the relay VPS role's backup target): "
+                "the box then never thins out old snapshots; the keep_* numbers are for a prune "
+                "run elsewhere with the recovery sheet"),
 )
 
 
