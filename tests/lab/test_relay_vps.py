@@ -60,7 +60,7 @@ def vps(lab: MailLab) -> Iterator[Host]:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     vps_public = host.run(["sh", "-c", "wg pubkey < /etc/wireguard/relay.key"]).stdout.strip()
     assert vps_public in r.stdout and "kind = " in r.stdout  # the play tells the user what to set
-    assert 'repository = "rest:http://box:' in r.stdout and "append_only = true" in r.stdout
+    assert "rest:http://box:" in r.stdout and "append_only = true" in r.stdout  # and [backup]
     # The VPS's wireguard-go runs in its namespace: the lab's teardown ends it by namespace.
     lab.app.write("/etc/appliance/wireguard.key", box_private + "\n", mode=0o600)
     good = lab.app.read("/etc/appliance/settings.toml")
