@@ -145,7 +145,17 @@ def _restore_box(a: argparse.Namespace, env: Env) -> int:
     if s.backup.enabled and (root.read(s.backup.password_file).content or b"").decode().strip() \
             == sheet.password:
         recovery.keep(root, s)
-    return apply_and_report(env, Path(a.settings))
+    code = apply_and_report(env, Path(a.settings))
+    if code == EXIT_OK:
+        # A snapshot taken while mail arrived holds Dovecot's indexes as they were a moment
+        # before the last messages: a rescan of every folder makes IMAP show all of them.
+        res = system.run(["doveadm", "force-resync", "-A", "*"], check=False, timeout=3600)
+        if res.returncode != 0:
+            env.err(f"appliance: Dovecot could not rescan the restored mail: {res.output.strip()}; "
+                    "run `doveadm force-resync -A '*'`")
+        else:
+            env.err("appliance: Dovecot rescanned every restored mailbox")
+    return code
 
 
 def register(sub: Subcommands) -> None:
