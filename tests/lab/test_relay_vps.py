@@ -55,6 +55,8 @@ def vps(lab: MailLab) -> Iterator[Host]:
                   "-e", f"relay_vps_address={VPS_TUN}", "-e", f"relay_vps_box_address={BOX_TUN}",
                   "-e", "relay_vps_userspace=true", "-e", "relay_vps_service_manager=direct",
                   "-e", "relay_vps_backup=true",
+                  # Under /var: the lab host's own view (its /srv would be this machine's).
+                  "-e", "relay_vps_backup_dir=/var/lib/relay-backup/repo",
                   "-e", "ansible_python_interpreter=/usr/bin/python3"],
                  check=False, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -185,9 +187,9 @@ def test_backups_to_the_vps_are_append_only_the_box_cannot_delete_its_history(
                            "append_only = true\n")
         assert lab.appliance("apply").returncode == 0
         first = json.loads(lab.appliance("backup", "now", "--json").stdout)
-        assert first["ok"], first
+        assert first["ok"], first.get("error")
         second = json.loads(lab.appliance("backup", "now", "--json").stdout)  # locks come and go
-        assert second["ok"], second
+        assert second["ok"], second.get("error")
         env = {"RESTIC_PASSWORD_FILE": "/etc/appliance/backup.password", "RESTIC_REPOSITORY": repository}
         r = lab.app.run(["restic", "forget", first["snapshot"]], check=False, env=env, timeout=60)
         assert r.returncode != 0, r.stdout + r.stderr
