@@ -37,6 +37,7 @@ from appliance.features.relay.feature import FEATURE as RELAY
 from appliance.features.spam.feature import FEATURE as SPAM
 from appliance.features.ssh.feature import FEATURE as SSH
 from appliance.features.status.feature import FEATURE as STATUS
+from appliance.features.updates.feature import FEATURE as UPDATES
 from appliance.features.upnp.feature import FEATURE as UPNP
 from appliance.features.web.feature import FEATURE as WEB
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 FEATURES: tuple[Feature, ...] = (
     DNS, SPAM, MAIL, DAV, WEB, CERTS, UPNP, STATUS, OPENPGP, RELAY, FIREWALL, SSH, FAIL2BAN, LIMITS,
-    PRIVACY, BACKUP,
+    PRIVACY, BACKUP, UPDATES,
 )
 SECTIONS = tuple(pipeline.sections(FEATURES))
 

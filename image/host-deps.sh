@@ -9,9 +9,10 @@ if [ "$what" != lint ]; then
     case "$what" in
         # Recommends are not installed, so name what the build and boot test use:
         # arch-test (mmdebstrap refuses a foreign architecture without it) and
-        # ipxe-qemu (efi-virtio.rom, which qemu's virtio-net-pci loads).
-        arm64) pkgs="$pkgs qemu-user-static binfmt-support arch-test qemu-system-arm ipxe-qemu" ;;
-        amd64) pkgs="$pkgs qemu-system-x86 ipxe-qemu" ;;
+        # ipxe-qemu (efi-virtio.rom, which qemu's virtio-net-pci loads). The boot test starts
+        # the image the way a Pi does, through U-Boot: u-boot-qemu is qemu's firmware for it.
+        arm64) pkgs="$pkgs qemu-user-static binfmt-support arch-test qemu-system-arm ipxe-qemu u-boot-qemu" ;;
+        amd64) pkgs="$pkgs qemu-system-x86 ipxe-qemu u-boot-qemu" ;;
         *) echo "host-deps.sh: unknown architecture $what" >&2; exit 2 ;;
     esac
 fi

@@ -91,8 +91,8 @@ class Root:
             os.chmod(d, mode)
 
     def write_atomic(self, target: str | Path, state: FileState) -> None:
-        """Write a whole file the Postfix way: temp file in the same directory, fsync, chown,
-        chmod, rename over the old one, fsync the directory. A crash leaves old or new, never half."""
+        """A whole file the Postfix way: temp file beside it, fsync, chown, chmod, rename over
+        the old one, fsync the directory: a crash leaves old or new, never half."""
         if state.content is None:
             self.remove(target)
             return
@@ -129,14 +129,12 @@ class Root:
         return dest
 
     def staging(self) -> contextlib.AbstractContextManager[Path]:
-        """A directory for staged files, on the target's filesystem; validators may drop
-        privileges, so it is 0755 (doveconf reads as root, fine)."""
+        """Staged files' directory, on the target's filesystem; 0755: validators drop privileges."""
         return self.scratch("/var/lib/appliance", "stage.", 0o755)
 
     @contextlib.contextmanager
     def scratch(self, under: str | Path, prefix: str, mode: int = 0o700) -> Iterator[Path]:
-        """A new directory under `under`, removed with all it holds afterwards, whatever
-        happens inside (staged files; a restore drill's copy of a snapshot)."""
+        """A new directory under `under`, removed with all it holds afterwards, whatever happens."""
         self.makedirs(under)
         d = Path(tempfile.mkdtemp(prefix=prefix, dir=self.host(under)))
         try:
@@ -197,14 +195,11 @@ class Root:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# Locks this process holds, by path, with their depth.
-_held: dict[Path, int] = {}
-
-
-# A command that holds the lock may start another `appliance` that needs it: certbot, run by
+_held: dict[Path, int] = {}  # locks this process holds, by path, with their depth
+# A command that holds the lock may start another `appliance` that needs it (certbot, run by
 # `appliance cert issue`, calls `appliance cert deploy` as its hook, and the holder waits for
-# it. The child would wait for its own parent; it is told who holds the lock, and goes on when
-# that holder is one of its ancestors (so a stray copy of the variable grants nothing).
+# it). The child is told who holds the lock, and goes on when that holder is one of its
+# ancestors (so a stray copy of the variable grants nothing).
 LOCK_ENV = "APPLIANCE_LOCK_HOLDER"
 
 
@@ -216,8 +211,7 @@ def _inherited(path: Path) -> bool:
 
 
 def _ancestors(limit: int = 64) -> set[int]:
-    """The pids above this process, read from /proc (bounded: a chain never loops, but a
-    corrupt read must not hang a hook)."""
+    """The pids above this process, from /proc (bounded: a corrupt read must not hang)."""
     found: set[int] = set()
     pid = os.getppid()
     while pid > 1 and len(found) < limit:
@@ -230,16 +224,14 @@ def _ancestors(limit: int = 64) -> set[int]:
     return found
 
 
-# Postfix will not read a configuration file younger than about two seconds (it guards
-# against an editor caught mid-write) and sleeps until it is older: ~2 s per reading
-# process, several per reload. Our files appear by atomic rename, never half-written, so
-# they are dated a few seconds back.
+# Postfix sleeps until a configuration file is about two seconds old (an editor could be
+# mid-write): ~2 s per reading process, several per reload. Ours appear by atomic rename,
+# never half-written, so they are dated a few seconds back.
 SETTLED_AGE = 3.0
 
 
 def _settled(path: str | Path) -> None:
-    t = time.time() - SETTLED_AGE
-    os.utime(path, (t, t))
+    os.utime(path, (time.time() - SETTLED_AGE,) * 2)
 
 
 def _id_from_file(path: Path, name: str) -> int:
@@ -259,8 +251,8 @@ def _fsync_dir(d: Path) -> None:
 
 
 def remove_tree(path: str | Path) -> None:
-    """Remove a directory and everything in it, never following a symbolic link out of it (a
-    restored snapshot holds links such as certbot's live/ to archive/, some absolute)."""
+    """Remove a directory and all in it, never following a link out of it (a restored
+    snapshot holds certbot's live/ links to archive/, some absolute)."""
     top = Path(path)
     if top.is_symlink() or not top.is_dir():
         with contextlib.suppress(FileNotFoundError):
@@ -323,8 +315,8 @@ def write_private(path: str | Path, content: bytes) -> None:
 
 
 def write_boot_note(path: str | Path, text: str) -> None:
-    """Write a note on the card's FAT boot partition, where a computer that reads the card
-    finds it: CRLF line ends (Notepad), no owner or mode (FAT keeps neither), atomic rename."""
+    """A note on the card's FAT boot partition, for a computer that reads the card: CRLF
+    line ends (Notepad), no owner or mode (FAT keeps neither), atomic rename."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.new")
     with open(tmp, "wb") as f:
@@ -333,6 +325,17 @@ def write_boot_note(path: str | Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, p)
     _fsync_dir(p.parent)
+
+
+def rewrite_in_place(path: str | Path, content: bytes) -> None:
+    """Overwrite a file of the same size where it is, then fsync: on FAT one sector changes,
+    never its directory entry or the allocation table (the boot slot state)."""
+    with open(path, "r+b") as f:
+        if os.fstat(f.fileno()).st_size != len(content):
+            raise OSError(f"{path}: not {len(content)} bytes long; not rewritten in place")
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def chown_path(path: str | Path, owner: str, group: str, mode: int) -> None:
@@ -347,9 +350,8 @@ def remove_path(path: str | Path) -> None:
 
 
 def stage_copy_tree(src: Path, dest: Path) -> None:
-    """Copy the files of `src` into `dest` (a staging directory) that are not there yet: a
-    staged configuration that includes package files (fail2ban's jail.conf, filters) is
-    validated as a whole."""
+    """Copy into `dest` (a staging directory) the files of `src` it lacks: a staged
+    configuration including package files (fail2ban's filters) is validated whole."""
     for p in sorted(src.rglob("*")):
         target = dest / p.relative_to(src)
         if p.is_dir() and not p.is_symlink():
@@ -360,8 +362,8 @@ def stage_copy_tree(src: Path, dest: Path) -> None:
 
 
 def ensure_file(path: str | Path, mode: int = 0o640, owner: str = "root", group: str = "adm") -> None:
-    """Create an empty (log) file if it is missing, so a reader (fail2ban) can open it before
-    the writing daemon first logs. An existing file is left alone."""
+    """Create a missing (log) file empty, so a reader (fail2ban) can open it before the writer
+    first logs."""
     p = Path(path)
     if p.exists():
         return

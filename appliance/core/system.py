@@ -36,6 +36,7 @@ from appliance.core.rootfs import (
     ensure_secret,
     remove_path,
     remove_tree,
+    rewrite_in_place,
     stage_copy_tree,
     write_boot_note,
     write_private,
@@ -47,5 +48,6 @@ __all__ = [
     "listening_tcp_ports", "pid_alive", "process_start_time", "run", "run_bytes", "run_lines", "run_daemon",
     "sigterm_as_exception", "signal_pid", "start_coprocess", "stop_coprocess", "stop_pid",
     "LOCK_ENV", "SETTLED_AGE", "FileState", "Root", "chown_path", "ensure_file", "ensure_secret",
-    "remove_path", "remove_tree", "stage_copy_tree", "write_boot_note", "write_private", "write_user_file",
+    "remove_path", "remove_tree", "rewrite_in_place", "stage_copy_tree", "write_boot_note",
+    "write_private", "write_user_file",
 ]

@@ -36,6 +36,8 @@ BOOT_OFFSET = 4 << 20           # image/build.py: GAP_MIB
 ROOT_LABEL = "appliance-root"
 GROW_MIB = 512                  # the test card is this much larger than the image
 MARKERS = {                     # first serial line matching each, in boot order
+    "u-boot": r"^U-Boot 20",
+    "slot_a": r"appliance boot: slot a",
     "kernel": r"Booting Linux on|Linux version",
     "initrd_done": r"Switching root|switch_root",
     "systemd": r"systemd\[1\]: Detected architecture|Welcome to Debian",
@@ -43,11 +45,16 @@ MARKERS = {                     # first serial line matching each, in boot order
     "firstboot_done": r"APPLIANCE-FIRSTBOOT-DONE",
     "login_prompt": r"login:",
 }
+# U-Boot is the machine's firmware, as the Pi's firmware starts U-Boot from the card: it runs
+# the card's boot.scr, which picks the root slot (provisioning/roles/appliance_boot). The x86
+# machine is "pc": U-Boot's qemu-x86 build describes that board (on q35 Linux saw no disk).
+UBOOT = {"arm64": "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+         "amd64": "/usr/lib/u-boot/qemu-x86/u-boot.rom"}
 QEMU = {
     "arm64": ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53"],
-    "amd64": ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
+    # No VGA card: U-Boot's video set-up hung a boot here, before it read the disk.
+    "amd64": ["qemu-system-x86_64", "-M", "pc", "-cpu", "max", "-vga", "none"],
 }
-CONSOLE = {"arm64": "ttyAMA0", "amd64": "ttyS0"}
 
 
 class Results:
@@ -119,29 +126,6 @@ def prepare_card(work: Path, xz: Path) -> tuple[Path, Path]:
     return disk, key
 
 
-def extract_kernel(arch: str, work: Path, disk: Path) -> tuple[Path, Path]:
-    kernel, initrd = work / "vmlinuz", work / "initrd.img"
-    if arch == "arm64":
-        # What the Pi firmware loads: the kernel and initramfs config.txt names on FAT.
-        config = must(["mtype", "-i", fat(disk), "::/config.txt"], env=mtools_env())
-        names = (re.search(r"^kernel=(\S+)", config, re.M).group(1),
-                 re.search(r"^initramfs (\S+)", config, re.M).group(1))
-        for name, dest in zip(names, (kernel, initrd), strict=True):
-            must(["mcopy", "-o", "-n", "-i", fat(disk), f"::/{name}", str(dest)],
-                 env=mtools_env())
-        return kernel, initrd
-    # PC image: from /boot of the ext4 root partition (debugfs reads it in place).
-    table = json.loads(must(["sfdisk", "--json", str(disk)]))["partitiontable"]
-    root_offset = table["partitions"][1]["start"] * 512
-    fs = f"{disk}?offset={root_offset}"
-    listing = must(["debugfs", "-R", "ls -p /boot", fs])
-    names = [f.split("/")[5] for f in listing.splitlines() if f.count("/") >= 6]
-    version = sorted(n[len("vmlinuz-"):] for n in names if n.startswith("vmlinuz-"))[-1]
-    for src, dest in ((f"/boot/vmlinuz-{version}", kernel), (f"/boot/initrd.img-{version}", initrd)):
-        must(["debugfs", "-R", f"dump {src} {dest}", fs])
-    return kernel, initrd
-
-
 class Serial:
     """Timestamp qemu's serial output into a log file; remember markers."""
 
@@ -173,13 +157,15 @@ class Serial:
         return key in self.seen
 
 
-def qemu_machine(arch: str, disk: Path, netdev_extra: str = "", restrict: bool = True) -> list[str]:
+def qemu_machine(arch: str, disk: Path, netdev_extra: str = "", restrict: bool = True,
+                 reboot: bool = False) -> list[str]:
     """qemu with the boot test's machine and device list (also the toolchain check's).
-    restrict=False only inside the boot test's own network namespace (its DNS is forwarded)."""
+    restrict=False only inside the boot test's own network namespace (its DNS is forwarded).
+    reboot=False: a restart ends qemu (a boot that loops is seen, not waited out)."""
     net = f"user,id=net0,restrict={'on' if restrict else 'off'}"
     net += "," + netdev_extra if netdev_extra else ""
-    return QEMU[arch] + [
-        "-smp", "2", "-m", "1024", "-nographic", "-monitor", "none", "-no-reboot",
+    return QEMU[arch] + ["-bios", UBOOT[arch]] + ([] if reboot else ["-no-reboot"]) + [
+        "-smp", "2", "-m", "1024", "-nographic", "-monitor", "none",
         "-drive", f"file={disk},format=raw,if=virtio",
         "-netdev", net, "-device", "virtio-net-pci,netdev=net0",
     ]
@@ -233,15 +219,16 @@ def wait_port(port: int, deadline: float) -> bool:
 NS_ENV = "BOOT_TEST_PRIVATE_NS"
 
 
-def in_private_namespaces(work: Path) -> int | None:
-    """Run this test again inside a new network + mount namespace (None: already there)."""
+def in_private_namespaces(work: Path, script: Path | None = None) -> int | None:
+    """Run this test (or `script`, another test using these helpers) again inside a new
+    network + mount namespace (None: already there)."""
     if os.environ.get(NS_ENV):
         return None
     work.mkdir(parents=True, exist_ok=True)
     conf = work / "resolv.conf"
     conf.write_text("nameserver 127.0.0.1\n")  # recording_dns listens there, in the namespace
     inner = (f"ip link set lo up && mount --bind {conf} /etc/resolv.conf && "
-             f"exec {sys.executable} {Path(__file__).resolve()} \"$@\"")
+             f"exec {sys.executable} {(script or Path(__file__)).resolve()} \"$@\"")
     r = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--",
                         "sh", "-c", inner, "boot_test", *sys.argv[1:]],
                        env={**os.environ, NS_ENV: "1"}, check=False)
@@ -423,6 +410,90 @@ def check_console(res: Results, key: Path, ports: dict[int, int]) -> str:
     return fp
 
 
+def boot_status(key: Path, ports: dict[int, int]) -> dict:
+    r = run(ssh_cmd(key, ports[22]) + ["appliance boot status --json"], timeout=60)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return {"error": (r.stdout + r.stderr).strip()[-300:]}
+
+
+def failing_initramfs_tail() -> bytes:
+    """A cpio archive whose /init only exits, in the kernel's newc format. Appended to a good
+    initramfs it replaces that one's /init (the kernel unpacks concatenated archives in
+    order): the kernel starts, init dies, the kernel panics and, with panic=10, restarts. The
+    stand-in for an update whose kernel or initramfs does not boot."""
+    def entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
+        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        head = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+        head += b"\0" * (-len(head) % 4)
+        return head + data + b"\0" * (-len(data) % 4)
+    init = b"#!/bin/sh\necho 'boot test: this initramfs does not boot'\nexit 1\n"
+    return entry("init", init, 0o100755, 1) + entry("TRAILER!!!", b"", 0, 0)
+
+
+def start_broken_trial(res: Results, key: Path, ports: dict[int, int]) -> None:
+    """Slot b gets slot a's kernel with an initramfs that does not boot, and the box asks
+    for b at the next boot (`appliance boot try b`, what an update does after preparing the
+    slot), then restarts."""
+    # The kernel reads an archive after a compressed one only from a 4-byte boundary: pad.
+    script = ("set -e; fw=/boot/firmware; mkdir -p $fw/slot-b; cp $fw/slot-a/vmlinuz $fw/slot-b/; "
+              "size=$(stat -c %s $fw/slot-a/initrd.img); { cat $fw/slot-a/initrd.img; "
+              "head -c $(( (4 - size % 4) % 4 )) /dev/zero; cat; } > $fw/slot-b/initrd.img; "
+              "appliance boot try b; appliance boot status; systemctl reboot")
+    r = subprocess.run(ssh_cmd(key, ports[22]) + [script], input=failing_initramfs_tail(),
+                       capture_output=True, timeout=120, check=False)
+    out = (r.stdout + r.stderr).decode(errors="replace")
+    print("guest, asked to try slot b:\n" + out, flush=True)
+    res.check("`appliance boot try b` sets slot b for the next boot, once",
+              "the next boot starts slot b, once" in out and "next boot: slot b" in out, out[-300:])
+
+
+def check_rollback(res: Results, arch: str, work: Path, disk: Path, key: Path,
+                   ports: dict[int, int], fwd: str, deadline: float) -> None:
+    """The restart after `try b`: U-Boot starts slot b, whose initramfs fails, the kernel
+    panics and restarts, U-Boot finds b has no try left and starts a, and Linux on a records
+    the rollback. One qemu run that follows the restarts (reboot=True), as a Pi would."""
+    cmd = qemu_machine(arch, disk, fwd, restrict=False, reboot=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    serial = Serial(proc, work / "serial-rollback.log", t0)
+
+    def seen(pattern: str) -> int | None:
+        return next((i for i, ln in enumerate(serial.lines) if re.search(pattern, ln)), None)
+
+    try:
+        ssh_up = wait_port(ports[22], min(deadline, time.monotonic() + 600))
+        order = [seen(p) for p in (r"appliance boot: slot b", r"this initramfs does not boot",
+                                   r"Kernel panic", r"appliance boot: slot a")]
+        res.check("U-Boot tried slot b, its initramfs failed, the kernel panicked, and slot a "
+                  "started after it",
+                  None not in order and order == sorted(order),  # type: ignore[type-var]
+                  f"serial lines {order}; log {work / 'serial-rollback.log'}")
+        res.check("ssh answers after the rollback", ssh_up)
+        boot = boot_status(key, ports)
+        state, last = boot.get("state") or {}, boot.get("last_rollback") or {}
+        res.check("Linux on slot a recorded the rollback and made a the slot every boot starts",
+                  boot.get("booted") == "a" and state.get("trial") is None
+                  and state.get("order", [""])[0] == "a" and state.get("tries_left", {}).get("b") == 0
+                  and last.get("failed") == "b", str(boot))
+        r = run(ssh_cmd(key, ports[22]) + ["appliance status"], timeout=180)
+        line = next((ln for ln in r.stdout.splitlines() if "boot slots" in ln), "")
+        res.check("`appliance status` tells of the rollback", "rolled back" in line, line or r.stdout[-300:])
+        run(ssh_cmd(key, ports[22]) + ["systemctl poweroff"], timeout=30)
+        try:
+            proc.wait(timeout=max(5, min(180, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            pass
+        res.check("powered off cleanly", proc.poll() == 0, f"qemu exit {proc.poll()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        serial.thread.join(timeout=10)
+
+
 def main() -> int:
     again = in_private_namespaces(REPO / "build" / "test-ns")
     if again is not None:
@@ -440,8 +511,8 @@ def main() -> int:
     if xz is None or not xz.exists():
         print(f"image-test: no image for {args.arch} in {build}: run make image ARCH={args.arch}")
         return 1
-    for tool in (QEMU[args.arch][0], "mcopy", "ssh", "debugfs"):
-        if not shutil.which(tool):
+    for tool in (QEMU[args.arch][0], "mcopy", "ssh", UBOOT[args.arch]):
+        if not shutil.which(tool) and not Path(tool).exists():
             print(f"image-test: {tool} missing: run make image-deps ARCH={args.arch}")
             return 1
     work = build / f"test-{args.arch}"
@@ -450,14 +521,10 @@ def main() -> int:
     work.mkdir(parents=True)
     print(f"image-test: {xz.name}, work dir {work}", flush=True)
     disk, key = prepare_card(work, xz)
-    kernel, initrd = extract_kernel(args.arch, work, disk)
     ports = {guest: free_port() for guest in (22, 25, 587, 993, 8443)}
     fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in ports.items())
     dns_server = recording_dns.RecordingDns().start()
-    cmd = qemu_machine(args.arch, disk, fwd, restrict=False) + [
-        "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", f"root=LABEL={ROOT_LABEL} rw rootwait console={CONSOLE[args.arch]} panic=-1",
-    ]
+    cmd = qemu_machine(args.arch, disk, fwd, restrict=False)
     print("+ " + " ".join(cmd), flush=True)
     res = Results()
     t0 = time.monotonic()
@@ -527,17 +594,24 @@ def main() -> int:
                 res.check(name, False, str(e))
         check_dns(res, key, ports, dns_server, t0 + serial.seen.get("firstboot_done", 0.0))
         console_fp = check_console(res, key, ports)
-        run(ssh_cmd(key, ports[22]) + ["systemctl poweroff"], timeout=30)
+        boot = boot_status(key, ports)
+        res.check("U-Boot started slot a, and Linux gave it its tries back",
+                  "u-boot" in serial.seen and "slot_a" in serial.seen and boot.get("booted") == "a"
+                  and (boot.get("state") or {}).get("tries_left", {}).get("a") == 3, str(boot))
+        start_broken_trial(res, key, ports)
         try:
-            proc.wait(timeout=max(5, min(180, deadline - time.monotonic())))
+            proc.wait(timeout=max(5, min(120, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             pass
-        res.check("powered off cleanly", proc.poll() == 0, f"qemu exit {proc.poll()}")
+        res.check("the box restarted to try slot b", proc.poll() is not None, f"qemu exit {proc.poll()}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
         serial.thread.join(timeout=10)
+    try:
+        check_rollback(res, args.arch, work, disk, key, ports, fwd, deadline)
+    finally:
         ready.done.set()
         dns_server.stop()
         (work / "dns-queries.txt").write_text("".join(f"{n} {t}\n" for n, t in dns_server.names))
