@@ -625,3 +625,87 @@ def status(lab: MailLab, host: Host | None = None) -> tuple[int, str]:
     r = agent(lab, host or lab.app, "status")
     assert "Traceback" not in r.stderr, r.stderr
     return r.returncode, r.stdout
+
+
+# -- a bucket at a storage provider (s3:) ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3 endpoint on 127.0.0.1: moto's server, the stand-in for a provider's bucket (the
+    internet; Debian 12 packages no S3 server). Killed by its PID afterwards."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                                 "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"moto_server did not listen within 30 s: {log.read_text()[-500:]}")
+        yield f"s3:http://127.0.0.1:{port}/mail-backup"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def s3_box(path: Path) -> system.Root:
+    box = path / "box"
+    mail = box / "var/vmail/example.org/alice/Maildir/cur"
+    mail.mkdir(parents=True)
+    (mail / "1.msg:2,S").write_bytes(b"Subject: to the bucket\r\n\r\nhello\r\n")
+    (box / "etc/appliance").mkdir(parents=True)
+    (box / "etc/appliance/backup.password").write_text("a bucket's password\n")
+    return system.Root(box)
+
+
+def test_backups_go_to_an_s3_bucket_with_the_keys_of_the_credentials_file(
+        tmp_path: Path, s3_bucket: str) -> None:
+    from appliance.features.backup import recovery
+
+    root = s3_box(tmp_path)
+    password = str(root.host("/etc/appliance/backup.password"))
+    s = settings(enabled=True, repository=s3_bucket, password_file=password)
+    # No credentials file yet: the run fails saying which file, and makes nothing.
+    last = restic.backup(root, s)
+    assert not last.ok and "/etc/appliance/backup.credentials is missing" in last.error, last
+    creds = root.host("/etc/appliance/backup.credentials")
+    creds.write_text("# the provider's access keys\nAWS_ACCESS_KEY_ID=box-key\n"
+                     "AWS_SECRET_ACCESS_KEY='box-secret'\n")
+    creds.chmod(0o600)
+    last = restic.backup(root, s)
+    assert last.ok, last
+    assert [snap["hostname"] for snap in restic.snapshots(s, root)] == ["mail.example.org"]
+
+    # The sheet carries the keys; a new card restores from the sheet alone. (Made on the box,
+    # where the password file's path is the box's own: restic above was given this machine's.)
+    text = recovery.sheet(root, settings(enabled=True, repository=s3_bucket))
+    assert "AWS_SECRET_ACCESS_KEY=box-secret" in text
+    sheet = recovery.read(text, "the sheet")
+    new = system.Root(tmp_path / "new-card")
+    (tmp_path / "new-card" / "run").mkdir(parents=True)
+    recovery.restore_in_place(sheet, root=new)
+    # (The snapshot holds the test box's paths, which are this machine's, under new-card/.)
+    back = new.host(str(root.host("/var/vmail/example.org/alice/Maildir/cur/1.msg:2,S")))
+    assert back.read_bytes() == b"Subject: to the bucket\r\n\r\nhello\r\n"
+    assert new.host(str(creds)).read_text() == creds.read_text()
+
+    # A sheet whose keys were left off is refused before anything is touched.
+    cut = text.split("credentials =")[0]
+    with pytest.raises(Exception, match="no credentials"):
+        recovery.read(cut, "the sheet")
+    # A credentials file that sets anything but access keys is refused.
+    creds.write_text("RESTIC_PASSWORD=not-this-way\n")
+    last = restic.backup(root, s)
+    assert not last.ok and "not a storage provider's access key" in last.error, last

@@ -129,6 +129,7 @@ enabled = true
 repository = "sftp:me@vps.example.net:/srv/backup/mail"
 ssh_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHWAtWca83RfNSvOCRvB3DTPvuZCrDC6D5Zo7RPVszLr"
 password_file = "/etc/appliance/backup.pw"
+credentials_file = "/etc/appliance/backup.keys"
 keep_daily = 10
 keep_weekly = 5
 keep_monthly = 6

@@ -1,7 +1,8 @@
 """The recovery sheet: everything a new card needs to become this box again, on one page.
 
 It holds the repository, its password and, for an SFTP target, the box's SSH key and the
-target's host key (sftp.py says why the private key is on it). Its lower part is TOML, so the
+target's host key (sftp.py says why the private key is on it); for a bucket at a storage
+provider (s3: and the like), its access keys. Its lower part is TOML, so the
 same text a person keeps on paper or in a password manager is what `appliance restore
 --sheet` (and the first boot, from `restore.txt`) reads back.
 """
@@ -18,6 +19,7 @@ from appliance.core import system
 from appliance.core.errors import UsageError
 from appliance.core.settings import Settings
 from appliance.features.backup import restic, sftp
+from appliance.features.backup.settings import KEYED
 
 KEPT = "/var/lib/appliance/backup/sheet-kept"
 
@@ -31,6 +33,16 @@ def sheet(root: system.Root, s: Settings, made: float | None = None) -> str:
 
 and give the password below when restic asks."""
     extra = ""
+    keys = restic.read_credentials(root, s)
+    if keys:
+        lines = "".join(f"{name}={value}\n" for name, value in keys.items())
+        how = f"""set the credentials below in your shell (export NAME=value, each line), then
+
+    RESTIC_REPOSITORY='{b.repository}' restic restore latest --target ./restored
+
+and give the password below when restic asks. The credentials open the whole bucket;
+anyone holding this sheet holds them too."""
+        extra = f'credentials = """\n{lines}"""\n'
     if target is not None:
         sftp.ensure_key(root, f"appliance-backup@{s.hostname}")
         how = f"""save the ssh_key below as a file named key (chmod 600 key), then
@@ -67,6 +79,8 @@ def fingerprint(root: system.Root, s: Settings) -> str:
     data = root.read(s.backup.password_file).content or b""
     if sftp.target(s.backup.repository) is not None:
         data += root.read(sftp.KEY).content or b""
+    if (s.backup.repository or "").startswith(KEYED):
+        data += root.read(s.backup.credentials_file).content or b""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -86,6 +100,7 @@ class Sheet:
     password: str
     ssh_key: str = ""
     known_hosts: str = ""
+    credentials: str = ""
 
 
 def read(text: str, where: str) -> Sheet:
@@ -106,8 +121,17 @@ def read(text: str, where: str) -> Sheet:
     if sftp.target(data["repository"]) is not None and "PRIVATE KEY-----" not in str(key):
         raise UsageError(f"{where}: the repository is reached over SFTP but the sheet has no "
                          "ssh_key; copy the whole sheet, with its key")
+    keys = str(data.get("credentials", "")).strip()
+    if data["repository"].startswith(KEYED):
+        try:
+            found = restic.credentials(keys, f"{where}: credentials")
+        except restic.BackupError as e:
+            raise UsageError(str(e)) from None
+        if not found:
+            raise UsageError(f"{where}: the repository is at a storage provider but the sheet has "
+                             "no credentials; copy the whole sheet, with them")
     return Sheet(data["repository"], data["password"], str(key).strip(),
-                 str(data.get("known_hosts", "")).strip())
+                 str(data.get("known_hosts", "")).strip(), keys)
 
 
 def restore_in_place(sheet: Sheet, snapshot: str = "latest", root: system.Root = restic.LIVE) -> None:
@@ -124,7 +148,8 @@ def restore_in_place(sheet: Sheet, snapshot: str = "latest", root: system.Root =
         f.flush()
         res = system.run(["restic", *sftp.restic_options(root, sheet.repository), "restore",
                           snapshot, "--target", str(root.path)], check=False, timeout=restic.TIMEOUT,
-                         env=restic.environment(sheet.repository, f.name))
+                         env=restic.environment(sheet.repository, f.name,
+                                                restic.credentials(sheet.credentials, "the sheet")))
     res = sftp.with_reason(root, sheet.repository, False, res)
     if res.returncode != 0:
         raise restic.failure(f"restoring {snapshot} from {sheet.repository}", res, sheet.repository)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from appliance.core import schema, system
 from appliance.core.errors import ApplianceError
 from appliance.core.settings import Settings
 from appliance.features.backup import manifest, sftp
+from appliance.features.backup.settings import KEYED
 
 # What a new card needs to be the same mail server: the settings and the keys kept with them,
 # every mailbox, the mail still queued, and the agent's state (DKIM keys, the TLS key behind
@@ -74,8 +76,43 @@ def ensure_password(root: system.Root, path: str) -> bool:
     return True
 
 
-def environment(repository: str, password_file: str) -> dict[str, str]:
+# What a credentials file may set: the access keys of restic's storage-provider backends, nothing
+# that changes what restic does otherwise (its RESTIC_* variables stay the agent's).
+CREDENTIAL_NAMES = re.compile(r"^(AWS_[A-Z_]+|B2_ACCOUNT_(ID|KEY)|AZURE_[A-Z_]+|GOOGLE_PROJECT_ID)$")
+
+
+def credentials(text: str, where: str) -> dict[str, str]:
+    """The NAME=value lines of a credentials file (comments and blank lines skipped)."""
+    found: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip().strip("'\"")
+        if not sep or not CREDENTIAL_NAMES.match(name):
+            raise BackupError(f"{where}, line {n}: not a storage provider's access key (NAME=value, "
+                              "e.g. AWS_ACCESS_KEY_ID=...); nothing was changed")
+        found[name] = value
+    return found
+
+
+def read_credentials(root: system.Root, s: Settings) -> dict[str, str]:
+    """The repository's access keys, where it is at a storage provider; {} otherwise."""
+    if not (s.backup.repository or "").startswith(KEYED):
+        return {}
+    content = root.read(s.backup.credentials_file).content
+    if content is None:
+        raise BackupError(f"{s.backup.credentials_file} is missing: a {s.backup.repository.split(':')[0]}: "
+                          "repository needs its access keys there (AWS_ACCESS_KEY_ID=... and "
+                          "AWS_SECRET_ACCESS_KEY=... for S3), 0600; nothing was changed")
+    return credentials(content.decode(errors="replace"), s.backup.credentials_file)
+
+
+def environment(repository: str, password_file: str,
+                keys: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update(keys or {})
     env.update(RESTIC_REPOSITORY=repository, RESTIC_PASSWORD_FILE=password_file,
                RESTIC_CACHE_DIR=CACHE)
     return env
@@ -88,7 +125,7 @@ def restic(s: Settings, *args: str, timeout: float = TIMEOUT, root: system.Root 
     """restic on the configured repository; an SFTP one is reached with the box's own SSH key
     and known_hosts (sftp.py), never root's ~/.ssh."""
     repository = s.backup.repository or ""
-    env = environment(repository, s.backup.password_file)
+    env = environment(repository, s.backup.password_file, read_credentials(root, s))
     pinned = bool(s.backup.ssh_host_key)
     res = system.run(["restic", *sftp.restic_options(root, repository, pinned), *args], check=False,
                      timeout=timeout, env=env)

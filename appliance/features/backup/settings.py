@@ -5,6 +5,7 @@
     repository = "/media/backup/mail-appliance"   # or "sftp:me@vps.example.net:/srv/backup/mail"
     ssh_host_key = "ssh-ed25519 AAAA..."  # optional, SFTP: the server's key; else pinned at first use
     password_file = "/etc/appliance/backup.password"  # made on the box when missing
+    credentials_file = "/etc/appliance/backup.credentials"  # s3: and the like: the access keys
     keep_daily = 7
     keep_weekly = 4
     keep_monthly = 12
@@ -20,6 +21,9 @@ from appliance.core import fields
 from appliance.core.settings import Collector
 
 PASSWORD_FILE = "/etc/appliance/backup.password"
+CREDENTIALS_FILE = "/etc/appliance/backup.credentials"
+# Repositories at a storage provider, reached with access keys restic reads from its environment.
+KEYED = ("s3:", "b2:", "azure:", "gs:")
 # restic's repository locations: a local path, or one of the backends Debian's restic speaks.
 _REPOSITORY = re.compile(r"^(/\S+|(sftp|rest|s3|b2|azure|gs|swift|rclone):\S+)$")
 # A public key as the server's /etc/ssh/ssh_host_*_key.pub holds it (the comment is dropped).
@@ -32,6 +36,7 @@ class Backup:
     enabled: bool = False
     repository: str | None = None
     password_file: str = PASSWORD_FILE
+    credentials_file: str = CREDENTIALS_FILE
     ssh_host_key: str | None = None
     keep_daily: int = 7
     keep_weekly: int = 4
@@ -49,6 +54,11 @@ FIELDS = (
     fields.Field("password_file", PASSWORD_FILE, "the repository's password; made on the box when "
                  "missing, and on the recovery sheet", lambda v: isinstance(v, str) and v.startswith("/"),
                  "is not an absolute path", f'leave it out, or name a file such as "{PASSWORD_FILE}"'),
+    fields.Field("credentials_file", CREDENTIALS_FILE, "for a repository at a storage provider "
+                 "(s3:, b2:, azure:, gs:), its access keys, one NAME=value per line as restic reads "
+                 "them (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...); you write it, 0600; it "
+                 "goes on the recovery sheet", lambda v: isinstance(v, str) and v.startswith("/"),
+                 "is not an absolute path", f'leave it out, or name a file such as "{CREDENTIALS_FILE}"'),
     fields.Field("ssh_host_key", None, "for an sftp: repository, the server's SSH host key (its "
                  "/etc/ssh/ssh_host_ed25519_key.pub): only that key is accepted; left out, the key "
                  "seen at the first connection is recorded and required from then on",
