@@ -3,6 +3,7 @@
 #   make image                      Raspberry Pi image (arm64): build/mail-appliance-<version>-arm64.img.xz
 #   make image ARCH=amd64           PC/VM image with the same roles
 #   make image-test [ARCH=...]      boot the built image under qemu and check it
+#   make image-powercut [POWERCUTS=50]  power cuts while mail arrives (after image-test)
 #   make image-ci                   the CI path (README: "How the image is tested")
 #   make provisioning-lint          ansible-playbook --syntax-check + ansible-lint
 #
@@ -29,13 +30,17 @@ IMAGE_BASE_URL ?=
 XZ_LEVEL ?= 6
 # Seconds the boot test may take in all.
 IMAGE_TEST_TIMEOUT ?= 900
+# Power cuts the power-cut test makes (CI: 5; the long run: make image-powercut POWERCUTS=50),
+# and the seed of their random moments (0: a new one, printed).
+POWERCUTS ?= 5
+POWERCUT_SEED ?= 0
 
 IMAGE_ENV = ARCH='$(ARCH)' MIRROR='$(MIRROR)' SECURITY_MIRROR='$(SECURITY_MIRROR)' \
 	EXTRA_PACKAGES='$(EXTRA_PACKAGES)' EXTRA_ROLES='$(EXTRA_ROLES)' EXTRA_VARS='$(EXTRA_VARS)' \
 	IMAGE_HOSTNAME='$(IMAGE_HOSTNAME)' CACHE_DIR='$(IMAGE_CACHE)' REUSE_BASE='$(REUSE_BASE)' \
 	IMAGE_BASE_URL='$(IMAGE_BASE_URL)' XZ_LEVEL='$(XZ_LEVEL)'
 
-.PHONY: image image-deps image-test image-ssh-test image-ci provisioning-lint
+.PHONY: image image-deps image-test image-powercut image-ssh-test image-ci provisioning-lint
 
 image-deps:
 	image/host-deps.sh $(ARCH)
@@ -45,6 +50,11 @@ image: image-deps
 
 image-test: image-deps
 	ARCH='$(ARCH)' /usr/bin/python3 tests/image/boot_test.py --timeout $(IMAGE_TEST_TIMEOUT)
+
+# Power cuts while mail arrives, on the card image-test left behind (run that first).
+image-powercut: image-deps
+	ARCH='$(ARCH)' POWERCUTS='$(POWERCUTS)' POWERCUT_SEED='$(POWERCUT_SEED)' \
+		/usr/bin/python3 tests/image/powercut_test.py --timeout $$(( $(POWERCUTS) * 600 + 900 ))
 
 # The tinkerer's path: the same playbook over SSH into a fresh Debian 12 host
 # (a chroot + network namespace); uses the amd64 package cache of make image ARCH=amd64.
@@ -62,6 +72,7 @@ image-ci:
 	/usr/bin/python3 tests/image/toolchain_test.py arm64
 	$(MAKE) image ARCH=$(IMAGE_CI_ARCH) XZ_LEVEL=1
 	$(MAKE) image-test ARCH=$(IMAGE_CI_ARCH)
+	$(MAKE) image-powercut ARCH=$(IMAGE_CI_ARCH) POWERCUTS=5
 	$(MAKE) image-ssh-test
 
 provisioning-lint:

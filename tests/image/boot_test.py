@@ -481,6 +481,19 @@ def check_rollback(res: Results, arch: str, work: Path, disk: Path, key: Path,
         r = run(ssh_cmd(key, ports[22]) + ["appliance status"], timeout=180)
         line = next((ln for ln in r.stdout.splitlines() if "boot slots" in ln), "")
         res.check("`appliance status` tells of the rollback", "rolled back" in line, line or r.stdout[-300:])
+        # The postmaster (alice: the settings name no other) is told by mail, queued at boot
+        # before Postfix runs and delivered once it does.
+        found = ""
+        for _ in range(30):
+            r = run(ssh_cmd(key, ports[22]) + [
+                "grep -rl 'went back to its previous system' /var/vmail/example.org/alice/Maildir/new "
+                "/var/vmail/example.org/alice/Maildir/cur 2>/dev/null | head -1"], timeout=60)
+            found = r.stdout.strip()
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        res.check("the postmaster got a mail about the rollback", bool(found),
+                  found or "none in alice's mailbox")
         run(ssh_cmd(key, ports[22]) + ["systemctl poweroff"], timeout=30)
         try:
             proc.wait(timeout=max(5, min(180, deadline - time.monotonic())))

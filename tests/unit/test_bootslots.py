@@ -19,6 +19,8 @@ from appliance.core.errors import UsageError
 from appliance.features.updates import bootslots as bs
 from appliance.features.updates.feature import check_boot
 
+from .conftest import ALICE_HASH
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "provisioning" / "roles" / "appliance_boot"
 
@@ -40,7 +42,8 @@ def state_file(tmp_path: Path) -> Path:
 
 def appliance(root: system.Root, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = cli.main(["boot", "--root", str(root.path), *args],
+    settings = root.path / "etc" / "appliance" / "settings.toml"
+    code = cli.main(["--settings", str(settings), "boot", "--root", str(root.path), *args],
                     cli.Env(stdin=io.StringIO(), stdout=out, stderr=err))
     return code, out.getvalue(), err.getvalue()
 
@@ -170,3 +173,33 @@ def test_boot_commands_say_why_a_host_without_slots_has_none(tmp_path):
     assert code == 0 and json.loads(out)["booted"] is None
     assert check_boot(Context(s=None, root=root)) == []  # type: ignore[arg-type]
     assert not state_file(tmp_path).exists()
+
+
+def test_a_rollback_is_mailed_to_the_postmaster(tmp_path):
+    root = box(tmp_path, "a", bs.render(bs.BootState(("b", "a"), "b", {"b": 0, "a": 2})))
+    (tmp_path / "etc" / "appliance").mkdir(parents=True)
+    (tmp_path / "etc" / "appliance" / "settings.toml").write_text(
+        'domain = "example.org"\nhostname = "mail.example.org"\n[[users]]\n'
+        f'address = "alice@example.org"\npassword_hash = "{ALICE_HASH}"\n')
+    # The box's sendmail, recorded: its arguments and the message it was given.
+    sbin = tmp_path / "usr" / "sbin"
+    sbin.mkdir(parents=True)
+    (sbin / "sendmail").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\ncat > {tmp_path}/message\n')
+    (sbin / "sendmail").chmod(0o755)
+    code, _, err = appliance(root, "check")
+    assert code == 0 and "told the postmaster (alice@example.org)" in err
+    assert (tmp_path / "argv").read_text().split() == ["-i", "-f", "postmaster@example.org", "--",
+                                                      "alice@example.org"]
+    message = (tmp_path / "message").read_text()
+    assert "Subject: mail.example.org went back to its previous system" in message
+    assert "slot b" in message and "did not come up" in message
+    # The next boot of the same slot is no news: no second mail.
+    (tmp_path / "message").unlink()
+    assert appliance(root, "check")[0] == 0 and not (tmp_path / "message").exists()
+
+
+def test_a_rollback_without_settings_is_recorded_all_the_same(tmp_path):
+    root = box(tmp_path, "a", bs.render(bs.BootState(("b", "a"), "b", {"b": 0, "a": 2})))
+    code, _, err = appliance(root, "check")
+    assert code == 0 and "the postmaster was not told" in err
+    assert bs.events(root)[-1]["failed"] == "b"

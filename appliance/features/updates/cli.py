@@ -5,11 +5,13 @@ boot (appliance-boot-check.service) and records a rollback when a trial did not 
 from __future__ import annotations
 
 import argparse
+import email.utils
 import json
 import time
+from email.message import EmailMessage
 
 from appliance.core import command, system
-from appliance.core.errors import EXIT_OK, UsageError
+from appliance.core.errors import EXIT_OK, ApplianceError, UsageError
 from appliance.core.feature import Subcommands
 from appliance.features.updates import bootslots
 
@@ -38,6 +40,7 @@ def cmd_boot(a: argparse.Namespace, env: command.Env) -> int:
             if rollback is not None:
                 bootslots.record(root, rollback, time.time())
                 env.err(f"appliance boot: rollback: {rollback.why}; slot {booted} runs")
+                env.err(f"appliance boot: {_tell_postmaster(root, env, a.settings, rollback)}")
             elif new.trial == booted:
                 env.out(f"slot {booted} is on trial: `appliance boot commit` keeps it; a restart "
                         f"without that starts slot {bootslots.other(booted)} again")
@@ -55,6 +58,38 @@ def cmd_boot(a: argparse.Namespace, env: command.Env) -> int:
             bootslots.write(root, bootslots.commit(state, booted))
             env.out(f"slot {booted} is committed: every boot starts it")
     return EXIT_OK
+
+
+def _tell_postmaster(root: system.Root, env: command.Env, settings_path: str,
+                     rollback: bootslots.Rollback) -> str:
+    """Mail the postmaster about a rollback, through the local Postfix: at boot its master
+    may not run yet, but sendmail leaves the message in the maildrop queue, and Postfix
+    delivers it once it starts. Returns what became of it, for the log."""
+    try:
+        s = env.settings(settings_path)
+    except ApplianceError as e:
+        return f"the postmaster was not told (no settings to name one: {e})"
+    sendmail = root.host("/usr/sbin/sendmail")
+    if not sendmail.exists() or not s.postmaster:
+        return "the postmaster was not told (no sendmail, or no postmaster in the settings)"
+    msg = EmailMessage()
+    msg["From"] = f"Mail appliance <postmaster@{s.domain}>"
+    msg["To"] = s.postmaster
+    msg["Subject"] = f"{s.hostname} went back to its previous system"
+    msg["Date"] = email.utils.formatdate(localtime=False)
+    msg["Message-ID"] = email.utils.make_msgid(domain=s.hostname)
+    msg.set_content(
+        f"Your mail box {s.hostname} restarted with its previous system (slot "
+        f"{rollback.running}), because the new one (slot {rollback.failed}) did not work:\n\n"
+        f"  {rollback.why}.\n\n"
+        "Your mail, settings and keys are as they were, and mail keeps arriving. There is "
+        "nothing you need to do unless this happens again. `appliance boot status` on the box "
+        "shows the details.\n")
+    res = system.run_bytes([str(sendmail), "-i", "-f", f"postmaster@{s.domain}", "--",
+                            s.postmaster], input=bytes(msg), timeout=60)
+    if res.returncode != 0:
+        return f"mailing the postmaster failed: sendmail exited {res.returncode}"
+    return f"told the postmaster ({s.postmaster}) by mail"
 
 
 def _status(root: system.Root, env: command.Env, as_json: bool) -> int:
