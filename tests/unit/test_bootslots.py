@@ -203,3 +203,15 @@ def test_a_rollback_without_settings_is_recorded_all_the_same(tmp_path):
     code, _, err = appliance(root, "check")
     assert code == 0 and "the postmaster was not told" in err
     assert bs.events(root)[-1]["failed"] == "b"
+
+
+def test_linux_never_makes_the_state_file_only_rewrites_it(tmp_path):
+    # A missing or damaged file: U-Boot writes a whole one at the next boot; Linux changes nothing.
+    root = box(tmp_path, "a", b"BOOT_ORDER=a b\n")
+    slot_b = tmp_path / "boot" / "firmware" / "slot-b"
+    slot_b.mkdir()
+    (slot_b / "vmlinuz").write_bytes(b"kernel")
+    (slot_b / "initrd.img").write_bytes(b"initrd")
+    code, _, err = appliance(root, "try", "b")
+    assert code == 1 and "not 512 bytes long" in err
+    assert state_file(tmp_path).read_bytes() == b"BOOT_ORDER=a b\n"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from appliance.core import system
-from appliance.core.errors import UsageError
+from appliance.core.errors import ApplianceError, UsageError
 
 SLOTS = ("a", "b")
 FULL = 3  # tries of a committed slot; the boot script counts 3, 2, 1 down to 0
@@ -148,10 +148,13 @@ def write(root: system.Root, state: BootState) -> None:
     data = render(state)
     if root.read(STATE_FILE).content == data:
         return  # a card wears with each write: none when nothing changes
-    if root.size(STATE_FILE) == SIZE:
-        system.rewrite_in_place(root.host(STATE_FILE), data)
-    else:
-        root.write_atomic(STATE_FILE, system.FileState(data, 0o644))
+    if root.size(STATE_FILE) != SIZE:
+        # Only U-Boot makes the file (every boot writes it, 512 bytes): Linux rewrites it in
+        # place and never creates it, since FAT keeps no owner or mode for a rename to carry.
+        raise ApplianceError(f"{STATE_FILE} is missing or not {SIZE} bytes long: the boot script "
+                             "writes it again at the next boot; restart, then try again. Nothing "
+                             "was changed")
+    system.rewrite_in_place(root.host(STATE_FILE), data)
 
 
 def events(root: system.Root) -> list[dict[str, object]]:
