@@ -82,9 +82,9 @@ def _tell_postmaster(root: system.Root, env: command.Env, settings_path: str,
         f"Your mail box {s.hostname} restarted with its previous system (slot "
         f"{rollback.running}), because the new one (slot {rollback.failed}) did not work:\n\n"
         f"  {rollback.why}.\n\n"
-        "Your mail, settings and keys are as they were, and mail keeps arriving. There is "
-        "nothing you need to do unless this happens again. `appliance boot status` on the box "
-        "shows the details.\n")
+        "The box runs the system it ran before, and mail keeps arriving. There is nothing you "
+        "need to do unless this happens again. `appliance boot status` on the box shows the "
+        "details.\n")
     res = system.run_bytes([str(sendmail), "-i", "-f", f"postmaster@{s.domain}", "--",
                             s.postmaster], input=bytes(msg), timeout=60)
     if res.returncode != 0:
