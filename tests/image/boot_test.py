@@ -33,7 +33,6 @@ import recording_dns  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT_OFFSET = 4 << 20           # image/build.py: GAP_MIB
-ROOT_LABEL = "appliance-root"
 GROW_MIB = 512                  # the test card is this much larger than the image
 MARKERS = {                     # first serial line matching each, in boot order
     "u-boot": r"^U-Boot 20",

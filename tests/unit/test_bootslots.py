@@ -36,6 +36,14 @@ def box(tmp_path: Path, slot: str | None, state: bytes | None = None) -> system.
     return system.Root(tmp_path)
 
 
+def kernel_in_slot_b(tmp_path: Path) -> None:
+    """What an update puts on the boot partition for slot b: its kernel and initramfs."""
+    slot_b = tmp_path / "boot" / "firmware" / "slot-b"
+    slot_b.mkdir()
+    (slot_b / "vmlinuz").write_bytes(b"kernel")
+    (slot_b / "initrd.img").write_bytes(b"initrd")
+
+
 def state_file(tmp_path: Path) -> Path:
     return tmp_path / "boot" / "firmware" / "bootslot.env"
 
@@ -155,10 +163,7 @@ def test_boot_try_needs_the_slots_kernel_then_asks_for_it_once(tmp_path):
     code, _, err = appliance(root, "try", "b")
     assert code == 2 and "slot-b/vmlinuz" in err
     assert bs.parse(state_file(tmp_path).read_bytes()) == bs.BootState()  # refused: unchanged
-    slot_b = tmp_path / "boot" / "firmware" / "slot-b"
-    slot_b.mkdir()
-    (slot_b / "vmlinuz").write_bytes(b"kernel")
-    (slot_b / "initrd.img").write_bytes(b"initrd")
+    kernel_in_slot_b(tmp_path)
     code, out, _ = appliance(root, "try", "b")
     assert code == 0 and "once" in out
     assert bs.parse(state_file(tmp_path).read_bytes()) == bs.BootState(("b", "a"), "b", {"a": 3, "b": 1})
@@ -168,7 +173,7 @@ def test_boot_try_needs_the_slots_kernel_then_asks_for_it_once(tmp_path):
 def test_boot_commands_say_why_a_host_without_slots_has_none(tmp_path):
     root = box(tmp_path, None)
     code, _, err = appliance(root, "commit")
-    assert code == 2 and "no boot slots" in err.replace("it has no boot slots", "no boot slots")
+    assert code == 2 and "it has no boot slots" in err
     code, out, _ = appliance(root, "status", "--json")
     assert code == 0 and json.loads(out)["booted"] is None
     assert check_boot(Context(s=None, root=root)) == []  # type: ignore[arg-type]
@@ -208,10 +213,7 @@ def test_a_rollback_without_settings_is_recorded_all_the_same(tmp_path):
 def test_linux_never_makes_the_state_file_only_rewrites_it(tmp_path):
     # A missing or damaged file: U-Boot writes a whole one at the next boot; Linux changes nothing.
     root = box(tmp_path, "a", b"BOOT_ORDER=a b\n")
-    slot_b = tmp_path / "boot" / "firmware" / "slot-b"
-    slot_b.mkdir()
-    (slot_b / "vmlinuz").write_bytes(b"kernel")
-    (slot_b / "initrd.img").write_bytes(b"initrd")
+    kernel_in_slot_b(tmp_path)
     code, _, err = appliance(root, "try", "b")
     assert code == 1 and "not 512 bytes long" in err
     assert state_file(tmp_path).read_bytes() == b"BOOT_ORDER=a b\n"
